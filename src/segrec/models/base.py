@@ -1,0 +1,255 @@
+"""The Recommender protocol every model, baseline and routed system obeys.
+
+A subclass supplies a pydantic ``Config`` class and four hooks:
+``_fit(train, valid)``, ``_score(users)`` (dense scores over the catalogue),
+``_state()`` and ``_set_state(tensors, meta)``. The base class owns everything
+that must behave identically across models: id mapping, seen-item exclusion,
+top-k, fitted checks, and the artifact format.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import NotFittedError, SegrecError, UnknownIDError
+from ..evaluate.ranking import rank_in_chunks
+from ..io import atomic_dir, load_tensors, read_json, read_table, save_tensors, write_json, write_table
+from ..types import Interactions, Recommendations, Vocabulary
+
+__all__ = ["ModelConfig", "Recommender", "check_is_fitted"]
+
+
+class ModelConfig(BaseModel):
+    """Base of every model config: frozen, and unknown keys are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def check_is_fitted(model: Any) -> None:
+    """Raise :class:`NotFittedError` unless ``model`` has been fitted."""
+    if getattr(model, "item_vocab_", None) is None:
+        raise NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet; call fit(train) first."
+        )
+
+
+class Recommender:
+    """Base class: ``fit`` / ``score`` / ``recommend`` / ``save`` / ``load``.
+
+    Subclasses set ``Config`` (a :class:`ModelConfig`) and ``name``; they are built
+    from a config object or keyword overrides, never both. Learned attributes end
+    with ``_``; ``item_vocab_`` marks a fitted model.
+    """
+
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    name: ClassVar[str] = "base"
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+        if config is not None and overrides:
+            raise TypeError(f"{type(self).__name__}: pass a config or keyword overrides, not both")
+        if config is None:
+            config = self.Config(**overrides)
+        elif not isinstance(config, self.Config):
+            config = self.Config.model_validate(dict(config))
+        self.config = config
+        self.user_vocab_: Vocabulary | None = None
+        self.item_vocab_: Vocabulary | None = None
+        self.seen_: sp.csr_matrix | None = None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({args})"
+
+    def with_params(self, **changes: Any) -> Self:
+        """An unfitted copy with some config values changed (re-validated)."""
+        return type(self)(self.Config.model_validate({**self.config.model_dump(), **changes}))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, train: Interactions, *, valid: Interactions | None = None) -> Self:
+        """Learn from ``train`` (and ``valid``), forgetting any earlier fit.
+
+        Args:
+            train: Fit interactions.
+            valid: Optional held-out tail of the fit data. A model uses it only to
+                choose settings or stop early, then learns from train ∪ valid
+                (EVAL_PROTOCOL's black-box rule). Without it, a model that tunes
+                carves its own inner validation out of ``train``.
+
+        Returns:
+            self, fitted.
+        """
+        if len(train) == 0:
+            raise SegrecError(f"{type(self).__name__}.fit: the training data has no interactions")
+        full = train if valid is None or len(valid) == 0 else train.concat(valid)
+        self.user_vocab_ = None
+        self.item_vocab_ = None
+        self._fit(train, None if valid is None or len(valid) == 0 else valid)
+        self.user_vocab_ = full.user_vocab
+        self.item_vocab_ = full.item_vocab
+        self.seen_ = full.to_csr()
+        return self
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        raise NotImplementedError
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        """Scores of shape (len(users), n_items) for dense user ids; NaN = cannot score."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- scoring
+    @property
+    def n_items(self) -> int:
+        """Catalogue size of the fitted model."""
+        check_is_fitted(self)
+        return len(self.item_vocab_)
+
+    def score_dense(self, users: np.ndarray) -> np.ndarray:
+        """Scores of shape (len(users), n_items) for dense user ids (evaluator hook)."""
+        check_is_fitted(self)
+        return self._score(np.asarray(users, dtype=np.int64))
+
+    def _user_index(self, user_ids, *, strict: bool = True) -> np.ndarray:
+        idx = self.user_vocab_.index(user_ids)
+        if strict and (idx < 0).any():
+            bad = np.atleast_1d(np.asarray(user_ids, dtype=object))[idx < 0][:5]
+            raise UnknownIDError(
+                f"unknown user id(s) {[str(b) for b in bad]}: not in the fit data of this "
+                f"{type(self).__name__}; serve new users by their recent items instead"
+            )
+        return idx
+
+    def score(self, user_ids, item_ids) -> np.ndarray:
+        """Scores of shape (n_users, n_items_asked); NaN for unknown items.
+
+        Raises:
+            UnknownIDError: A user id is not in the fit data.
+        """
+        check_is_fitted(self)
+        users = self._user_index(user_ids)
+        items = self.item_vocab_.index(item_ids)
+        full = np.asarray(self._score(users), dtype=np.float32)
+        out = np.full((len(users), len(items)), np.nan, dtype=np.float32)
+        ok = items >= 0
+        out[:, ok] = full[:, items[ok]]
+        return out
+
+    def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True) -> Recommendations:
+        """Top-k items for one user id or a batch, best first.
+
+        Args:
+            user_ids: One external user id or a sequence of them.
+            k: List length; larger than the catalogue gives the whole catalogue.
+            exclude_seen: Leave out items the user interacted with in the fit data.
+
+        Returns:
+            Recommendations with item ids of shape (n, k) (``None``-padded when
+            fewer than k items remain).
+
+        Raises:
+            UnknownIDError: A user id is not in the fit data.
+        """
+        check_is_fitted(self)
+        if int(k) < 1:
+            raise SegrecError(f"k must be >= 1; got {k}")
+        user_ids = np.atleast_1d(np.asarray(user_ids, dtype=object)).astype(str)
+        users = self._user_index(user_ids)
+        items, scores = rank_in_chunks(
+            self._score, users, int(k), seen=self.seen_ if exclude_seen else None
+        )
+        return self._package(user_ids, items, scores, int(k))
+
+    def _package(self, user_ids, items, scores, k, segment=None, tier=None) -> Recommendations:
+        n = len(user_ids)
+        ids = np.full((n, k), None, dtype=object)
+        vals = np.full((n, k), np.nan, dtype=np.float32)
+        w = items.shape[1]
+        valid = items >= 0
+        ids[:, :w][valid] = self.item_vocab_.id(items[valid])
+        vals[:, :w] = np.where(valid, scores, np.nan)
+        return Recommendations(
+            user_ids=np.asarray(user_ids, dtype=object),
+            item_ids=ids,
+            scores=vals,
+            segment=np.full(n, -1, np.int64) if segment is None else segment,
+            tier=np.full(n, self.name, dtype=object) if tier is None else tier,
+        )
+
+    # ------------------------------------------------------------ artifacts
+    def _state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save (besides vocabularies and seen items)."""
+        return {}
+
+    def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`_state` saved."""
+
+    def _meta(self) -> dict[str, Any]:
+        """JSON-able learned values (e.g. chosen hyperparameters) to save."""
+        return {}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to directory ``path`` atomically.
+
+        Layout: ``model.json`` (class, config, learned metadata, versions),
+        ``tensors.safetensors``, ``users.parquet`` and ``items.parquet`` (ids).
+        """
+        check_is_fitted(self)
+        with atomic_dir(path) as tmp:
+            self.save_into(tmp)
+        return Path(path)
+
+    def save_into(self, directory: Path) -> None:
+        """Write the model's files into an existing directory (used by bundles)."""
+        from .. import __version__
+
+        tensors = {
+            "seen_indptr": self.seen_.indptr.astype(np.int64),
+            "seen_indices": self.seen_.indices.astype(np.int32),
+            **{f"state.{k}": v for k, v in self._state().items()},
+        }
+        save_tensors(directory / "tensors.safetensors", tensors)
+        write_table(directory / "users.parquet", pd.DataFrame({"id": self.user_vocab_.ids.astype(str)}))
+        write_table(directory / "items.parquet", pd.DataFrame({"id": self.item_vocab_.ids.astype(str)}))
+        write_json(directory / "model.json", {
+            "class": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "meta": self._meta(),
+            "segrec_version": __version__,
+            "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
+        })
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        """Load a model saved by :meth:`save`; never unpickles.
+
+        Called on :class:`Recommender` it dispatches on the saved class name; on a
+        subclass it also checks the saved class matches.
+        """
+        from . import MODELS
+
+        path = Path(path)
+        info = read_json(path / "model.json")
+        name = info.get("class")
+        target = MODELS.get(name)
+        if target is None:
+            raise SegrecError(f"{path}: unknown model class {name!r}; known: {sorted(MODELS)}")
+        if cls is not Recommender and target is not cls:
+            raise SegrecError(f"{path}: holds a {name!r} model, not {cls.name!r}")
+        model = target(target.Config.model_validate(info["config"]))
+        tensors = load_tensors(path / "tensors.safetensors")
+        model.user_vocab_ = Vocabulary(read_table(path / "users.parquet")["id"].astype(str).to_numpy())
+        model.item_vocab_ = Vocabulary(read_table(path / "items.parquet")["id"].astype(str).to_numpy())
+        indices = tensors["seen_indices"]
+        model.seen_ = sp.csr_matrix(
+            (np.ones(len(indices), np.float32), indices, tensors["seen_indptr"]),
+            shape=(len(model.user_vocab_), len(model.item_vocab_)),
+        )
+        state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
+        model._set_state(state, info.get("meta", {}))
+        return model

@@ -1,0 +1,63 @@
+"""Choose a model's few hyperparameters on an inner validation split.
+
+The protocol's black-box rule: settings are chosen on (train -> valid) carved
+out of the fit data, never on test. Each candidate is fitted on the inner train
+part and scored by NDCG@10 on the inner valid part; the winner is refitted by
+the caller on all fit data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..evaluate.ranking import quick_ndcg
+from ..split import holdout_split
+from ..types import Interactions
+
+__all__ = ["inner_sets", "grid_search"]
+
+log = logging.getLogger(__name__)
+
+
+def inner_sets(train: Interactions, valid: Interactions | None) -> tuple[Interactions, Interactions]:
+    """The (inner train, inner valid) pair: ``valid`` if given, else the last 10% per user."""
+    if valid is not None and len(valid):
+        return train, valid
+    return holdout_split(train, 0.1)
+
+
+def grid_search(
+    model: Any,
+    grid: Mapping[str, Sequence[Any]],
+    train: Interactions,
+    valid: Interactions | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Fit ``model.with_params(**combo)`` for every combo; return the best by NDCG@10.
+
+    Args:
+        model: An unfitted Recommender; its other settings stay fixed.
+        grid: Parameter name -> candidate values.
+        train, valid: Fit data and its optional held-out tail (see :func:`inner_sets`).
+
+    Returns:
+        ``(best_params, table)`` where ``table`` has one row (params + ``ndcg@10``)
+        per candidate, in grid order. Ties go to the earlier candidate.
+    """
+    inner_train, inner_valid = inner_sets(train, valid)
+    train_csr, valid_csr = inner_train.to_csr(), inner_valid.to_csr()
+    names = list(grid)
+    table = []
+    best, best_score = None, -1.0
+    for values in itertools.product(*(grid[n] for n in names)):
+        params = dict(zip(names, values, strict=True))
+        candidate = model.with_params(**params)
+        candidate._fit(inner_train, None)
+        score = quick_ndcg(candidate._score, train_csr, valid_csr, k=10)
+        table.append({**params, "ndcg@10": score})
+        log.info("%s %s: inner-valid NDCG@10 %.4f", type(model).__name__, params, score)
+        if score > best_score:
+            best, best_score = params, score
+    return best, table
