@@ -72,7 +72,7 @@ class Recommender:
         return type(self)(self.Config.model_validate({**self.config.model_dump(), **changes}))
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train: Interactions, *, valid: Interactions | None = None) -> Self:
+    def fit(self, train: Interactions, *, valid: Interactions | None = None, **fit_params: Any) -> Self:
         """Learn from ``train`` (and ``valid``), forgetting any earlier fit.
 
         Args:
@@ -81,6 +81,8 @@ class Recommender:
                 choose settings or stop early, then learns from train ∪ valid
                 (EVAL_PROTOCOL's black-box rule). Without it, a model that tunes
                 carves its own inner validation out of ``train``.
+            **fit_params: Model-specific inputs, e.g. ``segments=`` (int label per
+                dense user) for segment-aware models.
 
         Returns:
             self, fitted.
@@ -90,13 +92,13 @@ class Recommender:
         full = train if valid is None or len(valid) == 0 else train.concat(valid)
         self.user_vocab_ = None
         self.item_vocab_ = None
-        self._fit(train, None if valid is None or len(valid) == 0 else valid)
+        self._fit(train, None if valid is None or len(valid) == 0 else valid, **fit_params)
         self.user_vocab_ = full.user_vocab
         self.item_vocab_ = full.item_vocab
         self.seen_ = full.to_csr()
         return self
 
-    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+    def _fit(self, train: Interactions, valid: Interactions | None, **fit_params: Any) -> None:
         raise NotImplementedError
 
     def _score(self, users: np.ndarray) -> np.ndarray:
@@ -223,6 +225,13 @@ class Recommender:
             "segrec_version": __version__,
             "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
         })
+        self._save_extra(directory)
+
+    def _save_extra(self, directory: Path) -> None:
+        """Write further files (e.g. sub-models in sub-directories); default none."""
+
+    def _load_extra(self, directory: Path) -> None:
+        """Read what :meth:`_save_extra` wrote; default none."""
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -241,7 +250,7 @@ class Recommender:
             raise SegrecError(f"{path}: unknown model class {name!r}; known: {sorted(MODELS)}")
         if cls is not Recommender and target is not cls:
             raise SegrecError(f"{path}: holds a {name!r} model, not {cls.name!r}")
-        model = target(target.Config.model_validate(info["config"]))
+        model = target(config=target.Config.model_validate(info["config"]))
         tensors = load_tensors(path / "tensors.safetensors")
         model.user_vocab_ = Vocabulary(read_table(path / "users.parquet")["id"].astype(str).to_numpy())
         model.item_vocab_ = Vocabulary(read_table(path / "items.parquet")["id"].astype(str).to_numpy())
@@ -252,4 +261,5 @@ class Recommender:
         )
         state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
         model._set_state(state, info.get("meta", {}))
+        model._load_extra(path)
         return model
