@@ -1,0 +1,59 @@
+"""``segrec recommend``: top-k lists from a saved run for a file of user ids."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``segrec recommend``."""
+    p = sub.add_parser("recommend", help="write top-k recommendations from a saved run",
+                       description="Write user_id,item_id,rank,score for every listed user.")
+    p.add_argument("artifacts", help="directory written by `segrec run --out`")
+    p.add_argument("--users", help="text file with one user id per line")
+    p.add_argument("--k", type=int, default=20, help="list length (default: %(default)s)")
+    p.add_argument("--out", help="output CSV (default: stdout)")
+    p.add_argument("--system", help="system to use (default: the run's best; see --list)")
+    p.add_argument("--list", action="store_true", help="print the saved systems and exit")
+    p.add_argument("--include-seen", action="store_true", help="do not exclude the users' fit items")
+    p.set_defaults(func=recommend_command)
+
+
+def recommend_command(args: argparse.Namespace) -> int:
+    """Write recommendations (or list systems)."""
+    from ..errors import SegrecError
+    from ..io import atomic_write_text
+    from ..train import load_run
+
+    run = load_run(args.artifacts)
+    if args.list:
+        best = run.manifest.get("best_system")
+        for name in run.system_names:
+            ndcg = run.results.get("systems", {}).get(name, {}).get("overall", {}).get("ndcg@10")
+            score = f"  NDCG@10={ndcg:.4f}" if ndcg is not None else ""
+            print(f"{name}{'  (best)' if name == best else ''}{score}")
+        return 0
+    if not args.users:
+        raise SegrecError("--users FILE is required (one user id per line), or use --list")
+    path = Path(args.users)
+    if not path.exists():
+        raise SegrecError(f"--users {path}: file not found")
+    users = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    if not users:
+        raise SegrecError(f"{path}: no user ids (expected one per line)")
+    if args.k < 1:
+        raise SegrecError(f"--k must be >= 1; got {args.k}")
+    model = run.system(args.system)
+    recs = model.recommend(np.asarray(users, dtype=object), k=args.k, exclude_seen=not args.include_seen)
+    frame = recs.to_frame()[["user_id", "item_id", "rank", "score"]]
+    text = frame.to_csv(index=False)
+    if args.out:
+        atomic_write_text(args.out, text)
+    else:
+        print(text, end="")
+    return 0

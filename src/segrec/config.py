@@ -1,0 +1,132 @@
+"""Typed run configuration: one TOML file (or defaults) -> :class:`RunConfig`.
+
+Only the CLI reads files; the library receives a validated ``RunConfig``.
+Sections: ``[data] [split] [segmentation] [models] [evaluate]``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+__all__ = ["RunConfig", "load_config"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the interactions come from; no path means the built-in synthetic data."""
+
+    path: str | None = None
+    """Interactions file (CSV, Parquet, MovieLens formats)."""
+    items: str | None = None
+    """Optional items table (item_id, title, categories, ...)."""
+    users: str | None = None
+    """Optional users table (user_id, attributes...)."""
+    synthetic_users: int = Field(2000, ge=10)
+    """Users of the built-in synthetic data."""
+    synthetic_items: int = Field(1000, ge=10)
+    """Items of the built-in synthetic data."""
+    synthetic_segments: int = Field(4, ge=1)
+    """Planted segments of the built-in synthetic data."""
+
+
+class SplitConfig(_Section):
+    """The protocol's per-user temporal split."""
+
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train / valid / test shares (EVAL_PROTOCOL.md)."""
+    no_split: bool = False
+    """Use all data as fit data and hold nothing out (nothing is evaluated)."""
+
+
+class SegmentationConfig(_Section):
+    """How users are segmented (issue 3)."""
+
+    method: str = "kmeans"
+    """kmeans, spectral, agglomerative, gmm, vae, tiers or auto."""
+    n_segments: int | Literal["auto"] = "auto"
+    """Number of segments, or ``auto`` to choose it."""
+    text: bool = True
+    """Use item-text embeddings from the pretrained language model when installed."""
+
+
+class ModelsConfig(_Section):
+    """Which systems to fit and compare, and their settings."""
+
+    systems: tuple[str, ...] = (
+        "popularity", "itemknn", "ease", "als", "multvae",
+        "transformer", "adapted_transformer", "local_ease", "segmented",
+    )
+    """Systems to fit; unknown or unavailable ones are reported and skipped."""
+    transformer: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the global Transformer's config."""
+    adapter: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of the segment adapter's config."""
+    min_segment_users: int = Field(20, ge=1)
+    """Smallest segment that gets its own local model / adapter."""
+
+
+class EvaluateConfig(_Section):
+    """Evaluation settings (EVAL_PROTOCOL.md)."""
+
+    ks: tuple[int, ...] = (10, 20)
+    """Cut-offs."""
+    n_boot: int = Field(2000, ge=100)
+    """Bootstrap resamples for the confidence intervals."""
+
+
+class RunConfig(_Section):
+    """Everything ``segrec run`` needs."""
+
+    seed: int = 0
+    """Seed for every random choice in the run."""
+    device: str = "cpu"
+    """Torch device for the neural models (``cpu`` or ``cuda``)."""
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
+    models: ModelsConfig = ModelsConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Read a TOML run config (or the defaults) and apply section overrides.
+
+    Args:
+        path: TOML file, or None for the defaults.
+        **overrides: Top-level keys or whole sections, e.g. ``data={"path": "x.csv"}``;
+            a section given here is merged into the file's section.
+
+    Raises:
+        ConfigError: The file is missing, is not TOML, or a value is invalid
+            (the message names the file and the dotted key).
+    """
+    raw: dict[str, Any] = {}
+    source = str(path) if path else "<defaults>"
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file not found", path=str(path)) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})", path=str(path)) from exc
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            raw[key] = {**raw.get(key, {}), **value}
+        else:
+            raw[key] = value
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{source}: {key}: {err['msg']} (got {err.get('input')!r})",
+                          path=source, key=key) from exc

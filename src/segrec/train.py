@@ -1,0 +1,325 @@
+"""The main job: data -> split -> segments -> every system fitted -> evaluated -> saved.
+
+``run_experiment(config, data)`` is what ``segrec run`` and
+``benchmarks/bench_quality.py`` call, so the CLI and the benchmark report the
+same numbers. ``save_run`` writes the artifacts; ``load_run`` reads them back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import RunConfig
+from .errors import MissingDependencyError, SegrecError
+from .evaluate import EvalReport, bootstrap_diff, evaluate
+from .io import atomic_dir, read_json, read_table, write_json, write_table
+from .models import (
+    EASERecommender,
+    ItemKNNRecommender,
+    PerSegmentRecommender,
+    PopularityRecommender,
+    Recommender,
+    SegmentedRecommender,
+)
+from .split import temporal_split
+from .types import Interactions, Split
+
+__all__ = ["RunResult", "build_system", "load_run", "run_experiment", "save_run"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def _transformer(cfg: RunConfig) -> Recommender:
+    from .models.transformer import TransformerRecommender
+
+    return TransformerRecommender(**{"random_state": cfg.seed, "device": cfg.device, **cfg.models.transformer})
+
+
+def _adapted(cfg: RunConfig) -> Recommender:
+    from .models.adapters import AdaptedTransformerRecommender
+
+    return AdaptedTransformerRecommender(**{"random_state": cfg.seed, **cfg.models.adapter})
+
+
+def _als(cfg: RunConfig) -> Recommender:
+    from .models.mf import ALSRecommender
+
+    return ALSRecommender(random_state=cfg.seed)
+
+
+def _multvae(cfg: RunConfig) -> Recommender:
+    from .models.multvae import MultVAERecommender
+
+    return MultVAERecommender(random_state=cfg.seed, device=cfg.device)
+
+
+#: system name -> builder of the unfitted model; one explicit dict (no string imports).
+SYSTEMS: dict[str, Callable[[RunConfig], Recommender]] = {
+    "popularity": lambda cfg: PopularityRecommender(),
+    "itemknn": lambda cfg: ItemKNNRecommender(),
+    "ease": lambda cfg: EASERecommender(),
+    "als": _als,
+    "multvae": _multvae,
+    "transformer": _transformer,
+    "adapted_transformer": _adapted,
+    "local_ease": lambda cfg: PerSegmentRecommender(
+        base="ease", min_segment_users=cfg.models.min_segment_users),
+}
+
+#: tier name inside the segmented system -> the system that provides it.
+TIERS = {"adapted": "adapted_transformer", "global": "transformer", "local": "local_ease",
+         "popularity": "popularity"}
+
+
+def build_system(name: str, cfg: RunConfig) -> Recommender:
+    """An unfitted system by name (see :data:`SYSTEMS`; ``segmented`` is built by the run)."""
+    if name not in SYSTEMS:
+        raise SegrecError(f"unknown system {name!r}; known: {sorted([*SYSTEMS, 'segmented'])}")
+    return SYSTEMS[name](cfg)
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced.
+
+    Attributes:
+        config: The resolved run config.
+        data: The full dataset.
+        split: The protocol split (None with ``no_split``).
+        segments: int array (n_users,), segment per dense user.
+        segmentation: Method, K and quality figures of the segmentation.
+        systems: name -> fitted Recommender.
+        reports: name -> EvalReport on the test part (empty with ``no_split``).
+        comparisons: name -> DataFrame of bootstrap CIs (per segment and overall).
+        fit_seconds: name -> wall seconds of ``fit``.
+        skipped: name -> why the system was not run.
+    """
+
+    config: RunConfig
+    data: Interactions
+    split: Split | None
+    segments: np.ndarray
+    segmentation: dict[str, Any]
+    systems: dict[str, Recommender] = field(default_factory=dict)
+    reports: dict[str, EvalReport] = field(default_factory=dict)
+    comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
+    fit_seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """One row per evaluated system: overall metrics, terciles and fit time."""
+        rows = []
+        for name, rep in self.reports.items():
+            act = rep.by("activity")["ndcg@10"]
+            rows.append({"system": name, **{k: rep.overall[k] for k in (
+                "ndcg@10", "recall@10", "hit_rate@10", "mrr@10", "ndcg@20", "recall@20", "coverage@10")},
+                **{f"ndcg@10 {t}": act.get(t, np.nan) for t in ("light", "medium", "heavy")},
+                "fit_s": self.fit_seconds.get(name, np.nan)})
+        return pd.DataFrame(rows).set_index("system") if rows else pd.DataFrame()
+
+    def best_system(self) -> str:
+        """The system with the highest test NDCG@10, else ``segmented`` or the first fitted."""
+        if self.reports:
+            return max(self.reports, key=lambda n: self.reports[n].overall["ndcg@10"])
+        return "segmented" if "segmented" in self.systems else next(iter(self.systems))
+
+
+def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
+    """The run's dataset: the configured file, or the built-in synthetic data.
+
+    Returns:
+        ``(interactions, true_segments)``; true segments only for synthetic data.
+    """
+    from .data import load_interactions
+    from .data.synthetic import generate_synthetic
+
+    if cfg.data.path:
+        return load_interactions(cfg.data.path, items=cfg.data.items, users=cfg.data.users), None
+    synth = generate_synthetic(n_users=cfg.data.synthetic_users, n_items=cfg.data.synthetic_items,
+                               n_segments=cfg.data.synthetic_segments, seed=cfg.seed)
+    data = synth.to_interactions()
+    truth = synth.true_segments.set_index("user_id")["segment"]
+    return data, truth.reindex(data.user_vocab.ids).to_numpy()
+
+
+def segment_users(train: Interactions, cfg: RunConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """Segment the users of ``train`` as configured; returns labels per dense user and info."""
+    from .segment import segment_interactions
+
+    seg = segment_interactions(train, method=cfg.segmentation.method, n_segments=cfg.segmentation.n_segments,
+                               text=cfg.segmentation.text, random_state=cfg.seed)
+    return np.asarray(seg.labels, dtype=np.int64), seg.summary()
+
+
+def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
+                   progress: Progress | None = None) -> RunResult:
+    """Fit every configured system on one split and evaluate them all by the protocol.
+
+    Args:
+        cfg: The run config.
+        data: The dataset; None loads it as ``cfg.data`` says.
+        progress: Called with a short message before each step (the CLI shows it).
+    """
+    say = progress or (lambda msg: log.info(msg))
+    if data is None:
+        say("loading data")
+        data, _ = load_data(cfg)
+    if cfg.split.no_split:
+        split = None
+        train, valid = data, None
+    else:
+        split = temporal_split(data, cfg.split.ratios)
+        train, valid = split.train, split.valid
+    say(f"segmenting {train.n_users} users")
+    segments, seg_info = segment_users(train, cfg)
+    result = RunResult(cfg, data, split, segments, seg_info)
+
+    names = [n for n in cfg.models.systems if n != "segmented"]
+    for name in names:
+        say(f"fitting {name}")
+        try:
+            model = build_system(name, cfg)
+        except (ImportError, MissingDependencyError) as exc:
+            result.skipped[name] = str(exc)
+            log.warning("skipping %s: %s", name, exc)
+            continue
+        params: dict[str, Any] = {}
+        if getattr(model, "segment_aware", False):
+            params["segments"] = segments
+        if getattr(model, "needs_global", False) and "transformer" in result.systems:
+            params["global_model"] = result.systems["transformer"]
+        start = time.perf_counter()
+        model.fit(train, valid=valid, **params)
+        result.fit_seconds[name] = time.perf_counter() - start
+        result.systems[name] = model
+    if "segmented" in cfg.models.systems:
+        tiers = {tier: build_system(sys_name, cfg) for tier, sys_name in TIERS.items()
+                 if sys_name in result.systems}
+        if "global" not in tiers:  # no Transformer: EASE is the large tier
+            tiers["global"] = build_system("ease", cfg)
+        say(f"fitting segmented (routing {len(tiers)} tiers: {', '.join(tiers)})")
+        prefitted = {tier: result.systems[TIERS[tier]] for tier in tiers if TIERS.get(tier) in result.systems}
+        if valid is None:
+            result.skipped["segmented"] = "needs a validation part to choose its routing (no_split)"
+        else:
+            start = time.perf_counter()
+            seg_model = SegmentedRecommender(tiers).fit(train, valid=valid, segments=segments,
+                                                        prefitted=prefitted)
+            # tiers reused from the rows above: count their fit time too, honestly
+            result.fit_seconds["segmented"] = time.perf_counter() - start + sum(
+                result.fit_seconds.get(TIERS[t], 0.0) for t in prefitted)
+            result.systems["segmented"] = seg_model
+    if split is not None:
+        for name, model in result.systems.items():
+            say(f"evaluating {name}")
+            result.reports[name] = evaluate(model, split, segments=segments, ks=cfg.evaluate.ks, system=name)
+        _compare(result)
+    return result
+
+
+def _compare(result: RunResult) -> None:
+    """Bootstrap CIs of the segment-aware systems against their global counterparts."""
+    pairs = [("adapted_transformer", "transformer"), ("segmented", "transformer"),
+             ("local_ease", "ease"), ("segmented", "ease")]
+    for a, b in pairs:
+        if a in result.reports and b in result.reports:
+            ra, rb = result.reports[a], result.reports[b]
+            overall = bootstrap_diff(ra, rb, n_boot=result.config.evaluate.n_boot, seed=result.config.seed)
+            by_seg = bootstrap_diff(ra, rb, by="segment", n_boot=result.config.evaluate.n_boot,
+                                    seed=result.config.seed)
+            by_seg.index = [f"segment {s}" for s in by_seg.index]
+            result.comparisons[f"{a} - {b}"] = pd.concat([overall, by_seg])
+
+
+def results_dict(result: RunResult) -> dict[str, Any]:
+    """JSON-able summary of a run: config, data, segmentation, metrics, CIs, timings."""
+    data = result.data
+    return {
+        "config": result.config.model_dump(mode="json"),
+        "data": {"source": data.source, "users": data.n_users, "items": data.n_items,
+                 "interactions": len(data), "fingerprint": data.fingerprint()},
+        "segmentation": result.segmentation,
+        "segment_sizes": {str(k): int(v) for k, v in zip(*np.unique(result.segments, return_counts=True),
+                                                          strict=True)},
+        "systems": {n: {**rep.to_dict(), "fit_seconds": result.fit_seconds.get(n)}
+                    for n, rep in result.reports.items()},
+        "fit_seconds": result.fit_seconds,
+        "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
+        "routing": {str(k): v for k, v in getattr(result.systems.get("segmented"), "routing_", {}).items()},
+        "skipped": result.skipped,
+        "best_system": result.best_system() if result.systems else None,
+    }
+
+
+def save_run(result: RunResult, out: str | Path) -> Path:
+    """Write the run's artifacts to ``out`` atomically.
+
+    Layout: ``results.json``, ``manifest.json``, ``segments.parquet`` (user_id,
+    segment), ``systems/<name>/`` (one saved Recommender each), ``items.parquet``
+    (titles for serving, when the data has them).
+    """
+    from . import __version__
+
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        (tmp / "systems").mkdir()
+        for name, model in result.systems.items():
+            (tmp / "systems" / name).mkdir()
+            model.save_into(tmp / "systems" / name)
+        write_table(tmp / "segments.parquet", pd.DataFrame({
+            "user_id": result.data.user_vocab.ids.astype(str), "segment": result.segments}))
+        if result.data.item_table is not None:
+            items = result.data.item_table.copy()
+            items.insert(0, "item_id", result.data.item_vocab.ids.astype(str))
+            write_table(tmp / "items.parquet", items.astype({c: str for c in items.columns
+                                                              if items[c].dtype == object}))
+        summary = results_dict(result)
+        write_json(tmp / "results.json", summary)
+        write_json(tmp / "manifest.json", {
+            "segrec_version": __version__, "systems": sorted(result.systems),
+            "best_system": summary["best_system"], "data_fingerprint": summary["data"]["fingerprint"],
+        })
+    return out
+
+
+@dataclass
+class LoadedRun:
+    """Saved systems and results read back by :func:`load_run`."""
+
+    path: Path
+    manifest: dict[str, Any]
+    results: dict[str, Any]
+
+    @property
+    def system_names(self) -> list[str]:
+        """Names of the saved systems."""
+        return list(self.manifest["systems"])
+
+    def system(self, name: str | None = None) -> Recommender:
+        """Load one saved system (default: the run's best)."""
+        name = name or self.manifest.get("best_system")
+        if name not in self.manifest["systems"]:
+            raise SegrecError(f"{self.path}: no system {name!r}; saved: {', '.join(self.system_names)}")
+        return Recommender.load(self.path / "systems" / name)
+
+    def segments(self) -> pd.DataFrame:
+        """The saved user -> segment table."""
+        return read_table(self.path / "segments.parquet")
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Open an artifact directory written by :func:`save_run`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SegrecError(f"{path}: not a directory; pass the --out directory of `segrec run`")
+    return LoadedRun(path, read_json(path / "manifest.json"), read_json(path / "results.json"))
