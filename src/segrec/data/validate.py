@@ -1,0 +1,314 @@
+"""Collect every problem in the input data, then raise one clear error.
+
+The loader runs each check below on whole columns (vectorised, no loops over
+rows) and adds what it finds to a :class:`Problems` list; only at the end does
+:meth:`Problems.raise_if_any` raise a single
+:class:`~segrec.errors.DataValidationError`, so a user fixes a file in one pass
+instead of one error per run. Every message follows one template — where (file,
+column), what (count of bad values), which rows (0-based data-row positions, the
+first five) and a sample value, then what was expected — e.g.::
+
+    interactions.csv: column 'timestamp' has 3 unparseable values at rows [17, 204, 991]
+    (e.g. '2024-13-01'); expected ISO-8601 or epoch seconds
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataValidationError
+
+__all__ = [
+    "MAX_ROWS_SHOWN",
+    "Problem",
+    "Problems",
+    "check_ids",
+    "check_unique_ids",
+    "missing_columns",
+    "parse_ratings",
+    "parse_timestamps",
+]
+
+#: How many bad row positions a message lists.
+MAX_ROWS_SHOWN = 5
+
+_TIME_EXPECTED = "expected ISO-8601 or epoch seconds"
+_RATING_EXPECTED = "expected non-negative numbers"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, ready to be shown as one line.
+
+    Attributes:
+        source: File name (or ``"<DataFrame>"``) the problem is in.
+        message: What is wrong, without the source prefix.
+        column: The offending column, when the problem is about one.
+        rows: Up to five 0-based data-row positions showing it.
+    """
+
+    source: str
+    message: str
+    column: str | None = None
+    rows: tuple[int, ...] = ()
+
+    def line(self) -> str:
+        """The full one-line message, ``"<source>: <message>"``."""
+        return f"{self.source}: {self.message}"
+
+
+class Problems:
+    """An ordered list of :class:`Problem` that raises them all at once.
+
+    Example:
+        >>> p = Problems()
+        >>> p.add(Problem("a.csv", "file is empty"))
+        >>> p.raise_if_any()
+        Traceback (most recent call last):
+        ...
+        segrec.errors.DataValidationError: a.csv: file is empty
+    """
+
+    def __init__(self) -> None:
+        self._items: list[Problem] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def add(self, problem: Problem | None) -> None:
+        """Record ``problem``; ``None`` (a check that passed) is ignored."""
+        if problem is not None:
+            self._items.append(problem)
+
+    def extend(self, problems: Sequence[Problem | None]) -> None:
+        """Record several problems (``None`` entries are ignored)."""
+        for p in problems:
+            self.add(p)
+
+    def raise_if_any(self) -> None:
+        """Raise one :class:`DataValidationError` listing every recorded problem.
+
+        The message has one line per problem (prefixed by a count line when there
+        are several); ``.source``, ``.column``, ``.rows`` and ``.problem`` describe
+        the first one.
+
+        Raises:
+            DataValidationError: If at least one problem was recorded.
+        """
+        if not self._items:
+            return
+        first = self._items[0]
+        lines = [p.line() for p in self._items]
+        if len(lines) == 1:
+            message = lines[0]
+        else:
+            sources = ", ".join(dict.fromkeys(p.source for p in self._items))
+            message = f"{len(lines)} problems in {sources}:\n" + "\n".join(f"  {line}" for line in lines)
+        raise DataValidationError(
+            message, source=first.source, column=first.column, rows=first.rows, problem=first.message
+        )
+
+
+# ---------------------------------------------------------------- helpers
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word if n == 1 else word + 's'}"
+
+
+def _rows_problem(
+    source: str, column: str, mask: np.ndarray, what: str, expected: str, values=None
+) -> Problem | None:
+    """A problem for the rows where ``mask`` is true, or None if there are none."""
+    bad = np.flatnonzero(mask)
+    if len(bad) == 0:
+        return None
+    rows = tuple(int(r) for r in bad[:MAX_ROWS_SHOWN])
+    text = f"column '{column}' has {_plural(len(bad), what)} at rows {list(rows)}"
+    if values is not None:
+        text += f" (e.g. '{_show(values[bad[0]])}')"
+    return Problem(source, f"{text}; {expected}", column, rows)
+
+
+def _show(value) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _strings(series: pd.Series) -> pd.Series:
+    """A string view of ``series`` with missing values kept missing."""
+    return series.astype("str") if series.dtype != "str" else series
+
+
+# ---------------------------------------------------------------- checks
+def missing_columns(
+    source: str, found: Sequence[str], wanted: dict[str, str], *, what: str = "column"
+) -> list[Problem]:
+    """Problems for every wanted column that is not among ``found``.
+
+    Args:
+        source: File name for the message.
+        found: Columns the file has.
+        wanted: Schema field -> column name, e.g. ``{"item": "item_id"}``.
+        what: ``"column"`` or ``"id column"`` (for side tables).
+
+    Returns:
+        One problem per missing column, naming what was found and the schema field to set.
+    """
+    found_list = [str(c) for c in found]
+    return [
+        Problem(
+            source,
+            f"missing {what} '{column}' (found columns: {found_list}); "
+            f"pass Schema({field}=...) to use another column name",
+            column,
+        )
+        for field, column in wanted.items()
+        if column not in found_list
+    ]
+
+
+def check_ids(source: str, column: str, ids: pd.Series, kind: str) -> Problem | None:
+    """Flag missing (NaN/None) or blank ids.
+
+    Args:
+        source: File name for the message.
+        column: Column name for the message.
+        ids: The id column (strings, or anything for DataFrame input).
+        kind: ``"user"`` or ``"item"``, for the hint.
+
+    Returns:
+        A problem naming the first bad rows, or None.
+    """
+    missing = ids.isna().to_numpy()
+    text = _strings(ids)
+    # str.strip is vectorised (pyarrow-backed); blank ids are as useless as missing ones
+    blank = (text.str.strip() == "").fillna(False).to_numpy(dtype=bool)
+    return _rows_problem(source, column, missing | blank, "empty id", f"every row needs a {kind} id")
+
+
+def check_unique_ids(source: str, column: str, ids: pd.Series, kind: str) -> Problem | None:
+    """Flag ids that occur more than once in a side table (items or users).
+
+    Returns:
+        A problem naming the rows of the repeated occurrences, or None.
+    """
+    dup = ids.duplicated(keep="first").to_numpy()
+    return _rows_problem(
+        source, column, dup, "duplicate id", f"each {kind} must appear once in the table", ids.to_numpy()
+    )
+
+
+def parse_ratings(source: str, column: str, values: pd.Series) -> tuple[np.ndarray, list[Problem]]:
+    """Parse a rating / weight column into float64 and check it.
+
+    Numeric columns pass straight through (the fast path); text columns are
+    parsed with ``pandas.to_numeric`` so that bad cells can be located.
+
+    Args:
+        source: File name for messages.
+        column: Column name for messages.
+        values: The raw column.
+
+    Returns:
+        ``(ratings, problems)``: float64 array of shape (n,) (NaN where bad) and
+        the problems found: unparseable, missing, infinite or negative values.
+    """
+    problems: list[Problem] = []
+    raw = values.to_numpy()
+    if pd.api.types.is_bool_dtype(values.dtype):
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif pd.api.types.is_numeric_dtype(values.dtype):
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        text = _strings(values).str.strip()
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        blank = text.isna().to_numpy() | (text == "").fillna(True).to_numpy(dtype=bool)
+        nan_text = text.str.lower().isin(["nan", "na", "n/a", "null", "none"]).to_numpy(dtype=bool)
+        unparseable = np.isnan(numbers) & ~blank & ~nan_text
+        expected = _RATING_EXPECTED
+        problems.append(_rows_problem(source, column, unparseable, "unparseable value", expected, raw))
+        missing = np.isnan(numbers) & ~unparseable
+        problems.append(_rows_problem(source, column, missing, "missing (empty or NaN) value", expected))
+        return _finish_ratings(source, column, numbers, raw, problems, skip=unparseable | missing)
+    missing = np.isnan(numbers)
+    problems.append(_rows_problem(source, column, missing, "missing (empty or NaN) value", _RATING_EXPECTED))
+    return _finish_ratings(source, column, numbers, raw, problems, skip=missing)
+
+
+def _finish_ratings(source, column, numbers, raw, problems, skip):
+    inf = np.isinf(numbers) & ~skip
+    problems.append(_rows_problem(source, column, inf, "infinite value", "expected finite numbers", raw))
+    with np.errstate(invalid="ignore"):
+        negative = (numbers < 0) & ~inf & ~skip
+    problems.append(
+        _rows_problem(source, column, negative, "negative value", "ratings/weights must be >= 0", raw)
+    )
+    return numbers, [p for p in problems if p is not None]
+
+
+def parse_timestamps(source: str, column: str, values: pd.Series) -> tuple[np.ndarray, list[Problem]]:
+    """Parse a time column into int64 epoch seconds and check it.
+
+    Accepts integer or float epoch seconds (floats are floored), datetime
+    columns, and text holding epoch numbers or ISO-8601 dates / datetimes
+    (naive times are taken as UTC, offsets are honoured).
+
+    Args:
+        source: File name for messages.
+        column: Column name for messages.
+        values: The raw column.
+
+    Returns:
+        ``(seconds, problems)``: int64 array of shape (n,) (0 where bad) and the
+        problems found: unparseable, missing or infinite values.
+    """
+    dtype = values.dtype
+    if pd.api.types.is_integer_dtype(dtype) and not values.hasnans:
+        return values.to_numpy(dtype=np.int64), []
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        missing = values.isna().to_numpy()
+        seconds = _datetimes_to_seconds(values)
+        p = _rows_problem(source, column, missing, "missing (empty or NaT) value", _TIME_EXPECTED)
+        return seconds, [p] if p else []
+    raw = values.to_numpy()
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        unparseable = np.zeros(len(numbers), bool)
+        blank = np.isnan(numbers)
+    else:
+        text = _strings(values).str.strip()
+        blank = text.isna().to_numpy() | (text == "").fillna(True).to_numpy(dtype=bool)
+        blank |= text.str.lower().isin(["nan", "nat", "na", "null", "none"]).to_numpy(dtype=bool)
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        needs_date = np.isnan(numbers) & ~blank
+        if needs_date.any():
+            dates = pd.to_datetime(text[needs_date], format="ISO8601", utc=True, errors="coerce")
+            ok = dates.notna().to_numpy()
+            numbers[np.flatnonzero(needs_date)[ok]] = _datetimes_to_seconds(dates[ok]).astype(np.float64)
+        unparseable = np.isnan(numbers) & ~blank
+    problems = [
+        _rows_problem(source, column, unparseable, "unparseable value", _TIME_EXPECTED, raw),
+        _rows_problem(source, column, blank, "missing (empty or NaN) value", _TIME_EXPECTED),
+        _rows_problem(source, column, np.isinf(numbers), "infinite value", _TIME_EXPECTED, raw),
+    ]
+    finite = np.isfinite(numbers)
+    seconds = np.zeros(len(numbers), np.int64)
+    seconds[finite] = np.floor(numbers[finite]).astype(np.int64)
+    return seconds, [p for p in problems if p is not None]
+
+
+def _datetimes_to_seconds(values: pd.Series | pd.Index) -> np.ndarray:
+    """Epoch seconds of a datetime column (UTC for aware ones); 0 where missing."""
+    dt = pd.Series(values) if not isinstance(values, pd.Series) else values
+    if getattr(dt.dt, "tz", None) is not None:
+        dt = dt.dt.tz_convert("UTC").dt.tz_localize(None)
+    as_s = dt.astype("datetime64[s]")
+    out = as_s.to_numpy(dtype="datetime64[s]").astype(np.int64)
+    out[dt.isna().to_numpy()] = 0
+    return out
