@@ -280,7 +280,8 @@ def save_run(result: RunResult, out: str | Path) -> Path:
             "user_id": result.data.user_vocab.ids.astype(str), "segment": result.segments}))
         if result.data.item_table is not None:
             items = result.data.item_table.copy()
-            items.insert(0, "item_id", result.data.item_vocab.ids.astype(str))
+            if "item_id" not in items:
+                items.insert(0, "item_id", result.data.item_vocab.ids.astype(str))
             write_table(tmp / "items.parquet", items.astype({c: str for c in items.columns
                                                               if items[c].dtype == object}))
         summary = results_dict(result)
