@@ -1,9 +1,11 @@
 """Recommenders: baselines, the global Transformer, segment adapters, local models."""
 
+from .adapters import AdaptedTransformerRecommender
 from .base import ModelConfig, Recommender, check_is_fitted
 from .baselines import EASERecommender, ItemKNNRecommender, PopularityRecommender
 from .local import PerSegmentRecommender
 from .segmented import SegmentedRecommender
+from .transformer import TransformerRecommender
 
 #: Saved class name -> class; ``Recommender.load`` dispatches through this dict.
 MODELS: dict[str, type[Recommender]] = {
@@ -14,10 +16,13 @@ MODELS: dict[str, type[Recommender]] = {
         EASERecommender,
         PerSegmentRecommender,
         SegmentedRecommender,
+        TransformerRecommender,
+        AdaptedTransformerRecommender,
     )
 }
 
 __all__ = [
+    "AdaptedTransformerRecommender",
     "EASERecommender",
     "ItemKNNRecommender",
     "MODELS",
@@ -26,5 +31,6 @@ __all__ = [
     "PopularityRecommender",
     "Recommender",
     "SegmentedRecommender",
+    "TransformerRecommender",
     "check_is_fitted",
 ]

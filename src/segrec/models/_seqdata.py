@@ -149,6 +149,8 @@ def padded_tail(hist: Histories, rows: np.ndarray, pad_id: int) -> tuple[np.ndar
     t = max(int(lengths.max()) if len(lengths) else 1, 1)
     pos = sub.indptr[:-1, None] + np.arange(t)[None, :]
     valid = np.arange(t)[None, :] < lengths[:, None]
-    inputs = np.where(valid, sub.items[np.minimum(pos, max(len(sub.items) - 1, 0))] if len(sub.items)
-                      else pad_id, pad_id)
+    if len(sub.items) == 0:
+        inputs = np.full(valid.shape, pad_id, dtype=np.int64)
+    else:
+        inputs = np.where(valid, sub.items[np.minimum(pos, len(sub.items) - 1)], pad_id)
     return inputs.astype(np.int64), np.maximum(lengths - 1, 0)

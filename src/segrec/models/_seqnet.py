@@ -53,7 +53,6 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(d, d)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_heads = config.n_heads
-        self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.size()  # batch, sequence length, embedding_size
@@ -63,9 +62,9 @@ class CausalSelfAttention(nn.Module):
         k = k.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
         v = v.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)
         # Right-padded batches need no key mask: a causal query never sees later (pad) keys.
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )
+        # No dropout on the attention map: with it, CPU falls back from the fused flash
+        # kernel to the math path (~2x slower per step); residual dropout stays.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(b, t, d)  # (b, t, d)
         return self.resid_dropout(self.c_proj(y))
 

@@ -1,0 +1,485 @@
+"""Segment adaptation of the global Transformer: θ = [θ_shared; θ_k].
+
+Each segment k gets a few parameters on top of the frozen global network
+(MLoRA, Yang et al. 2024; STAR, Sheng et al. CIKM 2021):
+
+* low-rank deltas on the attention and feed-forward weights: ``W + s·B_k A_k`` (LoRA),
+  or STAR-style elementwise ``W ⊙ (1 + s·B_k A_k)`` (a low-rank version of STAR's
+  full-size ``W_k``, so it fits the same budget);
+* a segment embedding added to every input position;
+* a per-segment output bias over the catalogue.
+
+θ_k is trained on the segment's users with ``CE + λ·KL(p_segment || p_global)``;
+the KL term keeps small segments from drifting far from the global model. By default
+θ_k is at most 5% of θ_shared. :func:`fit_segment_adapter` is a pure function of
+(shared weights, one segment's data, config, seed), so it can run as a Ray task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from pydantic import Field
+
+from ..errors import ConfigError, DataValidationError, SegrecWarning
+from ..evaluate.ranking import quick_ndcg
+from ..types import Interactions
+from ._seqdata import Histories, make_windows
+from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
+from ._seqtrain import LoopSettings, multi_target_ce, run_loop, score_rows, seeded
+from .base import ModelConfig, Recommender, check_is_fitted
+from .transformer import TransformerConfig, TransformerRecommender
+from .tuning import inner_sets
+
+__all__ = [
+    "AdaptedTransformerRecommender",
+    "AdapterConfig",
+    "SegmentFit",
+    "adapter_param_count",
+    "choose_rank",
+    "fit_segment_adapter",
+]
+
+log = logging.getLogger(__name__)
+
+
+class AdapterConfig(ModelConfig):
+    """Settings of :class:`AdaptedTransformerRecommender`."""
+
+    variant: Literal["lora", "star"] = "lora"
+    """``lora``: W + s·BA. ``star``: W ⊙ (1 + s·BA), STAR's elementwise form at low rank."""
+    rank: int | None = Field(None, ge=1)
+    """Rank of the weight deltas; ``None`` = the largest of 16, 8, 4, 2, 1 within ``max_param_ratio``."""
+    targets: tuple[Literal["attn", "mlp"], ...] = ("attn", "mlp")
+    """Which weights get deltas: attention projections and/or the feed-forward layer."""
+    scale: float = Field(1.0, gt=0)
+    """Multiplier s of the low-rank delta."""
+    segment_embedding: bool = True
+    """Add a learned per-segment vector to every input position."""
+    output_bias: bool = True
+    """Learn a per-segment bias over the catalogue."""
+    kl_weight: float = Field(1.0, ge=0)
+    """λ of the consistency term λ·KL(p_segment || p_global)."""
+    epochs: int = Field(20, ge=1)
+    """Most adapter epochs per segment (the best one on inner validation is kept)."""
+    early_stopping: bool = True
+    """Choose each segment's epochs on inner validation (0 epochs = serve it with the global model)."""
+    patience: int = Field(3, ge=1)
+    """Epochs without improvement before a segment stops."""
+    batch_size: int = Field(64, ge=1)
+    """Training windows per step."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """AdamW learning rate of θ_k (θ_shared is frozen)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay on the low-rank factors."""
+    max_param_ratio: float = Field(0.05, gt=0)
+    """Budget: parameters of one θ_k / parameters of θ_shared."""
+    min_segment_users: int = Field(1, ge=1)
+    """Segments with fewer users get no adapter (they use the global model)."""
+    global_model: TransformerConfig = Field(default_factory=TransformerConfig)
+    """Settings of the global model trained when ``fit`` is not given one."""
+    device: str = "cpu"
+    """Torch device for adapter training and scoring."""
+    n_threads: int | None = Field(None, ge=1)
+    """CPU threads (``None`` = torch's current setting)."""
+    random_state: int = 0
+    """Seed; segment k trains with seed ``random_state + k``."""
+    show_progress: bool = False
+    """tqdm bar per segment."""
+
+
+# --------------------------------------------------------------------------- θ_k
+
+
+def adapter_param_count(net_config: SeqNetConfig, config: AdapterConfig, rank: int) -> int:
+    """Parameters of one θ_k for a network shape and rank (without building anything)."""
+    d, f = net_config.embedding_size, net_config.ffn_mult * net_config.embedding_size
+    per_layer = 0
+    if "attn" in config.targets:
+        per_layer += (d + 3 * d) + (d + d)  # c_attn (d -> 3d), c_proj (d -> d)
+    if "mlp" in config.targets:
+        per_layer += (d + f) + (f + d)  # c_fc (d -> f), c_proj (f -> d)
+    n = rank * per_layer * net_config.n_layers
+    n += d if config.segment_embedding else 0
+    n += net_config.n_items if config.output_bias else 0
+    return n
+
+
+def choose_rank(net_config: SeqNetConfig, n_shared: int, config: AdapterConfig) -> int:
+    """The configured rank, or the largest of 16, 8, 4, 2, 1 that keeps θ_k within budget."""
+    if config.rank is not None:
+        ratio = adapter_param_count(net_config, config, config.rank) / n_shared
+        if ratio > config.max_param_ratio:
+            warnings.warn(f"adapter rank {config.rank} gives θ_k = {ratio:.1%} of θ_shared, over "
+                          f"max_param_ratio={config.max_param_ratio:.0%}", SegrecWarning, stacklevel=3)
+        return config.rank
+    for rank in (16, 8, 4, 2, 1):
+        if adapter_param_count(net_config, config, rank) / n_shared <= config.max_param_ratio:
+            return rank
+    ratio = adapter_param_count(net_config, config, 1) / n_shared
+    warnings.warn(f"even rank 1 gives θ_k = {ratio:.1%} of θ_shared (> {config.max_param_ratio:.0%}); "
+                  "the network is tiny next to the catalogue; using rank 1", SegrecWarning, stacklevel=3)
+    return 1
+
+
+def init_theta(net: SeqNet, config: AdapterConfig, rank: int) -> dict[str, torch.Tensor]:
+    """Fresh θ_k: A small random, B zero, so the adapted model starts equal to the global one."""
+    theta: dict[str, torch.Tensor] = {}
+    shapes = dict(net.named_parameters())
+    for name in adapter_targets(net, config.targets):
+        out_f, in_f = shapes[name].shape
+        theta[f"A.{name}"] = torch.randn(rank, in_f) / np.sqrt(in_f)
+        theta[f"B.{name}"] = torch.zeros(out_f, rank)
+    d = net.config.embedding_size
+    if config.segment_embedding:
+        theta["segment_embedding"] = torch.zeros(d)
+    if config.output_bias:
+        theta["output_bias"] = torch.zeros(net.config.n_items)
+    return theta
+
+
+def effective_params(
+    shared: dict[str, torch.Tensor], theta: dict[str, torch.Tensor], variant: str, scale: float
+) -> dict[str, torch.Tensor]:
+    """θ_shared with segment deltas applied: the weights the adapted network runs with."""
+    out = dict(shared)
+    for key, a in theta.items():
+        if not key.startswith("A."):
+            continue
+        name = key[2:]
+        delta = scale * (theta[f"B.{name}"] @ a)  # (out_features, in_features)
+        out[name] = shared[name] + delta if variant == "lora" else shared[name] * (1.0 + delta)
+    return out
+
+
+def adapted_forward(
+    net: SeqNet, shared: dict[str, torch.Tensor], theta: dict[str, torch.Tensor] | None,
+    config: AdapterConfig, inputs: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Hidden states (b, t, d) of the adapted network, and its output bias (or None)."""
+    if not theta:
+        return net(inputs), None
+    params = effective_params(shared, theta, config.variant, config.scale)
+    hidden = torch.func.functional_call(net, params, (inputs,), {"extra": theta.get("segment_embedding")})
+    return hidden, theta.get("output_bias")
+
+
+@dataclass
+class SegmentFit:
+    """Result of :func:`fit_segment_adapter` for one segment.
+
+    Attributes:
+        params: θ_k as numpy arrays (empty when ``best_epoch`` is 0: use the global model).
+        best_epoch: Epochs trained (chosen on validation when one was given).
+        best_score: Validation NDCG@10 at ``best_epoch`` (NaN without validation).
+        global_score: Validation NDCG@10 of the unadapted global model (epoch 0).
+        curve: Per-epoch loss / validation NDCG@10.
+        seconds: Wall time.
+    """
+
+    params: dict[str, np.ndarray]
+    best_epoch: int
+    best_score: float = float("nan")
+    global_score: float = float("nan")
+    curve: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def fit_segment_adapter(
+    shared: dict[str, np.ndarray],
+    net_config: SeqNetConfig,
+    train: Histories,
+    valid: Histories | None,
+    config: AdapterConfig,
+    *,
+    rank: int,
+    target_window: int = 1,
+    epochs: int | None = None,
+    seed: int = 0,
+    label: str = "segment",
+) -> SegmentFit:
+    """Train one segment's θ_k on its users; a pure function (Ray-task friendly).
+
+    Args:
+        shared: θ_shared as numpy arrays (a SeqNet state dict).
+        net_config: Shape of the shared network.
+        train: The segment users' time-ordered training histories.
+        valid: Their held-out next items (same user order), for early stopping; or None.
+        config: Adapter settings.
+        rank: Rank of the weight deltas.
+        target_window: Next items learned per position (the global model's setting).
+        epochs: Epochs to train (default ``config.epochs``); with ``valid`` the most epochs.
+        seed: Seed of θ_k's init, dropout and batch order.
+        label: Name in log messages.
+
+    Returns:
+        SegmentFit with θ_k at the best epoch.
+    """
+    start = time.perf_counter()
+    epochs = config.epochs if epochs is None else epochs
+    with seeded(seed, config.n_threads) as rng:
+        net = SeqNet(net_config)
+        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in shared.items()})
+        net = net.to(config.device)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        base = {k: v for k, v in net.named_parameters()}
+        theta = {k: v.to(config.device).requires_grad_(True)
+                 for k, v in init_theta(net, config, rank).items()}
+        windows = make_windows(train, net_config.max_len)
+        pad = net_config.pad_id
+        reference = SeqNet(net_config).to(config.device)  # frozen global, eval mode, for the KL term
+        reference.load_state_dict(net.state_dict())
+        reference.eval()
+
+        def batch_loss(inputs, targets):
+            keep = targets[..., 0] >= 0
+            hidden, bias = adapted_forward(net, base, theta, config, inputs)
+            logits = net.logits(hidden[keep])
+            if bias is not None:
+                logits = logits + bias
+            ref = None
+            if config.kl_weight > 0:
+                with torch.no_grad():
+                    ref = reference.logits(reference(inputs)[keep])
+            return multi_target_ce(logits, targets[keep], ref, config.kl_weight)
+
+        validate = None
+        if valid is not None and config.early_stopping:
+            tail = train.tail(net_config.max_len)
+            rows = np.arange(len(train))
+            train_csr, valid_csr = _hist_csr(train, net_config.n_items), _hist_csr(valid, net_config.n_items)
+
+            def validate() -> float:
+                return quick_ndcg(lambda u: _score_adapted(net, base, theta, config, tail, rows[u]),
+                                  train_csr, valid_csr)
+
+        settings = LoopSettings(epochs=epochs, batch_size=config.batch_size,
+                                learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                                patience=config.patience, target_window=target_window, clip_grad=1.0,
+                                device=config.device, show_progress=config.show_progress, label=label)
+        result = run_loop(theta, batch_loss, net.train, train, windows, settings, rng, pad, validate)
+    params = {k: v.numpy() for k, v in result.best_params.items()} if result.best_epoch > 0 else {}
+    global_score = result.curve[0]["ndcg@10"] if validate is not None else float("nan")
+    return SegmentFit(params, result.best_epoch, result.best_score, global_score, result.curve,
+                      time.perf_counter() - start)
+
+
+def _hist_csr(hist: Histories, n_items: int) -> sp.csr_matrix:
+    data = np.ones(len(hist.items), np.float32)
+    mat = sp.csr_matrix((data, hist.items, hist.indptr), shape=(len(hist), n_items))
+    mat.sum_duplicates()
+    mat.data[:] = 1.0
+    return mat
+
+
+def _score_adapted(net, base, theta, config, hist: Histories, rows: np.ndarray) -> np.ndarray:
+    def forward(inputs, last):
+        hidden, bias = adapted_forward(net, base, theta, config, inputs)
+        logits = net.logits(hidden[torch.arange(len(last), device=hidden.device), last])
+        return logits if bias is None else logits + bias
+
+    return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=config.device)
+
+
+# ------------------------------------------------------------------- recommender
+
+
+class AdaptedTransformerRecommender(Recommender):
+    """A fitted global Transformer plus one small θ_k per user segment.
+
+    Fit: (1) the global model (trained here unless given); (2) for each segment, θ_k
+    is trained on the inner train part on top of the global model's *inner* weights
+    (trained without valid) and early-stopped on the segment's inner-valid NDCG@10,
+    which also decides whether the segment is adapted at all (0 epochs = no); (3) θ_k
+    is retrained for that many epochs on train ∪ valid on top of the final global
+    weights, mirroring the protocol's black-box rule.
+
+    Attributes:
+        global_: The global :class:`TransformerRecommender`.
+        segments_: int array of shape (n_users,), segment per dense user (-1 = none).
+        adapters_: segment -> θ_k (dict of numpy arrays); missing = served by the global model.
+        rank_: Rank of the weight deltas.
+        param_ratio_: Parameters of one θ_k / parameters of θ_shared.
+        segment_info_: segment -> dict(users, best_epoch, valid NDCG@10 global/adapted, seconds).
+    """
+
+    Config = AdapterConfig
+    name = "adapted_transformer"
+    config: AdapterConfig
+
+    def fit(
+        self, train: Interactions, valid: Interactions | None = None, *,
+        segments: np.ndarray, global_model: TransformerRecommender | None = None,
+    ) -> AdaptedTransformerRecommender:
+        """Fit the global model (unless given) and one adapter per segment.
+
+        Args:
+            train: Fit interactions.
+            valid: Optional held-out tail (early stopping), then merged in.
+            segments: int array of shape (n_users,), a segment label per dense user; -1 = none.
+            global_model: A TransformerRecommender, fitted on the same data or not (then fitted here).
+
+        Returns:
+            self, fitted.
+
+        Raises:
+            DataValidationError: ``segments`` has the wrong length.
+        """
+        segments = np.asarray(segments)
+        if segments.ndim != 1 or len(segments) != train.n_users:
+            raise DataValidationError(
+                f"segments must be an int array of shape (n_users,) = ({train.n_users},); "
+                f"got shape {segments.shape}", source="segments", problem="wrong shape")
+        self._segments_in = segments.astype(np.int64)
+        self._global_in = global_model
+        return super().fit(train, valid=valid)
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        c = self.config
+        start = time.perf_counter()
+        g = self._global_in
+        if g is None:
+            g = TransformerRecommender(c.global_model)
+        if getattr(g, "item_vocab_", None) is None:
+            g.fit(train, valid=valid)
+        self.global_ = g
+        self.segments_ = self._segments_in
+        net_config = g.net_.config
+        n_shared = g.net_.n_params()
+        self.rank_ = choose_rank(net_config, n_shared, c)
+        self.param_ratio_ = adapter_param_count(net_config, c, self.rank_) / n_shared
+        log.info("adapters: rank %d, θ_k = %.2f%% of θ_shared (%d params)", self.rank_,
+                 100 * self.param_ratio_, n_shared)
+        full = train if valid is None else train.concat(valid)
+        final_shared = {k: v.detach().cpu().numpy() for k, v in g.net_.state_dict().items()}
+        tw = g.config.target_window
+        # Honest epoch choice needs a global model that has not seen the inner-valid items.
+        inner = getattr(g, "inner_params_", None)
+        tune = c.early_stopping and inner is not None
+        if c.early_stopping and inner is None:
+            log.warning("adapters: the global model has no inner (train-only) weights; training each "
+                        "segment for a fixed %d epochs instead of early stopping", c.epochs)
+        if tune:
+            inner_shared = {**final_shared, **{k: v.numpy() for k, v in inner.items()}}
+            inner_train, inner_valid = inner_sets(train, valid)
+            tr_hist = Histories.from_interactions(inner_train)
+            va_hist = Histories.from_interactions(inner_valid)
+        full_hist = Histories.from_interactions(full)
+        self.adapters_: dict[int, dict[str, np.ndarray]] = {}
+        self.segment_info_: dict[int, dict[str, Any]] = {}
+        labels, counts = np.unique(self.segments_[self.segments_ >= 0], return_counts=True)
+        for k, n_users in zip(labels.tolist(), counts.tolist(), strict=True):
+            users = np.flatnonzero(self.segments_ == k)
+            info: dict[str, Any] = {"users": n_users}
+            self.segment_info_[k] = info
+            if n_users < c.min_segment_users:
+                info["best_epoch"] = 0
+                continue
+            epochs = c.epochs
+            if tune:
+                res = fit_segment_adapter(inner_shared, net_config, tr_hist.select(users),
+                                          va_hist.select(users), c, rank=self.rank_, target_window=tw,
+                                          seed=c.random_state + k, label=f"segment {k}")
+                epochs = res.best_epoch
+                info.update(valid_ndcg_global=res.global_score, valid_ndcg_adapted=res.best_score,
+                            tune_seconds=res.seconds)
+                log.info("segment %d (%d users): inner-valid NDCG@10 %.4f global -> %.4f adapted "
+                         "at epoch %d", k, n_users, res.global_score, res.best_score, epochs)
+            info["best_epoch"] = epochs
+            if epochs == 0:
+                continue  # adaptation did not help on validation: serve with the global model
+            res = fit_segment_adapter(final_shared, net_config, full_hist.select(users), None, c,
+                                      rank=self.rank_, target_window=tw, epochs=epochs,
+                                      seed=c.random_state + k, label=f"segment {k}")
+            info["seconds"] = res.seconds
+            self.adapters_[k] = res.params
+        self.fit_seconds_ = time.perf_counter() - start
+
+    # -------------------------------------------------------------- scoring
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return self._score_hist(self.global_.histories_, users, self.segments_[users])
+
+    def _score_hist(self, hist: Histories, rows: np.ndarray, segs: np.ndarray) -> np.ndarray:
+        net = self.global_.net_
+        out = np.empty((len(rows), net.config.n_items), dtype=np.float32)
+        base = dict(net.named_parameters())
+        with seeded(self.config.random_state, self.config.n_threads):
+            for k in np.unique(segs).tolist():
+                pick = np.flatnonzero(segs == k)
+                theta = {n: torch.from_numpy(np.array(v)).to(self.config.device)
+                         for n, v in self.adapters_.get(int(k), {}).items()}
+                out[pick] = _score_adapted(net, base, theta, self.config, hist, rows[pick])
+        return out
+
+    def score_histories(self, histories: Sequence[Sequence[int]], segments: Sequence[int]) -> np.ndarray:
+        """Scores for new users from their item-index histories and segment labels.
+
+        Args:
+            histories: One sequence of dense item indices per user, oldest first.
+            segments: Segment per user (-1 or an unknown segment = the global model).
+
+        Returns:
+            float32 array of shape (n, n_items); NaN rows for empty histories.
+        """
+        check_is_fitted(self)
+        segs = np.asarray(segments, dtype=np.int64).reshape(-1)
+        if len(segs) != len(histories):
+            raise ConfigError(f"score_histories: {len(histories)} histories but {len(segs)} segments")
+        hist = Histories.from_lists(histories)
+        bad = (hist.items < 0) | (hist.items >= self.n_items)
+        if bad.any():
+            raise ConfigError(f"score_histories: item indices must be in [0, {self.n_items}); "
+                              f"got {hist.items[bad][:5].tolist()}")
+        hist = hist.tail(self.global_.config.max_len)
+        return self._score_hist(hist, np.arange(len(hist)), segs)
+
+    def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True):
+        """Top-k items per user (see :meth:`Recommender.recommend`); records each user's segment."""
+        recs = super().recommend(user_ids, k, exclude_seen=exclude_seen)
+        users = self._user_index(recs.user_ids)
+        seg = self.segments_[users]
+        tier = np.where(np.isin(seg, list(self.adapters_)), self.name, self.global_.name).astype(object)
+        return type(recs)(recs.user_ids, recs.item_ids, recs.scores, seg, tier)
+
+    # ------------------------------------------------------------ artifacts
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {f"global.{k}": v for k, v in self.global_._state().items()}
+        state["segments"] = self.segments_.astype(np.int64)
+        for k, theta in self.adapters_.items():
+            state.update({f"seg{k}.{n}": v for n, v in theta.items()})
+        return state
+
+    def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        g = TransformerRecommender(TransformerConfig.model_validate(meta["global_config"]))
+        g.user_vocab_, g.item_vocab_, g.seen_ = self.user_vocab_, self.item_vocab_, self.seen_
+        g._set_state({k[7:]: v for k, v in tensors.items() if k.startswith("global.")}, meta["global_meta"])
+        self.global_ = g
+        self.segments_ = tensors["segments"].astype(np.int64)
+        self.adapters_ = {}
+        for k in meta["adapted_segments"]:
+            prefix = f"seg{k}."
+            self.adapters_[int(k)] = {n[len(prefix):]: v for n, v in tensors.items() if n.startswith(prefix)}
+        self.rank_ = meta["rank"]
+        self.param_ratio_ = meta["param_ratio"]
+        self.segment_info_ = {int(k): v for k, v in meta["segment_info"].items()}
+        self.fit_seconds_ = meta.get("fit_seconds")
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "global_config": self.global_.config.model_dump(mode="json"),
+            "global_meta": self.global_._meta(),
+            "adapted_segments": sorted(self.adapters_),
+            "rank": self.rank_,
+            "param_ratio": self.param_ratio_,
+            "segment_info": {str(k): v for k, v in self.segment_info_.items()},
+            "fit_seconds": self.fit_seconds_,
+        }

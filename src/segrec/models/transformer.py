@@ -1,0 +1,309 @@
+"""The global "large" model: a SASRec-style Transformer trained with full-softmax cross-entropy.
+
+A user is their time-ordered history, so the model is inductive: new users are
+scored from their items (:meth:`TransformerRecommender.score_histories`) without
+refitting. The network lives in ``_seqnet.py`` (nanoGPT style), the data windows in
+``_seqdata.py`` and the loop in ``_seqtrain.py``; this file is the Recommender.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from ..errors import ConfigError, SegrecWarning
+from ..evaluate.ranking import quick_ndcg
+from ..types import Interactions
+from ._seqdata import Histories, make_windows
+from ._seqnet import SeqNet, SeqNetConfig
+from ._seqtrain import LoopSettings, multi_target_ce, run_loop, score_rows, seeded
+from .base import ModelConfig, Recommender, check_is_fitted
+from .tuning import inner_sets
+
+__all__ = ["TransformerConfig", "TransformerRecommender"]
+
+log = logging.getLogger(__name__)
+
+
+class TransformerConfig(ModelConfig):
+    """Settings of :class:`TransformerRecommender` (defaults chosen on ml-100k *valid*, see README)."""
+
+    embedding_size: int = Field(64, ge=4)
+    """Width d of item embeddings and hidden states (divisible by ``n_heads``)."""
+    n_layers: int = Field(2, ge=1)
+    """Transformer blocks."""
+    n_heads: int = Field(2, ge=1)
+    """Attention heads per block."""
+    max_len: int = Field(200, ge=2)
+    """Most recent items the model attends to; longer histories are cut into windows for training."""
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    """Dropout on embeddings, attention and residual branches."""
+    target_window: int = Field(1, ge=1)
+    """Each position learns its next ``target_window`` items (1 = plain next-item CE)."""
+    epochs: int = Field(200, ge=1)
+    """Most epochs; with early stopping the best epoch on inner validation is used."""
+    early_stopping: bool = True
+    """Choose the number of epochs on inner-validation NDCG@10 (else train ``epochs`` epochs)."""
+    patience: int = Field(10, ge=1)
+    """Epochs without a better inner-validation NDCG@10 before stopping."""
+    refit: bool = True
+    """After early stopping, retrain on train ∪ valid for the best number of epochs (black-box rule)."""
+    batch_size: int = Field(64, ge=1)
+    """Training windows per step."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay on matrices and embeddings."""
+    clip_grad: float = Field(1.0, ge=0)
+    """Gradient-norm clip (0 = off)."""
+    item_init: Literal["random", "text"] = "random"
+    """``text``: start item embeddings from the array given to :meth:`TransformerRecommender.fit`."""
+    device: str = "cpu"
+    """Torch device, e.g. ``cpu`` or ``cuda``; bf16 autocast is used on CUDA."""
+    n_threads: int | None = Field(None, ge=1)
+    """CPU threads during fit and scoring (``None`` = torch's current setting)."""
+    random_state: int = 0
+    """Seed of initialisation, dropout and batch order; same seed -> same model on CPU."""
+    show_progress: bool = False
+    """Show a tqdm bar per training run."""
+
+
+class TransformerRecommender(Recommender):
+    """Causal self-attention over each user's history, full-softmax CE at every position.
+
+    Fit: train on train with early stopping on valid NDCG@10 (or on the last 10% of
+    each user's history when no valid set is given), then refit on train ∪ valid for
+    the best number of epochs. Score: the hidden state after the user's last fit-data
+    item, dotted with every item embedding.
+
+    Attributes:
+        net_: The fitted :class:`SeqNet` (eval mode).
+        histories_: Each user's last ``max_len`` fit-data items (flat + indptr).
+        best_epoch_: Epochs trained in the final fit.
+        curve_: Per-epoch loss / inner-valid NDCG@10 of the early-stopping run.
+        inner_params_: Best-epoch weights trained on the inner train part only (not saved);
+            adapters use them to choose their own epochs honestly.
+        fit_seconds_: Wall time of fit.
+
+    Example:
+        >>> from segrec.testing_helpers import cyclic_interactions  # doctest: +SKIP
+        >>> model = TransformerRecommender(embedding_size=16, epochs=5).fit(train)  # doctest: +SKIP
+    """
+
+    Config = TransformerConfig
+    name = "transformer"
+    config: TransformerConfig
+
+    def __init__(self, config: TransformerConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        if self.config.embedding_size % self.config.n_heads:
+            raise ConfigError(
+                f"TransformerRecommender: embedding_size={self.config.embedding_size} must be "
+                f"divisible by n_heads={self.config.n_heads}", key="embedding_size")
+        self._item_init: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ fit
+    def set_item_init(self, item_embeddings: np.ndarray | None) -> TransformerRecommender:
+        """Give item embeddings (e.g. text features) to start from when ``item_init="text"``.
+
+        Args:
+            item_embeddings: float array of shape (n_items, any width) in dense item order,
+                or None to clear. Projected to ``embedding_size`` by PCA at fit time.
+
+        Returns:
+            self.
+        """
+        self._item_init = None if item_embeddings is None else np.asarray(item_embeddings, np.float32)
+        return self
+
+    def fit(
+        self, train: Interactions, *, valid: Interactions | None = None,
+        item_embeddings: np.ndarray | None = None,
+    ) -> TransformerRecommender:
+        """Learn from ``train`` (and ``valid``); see :meth:`Recommender.fit`.
+
+        Args:
+            train: Fit interactions, in canonical (user, time) order.
+            valid: Optional held-out tail used for early stopping, then merged in.
+            item_embeddings: Optional (n_items, any) array, same as :meth:`set_item_init`.
+
+        Returns:
+            self, fitted.
+        """
+        if item_embeddings is not None:
+            self.set_item_init(item_embeddings)
+        return super().fit(train, valid=valid)
+
+    def _net_config(self, n_items: int) -> SeqNetConfig:
+        c = self.config
+        return SeqNetConfig(n_items=n_items, max_len=c.max_len, embedding_size=c.embedding_size,
+                            n_layers=c.n_layers, n_heads=c.n_heads, dropout=c.dropout)
+
+    def _loop_settings(self, epochs: int) -> LoopSettings:
+        c = self.config
+        return LoopSettings(epochs=epochs, batch_size=c.batch_size, learning_rate=c.learning_rate,
+                            weight_decay=c.weight_decay, patience=c.patience,
+                            target_window=c.target_window, clip_grad=c.clip_grad, device=c.device,
+                            show_progress=c.show_progress, label=self.name)
+
+    def _new_net(self, n_items: int) -> SeqNet:
+        net = SeqNet(self._net_config(n_items))
+        if self.config.item_init == "text":
+            if self._item_init is None:
+                raise ConfigError("TransformerRecommender: item_init='text' needs item_embeddings "
+                                  "(pass them to fit or set_item_init)", key="item_init")
+            if self._item_init.shape[0] != n_items:
+                raise ConfigError(f"item_embeddings has {self._item_init.shape[0]} rows; expected "
+                                  f"n_items={n_items} (dense item order)", key="item_init")
+            with torch.no_grad():
+                net.wte.weight[:n_items] = torch.from_numpy(
+                    project_embeddings(self._item_init, self.config.embedding_size))
+        elif self._item_init is not None:
+            warnings.warn("item_embeddings were given but item_init='random'; they are ignored",
+                          SegrecWarning, stacklevel=4)
+        return net.to(self.config.device)
+
+    def _train(self, data: Interactions, epochs: int, valid: Interactions | None):
+        """Fresh seeded net trained on ``data``; early-stopped on ``valid`` when given."""
+        c = self.config
+        n_items = data.n_items
+        with seeded(c.random_state, c.n_threads) as rng:
+            net = self._new_net(n_items)
+            hist = Histories.from_interactions(data)
+            windows = make_windows(hist, c.max_len)
+            pad = net.config.pad_id
+
+            def batch_loss(inputs, targets):
+                hidden = net(inputs)  # (b, t, d)
+                keep = targets[..., 0] >= 0  # positions with a next item
+                return multi_target_ce(net.logits(hidden[keep]), targets[keep])
+
+            validate = None
+            if valid is not None:
+                fit_csr, valid_csr = data.to_csr(), valid.to_csr()
+                tail = hist.tail(c.max_len)
+
+                def validate() -> float:
+                    return quick_ndcg(lambda u: _score_net(net, tail, u, c.device), fit_csr, valid_csr)
+
+            params = dict(net.named_parameters())
+            result = run_loop(params, batch_loss, net.train, hist, windows, self._loop_settings(epochs),
+                              rng, pad, validate)
+            net.load_state_dict({k: v.to(c.device) for k, v in result.best_params.items()}, strict=False)
+            net.eval()
+        return net, result
+
+    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+        c = self.config
+        start = time.perf_counter()
+        full = train if valid is None else train.concat(valid)
+        self.inner_params_ = None
+        self.curve_: list[dict[str, float]] = []
+        if c.early_stopping:
+            inner_train, inner_valid = inner_sets(train, valid)
+            net, result = self._train(inner_train, c.epochs, inner_valid)
+            self.curve_ = result.curve
+            self.inner_params_ = result.best_params
+            self.inner_score_ = result.best_score
+            self.best_epoch_ = max(result.best_epoch, 1)
+            log.info("%s: best inner-valid NDCG@10 %.4f at epoch %d", self.name, result.best_score,
+                     self.best_epoch_)
+            if c.refit:
+                net, _ = self._train(full, self.best_epoch_, None)
+        else:
+            net, result = self._train(full, c.epochs, None)
+            self.best_epoch_ = c.epochs
+            self.curve_ = result.curve
+        self.net_ = net
+        # Scoring always uses the full fit history (train ∪ valid), even without refit.
+        self.histories_ = Histories.from_interactions(full, c.max_len)
+        self.fit_seconds_ = time.perf_counter() - start
+
+    # -------------------------------------------------------------- scoring
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return self._score_hist(self.histories_, users)
+
+    def _score_hist(self, hist: Histories, rows: np.ndarray) -> np.ndarray:
+        c = self.config
+        with seeded(c.random_state, c.n_threads):
+            return _score_net(self.net_, hist, rows, c.device)
+
+    def score_histories(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        """Scores for new users given as item-index histories (oldest first).
+
+        Args:
+            histories: One sequence of dense item indices per user (e.g. from
+                ``item_vocab_.index(ids)``); only the last ``max_len`` are used.
+
+        Returns:
+            float32 array of shape (n, n_items); rows of empty histories are NaN
+            (nothing to condition on: fall back to another model).
+        """
+        check_is_fitted(self)
+        hist = Histories.from_lists(histories)
+        bad = (hist.items < 0) | (hist.items >= self.n_items)
+        if bad.any():
+            raise ConfigError(f"score_histories: item indices must be in [0, {self.n_items}); "
+                              f"got {hist.items[bad][:5].tolist()}")
+        hist = hist.tail(self.config.max_len)
+        return self._score_hist(hist, np.arange(len(hist)))
+
+    @property
+    def n_params_(self) -> int:
+        """Parameters of the fitted network."""
+        check_is_fitted(self)
+        return self.net_.n_params()
+
+    # ------------------------------------------------------------ artifacts
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {f"net.{k}": v.detach().float().cpu().numpy() for k, v in self.net_.state_dict().items()}
+        state["hist_items"] = self.histories_.items.astype(np.int32)
+        state["hist_indptr"] = self.histories_.indptr.astype(np.int64)
+        return state
+
+    def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        net = SeqNet(self._net_config(len(self.item_vocab_)))
+        net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items()
+                             if k.startswith("net.")})
+        self.net_ = net.to(self.config.device).eval()
+        self.histories_ = Histories(tensors["hist_items"].astype(np.int64),
+                                    tensors["hist_indptr"].astype(np.int64))
+        self.best_epoch_ = meta.get("best_epoch")
+        self.curve_ = meta.get("curve", [])
+        self.fit_seconds_ = meta.get("fit_seconds")
+        self.inner_params_ = None
+
+    def _meta(self) -> dict[str, Any]:
+        return {"best_epoch": self.best_epoch_, "curve": self.curve_, "fit_seconds": self.fit_seconds_,
+                "n_params": self.net_.n_params()}
+
+
+def _score_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> np.ndarray:
+    def forward(inputs, last):
+        hidden = net(inputs)  # (b, t, d)
+        return net.logits(hidden[torch.arange(len(last), device=hidden.device), last])  # (b, n_items)
+
+    return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=device)
+
+
+def project_embeddings(x: np.ndarray, d: int, std: float = 0.02) -> np.ndarray:
+    """PCA-project (n, D) embeddings to (n, d), scaled to the random init's std.
+
+    Keeping the init's scale means text init changes *directions* (which items are
+    similar) without changing the optimisation's starting temperature.
+    """
+    x = np.asarray(x, np.float64)
+    x = x - x.mean(0, keepdims=True)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    z = u[:, :d] * s[:d]
+    if z.shape[1] < d:  # fewer text dimensions than d: pad with small noise
+        rng = np.random.default_rng(0)
+        z = np.concatenate([z, rng.normal(0, z.std() + 1e-12, (len(z), d - z.shape[1]))], 1)
+    return (z / (z.std() + 1e-12) * std).astype(np.float32)

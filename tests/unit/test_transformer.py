@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+
+from segrec import Interactions, NotFittedError, Vocabulary, temporal_split
+from segrec.errors import ConfigError
+from segrec.evaluate import evaluate
+from segrec.models import Recommender
+from segrec.models.transformer import TransformerRecommender
+
+
+def build(histories, n_items):
+    users = np.concatenate([np.full(len(h), u) for u, h in enumerate(histories)])
+    items = np.concatenate([np.asarray(h) for h in histories])
+    ts = np.concatenate([np.arange(len(h)) for h in histories])
+    return Interactions.from_arrays(
+        users, items, timestamps=ts,
+        user_vocab=Vocabulary([f"u{u}" for u in range(len(histories))]),
+        item_vocab=Vocabulary([f"i{i}" for i in range(n_items)]),
+    )
+
+
+def cyclic_split(n_users=60, n_items=20, length=10, seed=0):
+    """Item i is always followed by item i + 1 (mod n_items); test = each user's last item."""
+    starts = np.random.default_rng(seed).integers(0, n_items, n_users)
+    return temporal_split(build([[int((s + t) % n_items) for t in range(length)] for s in starts], n_items))
+
+
+TINY = dict(embedding_size=16, n_layers=1, n_heads=2, max_len=12, dropout=0.0, batch_size=16,
+            learning_rate=1e-2, epochs=30, early_stopping=False)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return cyclic_split()
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    return TransformerRecommender(**TINY).fit(split.train, valid=split.valid)
+
+
+def test_learns_next_item_pattern(split, fitted):
+    report = evaluate(fitted, split, ks=(1, 10))
+    assert report.overall["recall@1"] >= 0.95
+
+
+def test_fit_returns_self(split):
+    model = TransformerRecommender(**{**TINY, "epochs": 1})
+    assert model.fit(split.train) is model
+
+
+def test_not_fitted_raises():
+    model = TransformerRecommender(**TINY)
+    with pytest.raises(NotFittedError):
+        model.recommend(["u0"])
+    with pytest.raises(NotFittedError):
+        model.score_histories([[1, 2]])
+
+
+def test_batch_equals_single(fitted):
+    users = ["u3", "u7", "u11"]
+    batch = fitted.recommend(users, k=5)
+    for i, u in enumerate(users):
+        single = fitted.recommend(u, k=5)
+        assert list(single.item_ids[0]) == list(batch.item_ids[i])
+        np.testing.assert_allclose(single.scores[0], batch.scores[i], rtol=1e-5, atol=1e-5)
+
+
+def test_save_load_identical(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert isinstance(loaded, TransformerRecommender)
+    users = np.arange(10)
+    np.testing.assert_array_equal(loaded.score_dense(users), fitted.score_dense(users))
+    assert loaded.best_epoch_ == fitted.best_epoch_
+
+
+def test_same_seed_same_model(split):
+    cfg = {**TINY, "epochs": 3, "dropout": 0.1}
+    a = TransformerRecommender(**cfg).fit(split.train)
+    b = TransformerRecommender(**cfg).fit(split.train)
+    for (k, va), vb in zip(a._state().items(), b._state().values(), strict=True):
+        np.testing.assert_array_equal(va, vb, err_msg=k)
+    c = TransformerRecommender(**{**cfg, "random_state": 1}).fit(split.train)
+    assert not np.array_equal(a._state()["net.wte.weight"], c._state()["net.wte.weight"])
+
+
+def test_score_histories_new_user(fitted):
+    idx = fitted.item_vocab_.index(["i3", "i4", "i5"])
+    scores = fitted.score_histories([idx, []])
+    assert scores.shape == (2, 20)
+    assert fitted.item_vocab_.id(scores[0].argmax()) == "i6"
+    assert np.isnan(scores[1]).all()  # nothing to condition on: caller falls back
+    with pytest.raises(ConfigError, match="item indices"):
+        fitted.score_histories([[99]])
+
+
+def test_early_stopping_and_refit(split):
+    cfg = {**TINY, "early_stopping": True, "epochs": 6, "patience": 2}
+    model = TransformerRecommender(**cfg).fit(split.train, valid=split.valid)
+    assert 1 <= model.best_epoch_ <= 6
+    assert model.curve_[0]["epoch"] == 0 and "ndcg@10" in model.curve_[-1]
+    assert model.inner_params_ is not None
+    no_refit = TransformerRecommender(**{**cfg, "refit": False}).fit(split.train, valid=split.valid)
+    # without refit the scoring history still includes the valid items
+    np.testing.assert_array_equal(no_refit.histories_.lengths, np.minimum(split.fit.user_counts(), 12))
+
+
+def test_text_init(split):
+    emb = np.random.default_rng(0).normal(size=(20, 8))
+    model = TransformerRecommender(**{**TINY, "epochs": 1, "item_init": "text"})
+    model.fit(split.train, item_embeddings=emb)
+    assert np.isfinite(model.score_dense(np.arange(3))).all()
+    with pytest.raises(ConfigError, match="item_embeddings"):
+        TransformerRecommender(**{**TINY, "item_init": "text"}).fit(split.train)
+
+
+def test_bad_heads():
+    with pytest.raises(ConfigError, match="divisible"):
+        TransformerRecommender(embedding_size=10, n_heads=3)
