@@ -1,0 +1,455 @@
+"""The :class:`Segmentation` value and the :class:`Segmenter` base class.
+
+Every segmenter takes :class:`~segrec.features.UserFeatures` (or a plain
+matrix), learns ``labels_`` (one int per row), ``centers_`` where they exist,
+and places new rows with ``assign``. Labels are canonical: segment 0 is the
+largest, ties broken by first appearance, so the same data and
+``random_state`` always give the same numbering.
+
+Example:
+    >>> import numpy as np
+    >>> from segrec.segment import KMeansSegmenter
+    >>> x = np.r_[np.zeros((5, 2)), np.ones((3, 2))]
+    >>> seg = KMeansSegmenter(n_segments=2, random_state=0).fit(x)
+    >>> seg.labels_.tolist()
+    [0, 0, 0, 0, 0, 1, 1, 1]
+    >>> seg.assign(np.array([[0.9, 1.0]])).tolist()
+    [1]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from threadpoolctl import threadpool_limits
+
+from ..errors import ConvergenceWarning, NotFittedError, SegmentationError, SegrecError
+from ..features.base import UserFeatures
+from ..io import atomic_dir, load_tensors, read_json, read_table, save_tensors, write_json, write_table
+from ..types import Interactions
+
+__all__ = [
+    "Segmentation",
+    "Segmenter",
+    "SegmenterConfig",
+    "check_is_fitted",
+    "nearest_center",
+    "quality_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+KCriterion = Literal["silhouette", "davies_bouldin", "calinski_harabasz", "stability", "downstream"]
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation:
+    """A segment per user, with what is needed to read and reuse it.
+
+    Attributes:
+        labels: int64 array of shape (n_users,), segment per dense user of the
+            features' vocabulary (``-1`` never occurs).
+        n_segments: Number of segments (labels are ``0..n_segments-1``).
+        method: Segmenter name (``kmeans``, ``gmm``, ...).
+        centers: float32 (n_segments, n_features) in the feature space, or None.
+        metrics: Quality figures (silhouette, davies_bouldin, calinski_harabasz,
+            and stability / downstream figures when computed).
+        names: Optional readable segment names (tiers), one per segment.
+        user_ids: External user ids of the labelled rows, shape (n_users,).
+        config: The segmenter's resolved config.
+        extra: JSON-able extras (K-selection table, reassignment report, seconds).
+    """
+
+    labels: np.ndarray
+    n_segments: int
+    method: str
+    centers: np.ndarray | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    names: tuple[str, ...] | None = None
+    user_ids: np.ndarray | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def sizes(self) -> np.ndarray:
+        """Users per segment, int64 array of shape (n_segments,)."""
+        return np.bincount(self.labels, minlength=self.n_segments)
+
+    def segment_name(self, s: int) -> str:
+        """Readable name of segment ``s`` (its tier name, or ``"segment s"``)."""
+        return self.names[s] if self.names else f"segment {s}"
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary: method, K, sizes, metrics, names and extras."""
+        return {
+            "method": self.method,
+            "n_segments": int(self.n_segments),
+            "sizes": self.sizes().tolist(),
+            "metrics": {k: float(v) for k, v in self.metrics.items()},
+            "names": list(self.names) if self.names else None,
+            **self.extra,
+        }
+
+    def assign(self, features: UserFeatures | np.ndarray) -> np.ndarray:
+        """Nearest centre in the feature space (segmenter-free placement after ``load``).
+
+        Raises:
+            SegmentationError: The segmentation has no centres (e.g. tiers).
+        """
+        if self.centers is None:
+            raise SegmentationError(f"{self.method} segmentation has no centres; assign with its segmenter")
+        return nearest_center(_matrix(features), self.centers)
+
+    def with_labels(
+        self,
+        labels: np.ndarray,
+        *,
+        method: str | None = None,
+        centers: np.ndarray | None = None,
+        metrics: dict[str, float] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Segmentation:
+        """A copy with new labels (e.g. after reassignment) and optionally new centres/metrics."""
+        return Segmentation(
+            np.asarray(labels, dtype=np.int64),
+            self.n_segments,
+            method or self.method,
+            self.centers if centers is None else centers,
+            dict(self.metrics if metrics is None else metrics),
+            self.names,
+            self.user_ids,
+            self.config,
+            {**self.extra, **(extra or {})},
+        )
+
+    # ------------------------------------------------------------ artifacts
+    def save(self, path: str | Path) -> Path:
+        """Write ``segmentation.json``, ``segmentation.safetensors`` and ``users.parquet`` atomically."""
+        import pandas as pd
+
+        from .. import __version__
+
+        with atomic_dir(path) as tmp:
+            tensors = {"labels": self.labels.astype(np.int64)}
+            if self.centers is not None:
+                tensors["centers"] = np.asarray(self.centers, dtype=np.float32)
+            save_tensors(tmp / "segmentation.safetensors", tensors)
+            if self.user_ids is not None:
+                write_table(
+                    tmp / "users.parquet", pd.DataFrame({"id": np.asarray(self.user_ids).astype(str)})
+                )
+            write_json(
+                tmp / "segmentation.json",
+                {
+                    "method": self.method,
+                    "n_segments": int(self.n_segments),
+                    "metrics": self.metrics,
+                    "names": list(self.names) if self.names else None,
+                    "config": self.config,
+                    "extra": self.extra,
+                    "segrec_version": __version__,
+                    "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
+                },
+            )
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Segmentation:
+        """Load what :meth:`save` wrote; never unpickles."""
+        path = Path(path)
+        info = read_json(path / "segmentation.json")
+        tensors = load_tensors(path / "segmentation.safetensors")
+        users = None
+        if (path / "users.parquet").exists():
+            users = read_table(path / "users.parquet")["id"].astype(str).to_numpy(dtype=object)
+        labels = tensors["labels"].astype(np.int64)
+        if users is not None and len(users) != len(labels):
+            raise SegrecError(f"{path}: {len(labels)} labels but {len(users)} user ids")
+        return cls(
+            labels,
+            int(info["n_segments"]),
+            str(info["method"]),
+            tensors.get("centers"),
+            dict(info.get("metrics") or {}),
+            tuple(info["names"]) if info.get("names") else None,
+            users,
+            dict(info.get("config") or {}),
+            dict(info.get("extra") or {}),
+        )
+
+
+def _matrix(features: UserFeatures | np.ndarray) -> np.ndarray:
+    x = features.matrix if isinstance(features, UserFeatures) else np.asarray(features)
+    if x.ndim != 2:
+        raise SegmentationError(f"features must be a 2-D matrix (n_users, n_features); got shape {x.shape}")
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(1))[:5]
+        raise SegmentationError(f"features have NaN/inf values in rows {bad.tolist()}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def nearest_center(x: np.ndarray, centers: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean) for each row, computed in chunks."""
+    centers = np.asarray(centers, dtype=np.float32)
+    c_sq = (centers**2).sum(1)
+    out = np.empty(len(x), np.int64)
+    for start in range(0, len(x), chunk_size):
+        block = x[start : start + chunk_size]
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 is constant per row
+        out[start : start + chunk_size] = np.argmin(c_sq[None, :] - 2.0 * (block @ centers.T), axis=1)
+    return out
+
+
+def quality_metrics(
+    x: np.ndarray, labels: np.ndarray, *, sample_size: int = 5000, random_state: int = 0
+) -> dict[str, float]:
+    """Silhouette, Davies-Bouldin and Calinski-Harabasz on a reproducible sample.
+
+    Silhouette is O(n^2), so every metric uses the same random sample of at
+    most ``sample_size`` rows; NaN when the sample has fewer than 2 segments.
+    """
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    n = len(x)
+    if n > sample_size:
+        idx = np.sort(np.random.default_rng(random_state).choice(n, sample_size, replace=False))
+        x, labels = x[idx], labels[idx]
+    k = len(np.unique(labels))
+    if k < 2 or k >= len(x):
+        return {"silhouette": float("nan"), "davies_bouldin": float("nan"), "calinski_harabasz": float("nan")}
+    return {
+        "silhouette": float(silhouette_score(x, labels)),
+        "davies_bouldin": float(davies_bouldin_score(x, labels)),
+        "calinski_harabasz": float(calinski_harabasz_score(x, labels)),
+    }
+
+
+def check_is_fitted(segmenter: Any) -> None:
+    """Raise :class:`NotFittedError` unless ``segmenter`` has been fitted."""
+    if getattr(segmenter, "labels_", None) is None:
+        raise NotFittedError(
+            f"This {type(segmenter).__name__} instance is not fitted yet; call fit(features) first."
+        )
+
+
+class SegmenterConfig(BaseModel):
+    """Settings every segmenter shares."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_segments: int | Literal["auto"] = 8
+    """Number of segments, or ``"auto"`` to choose it from ``k_candidates``."""
+    random_state: int = 0
+    """Seed; the same data and seed give the same segmentation."""
+    k_candidates: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 10)
+    """Candidate K for ``n_segments="auto"``."""
+    k_criterion: KCriterion = "silhouette"
+    """How ``auto`` picks K; ``downstream`` needs ``fit(..., data=interactions)``."""
+    quality_sample: int = Field(5000, ge=10)
+    """Rows sampled for the quality metrics (silhouette is O(n^2))."""
+
+    @field_validator("n_segments")
+    @classmethod
+    def _check_k(cls, v):
+        if v != "auto" and (not isinstance(v, int) or v < 1):
+            raise ValueError(f'n_segments must be an int >= 1 or "auto"; got {v!r}')
+        return v
+
+
+class Segmenter:
+    """Base class: ``fit(features) -> self``, ``labels_``, ``centers_``, ``assign``.
+
+    Subclasses set ``Config`` and ``name`` and implement ``_fit_k(x, k, features)``
+    (returning raw labels; it may set ``self.centers_`` in raw label order) and
+    ``_assign_raw(x, features)``. The base class handles validation, ``auto`` K,
+    canonical relabelling, quality metrics and the :class:`Segmentation` value.
+
+    Attributes:
+        labels_: int64 (n_users,), canonical segment per fitted row.
+        centers_: float32 (n_segments, n_features) or None.
+        n_segments_: The K in use (chosen when ``n_segments="auto"``).
+        segmentation_: The fitted :class:`Segmentation`.
+        k_selection_: The :class:`~segrec.segment.select_k.KSelection` when K was chosen.
+    """
+
+    Config: ClassVar[type[SegmenterConfig]] = SegmenterConfig
+    name: ClassVar[str] = "base"
+    #: Whether ``n_segments`` is chosen by the segmenter itself (tiers).
+    fixed_k: ClassVar[bool] = False
+
+    def __init__(self, config: SegmenterConfig | None = None, **overrides: Any):
+        if config is not None and overrides:
+            raise TypeError(f"{type(self).__name__}: pass a config or keyword overrides, not both")
+        if config is None:
+            config = self.Config(**overrides)
+        elif not isinstance(config, self.Config):
+            config = self.Config.model_validate(
+                config.model_dump() if isinstance(config, BaseModel) else config
+            )
+        self.config = config
+        self.labels_: np.ndarray | None = None
+        self.centers_: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
+        return f"{type(self).__name__}({args})"
+
+    def with_params(self, **changes: Any) -> Self:
+        """An unfitted copy with some config values changed (re-validated)."""
+        return type(self)(self.Config.model_validate({**self.config.model_dump(), **changes}))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, features: UserFeatures | np.ndarray, *, data: Interactions | None = None) -> Self:
+        """Segment the rows of ``features``; returns self.
+
+        Args:
+            features: User features (or a plain float matrix of shape (n, d)).
+            data: Fit interactions of the same users; needed only by
+                ``k_criterion="downstream"``.
+
+        Raises:
+            SegmentationError: K larger than the number of distinct rows, NaN features.
+        """
+        start = time.perf_counter()
+        x = _matrix(features)
+        self.labels_ = None
+        self.centers_ = None
+        self.k_selection_ = None
+        k = self.config.n_segments
+        if k == "auto" and not self.fixed_k:
+            from .select_k import select_n_segments
+
+            self.k_selection_ = select_n_segments(
+                self,
+                features,
+                candidates=self.config.k_candidates,
+                criterion=self.config.k_criterion,
+                data=data,
+                random_state=self.config.random_state,
+            )
+            k = self.k_selection_.best_k
+        elif k == "auto":
+            k = 0
+        if not self.fixed_k:
+            self._check_k(x, int(k))
+        # Small problems run on one BLAS/OpenMP thread: thread start-up and sync cost more
+        # than the math, and much more on a shared machine (see VAEConfig.n_threads).
+        limit = threadpool_limits(1) if x.size < 2_000_000 else contextlib.nullcontext()
+        with limit:
+            raw = np.asarray(self._fit_k(x, int(k), features), dtype=np.int64)
+        self._canonicalise(raw)
+        self.n_segments_ = int(len(self.raw_labels_))
+        if not self.fixed_k and self.n_segments_ < int(k):
+            warnings.warn(
+                f"{type(self).__name__} found {self.n_segments_} distinct segments, fewer than "
+                f"n_segments={k}; possibly duplicate feature rows",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self.fit_seconds_ = time.perf_counter() - start
+        self.segmentation_ = self._segmentation(x, features)
+        log.info(
+            "%s: %d segments of %d users in %.2fs (sizes %s)",
+            self.name,
+            self.n_segments_,
+            len(x),
+            self.fit_seconds_,
+            self.segmentation_.sizes().tolist(),
+        )
+        return self
+
+    def _check_k(self, x: np.ndarray, k: int) -> None:
+        if k < 1:
+            raise SegmentationError(
+                f"The 'n_segments' parameter of {type(self).__name__} must be an int >= 1 "
+                f'or "auto". Got {k} instead.'
+            )
+        if k > len(x):
+            raise SegmentationError(
+                f"{type(self).__name__}: n_segments={k} is larger than the number of users ({len(x)})"
+            )
+        if k * 50 <= len(x):  # with this many rows per segment, duplicates cannot matter
+            return
+        # distinct rows, counted on a random projection (collisions are vanishingly rare)
+        proj = x.astype(np.float64) @ np.random.default_rng(12345).standard_normal(x.shape[1])
+        n_distinct = len(np.unique(proj))
+        if k > n_distinct:
+            raise SegmentationError(
+                f"{type(self).__name__}: n_segments={k} is larger than the number of "
+                f"distinct users ({n_distinct} distinct feature rows of {len(x)})"
+            )
+
+    def _canonicalise(self, raw: np.ndarray) -> None:
+        uniq, first, counts = np.unique(raw, return_index=True, return_counts=True)
+        order = np.lexsort((first, -counts))  # biggest first, ties by first appearance
+        label_map = np.full(int(uniq.max()) + 1 if len(uniq) else 0, -1, np.int64)
+        label_map[uniq[order]] = np.arange(len(uniq))
+        self.label_map_ = label_map
+        self.raw_labels_ = uniq[order]  # public label -> raw label
+        self.labels_ = label_map[raw]
+        if self.centers_ is not None:
+            self.centers_ = np.asarray(self.centers_, dtype=np.float32)[self.raw_labels_]
+
+    def _segmentation(self, x: np.ndarray, features: UserFeatures | np.ndarray) -> Segmentation:
+        metrics = quality_metrics(
+            x, self.labels_, sample_size=self.config.quality_sample, random_state=self.config.random_state
+        )
+        extra: dict[str, Any] = {"fit_seconds": round(self.fit_seconds_, 4)}
+        if self.k_selection_ is not None:
+            extra["k_selection"] = self.k_selection_.to_dict()
+        ids = features.user_vocab.ids if isinstance(features, UserFeatures) else None
+        return Segmentation(
+            self.labels_,
+            self.n_segments_,
+            self.name,
+            self.centers_,
+            metrics,
+            self._names(),
+            ids,
+            self.config.model_dump(mode="json"),
+            extra,
+        )
+
+    def _names(self) -> tuple[str, ...] | None:
+        return None
+
+    def assign(self, features: UserFeatures | np.ndarray) -> np.ndarray:
+        """Segment of each row of new features (same pipeline), int64 array of shape (n,)."""
+        check_is_fitted(self)
+        raw = np.asarray(self._assign_raw(_matrix(features), features), dtype=np.int64)
+        return self.label_map_[raw]
+
+    def fit_assign(self, features: UserFeatures | np.ndarray) -> np.ndarray:
+        """``fit(features).labels_``."""
+        return self.fit(features).labels_
+
+    # --------------------------------------------------------------- hooks
+    def _fit_k(self, x: np.ndarray, k: int, features: UserFeatures | np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _assign_raw(self, x: np.ndarray, features: UserFeatures | np.ndarray) -> np.ndarray:
+        if self.centers_ is None:
+            raise NotImplementedError
+        # centres are stored in public order; map back to raw labels for label_map_
+        return self.raw_labels_[nearest_center(x, self.centers_)]
+
+
+def segment_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Mean feature row per label ``0..k-1``, float32 (k, d); zeros for empty labels."""
+    import scipy.sparse as sp
+
+    onehot = sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels)))
+    sums = np.asarray(onehot @ x.astype(np.float64))
+    counts = np.bincount(labels, minlength=k)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
