@@ -86,15 +86,23 @@ class UserFeatures:
             slices[b] = slice(start, start + (s.stop - s.start))
             start = slices[b].stop
         return UserFeatures(
-            np.ascontiguousarray(np.concatenate(cols, axis=1)), tuple(blocks), slices, tuple(names),
-            self.user_vocab, self.item_rows, self.stats,
+            np.ascontiguousarray(np.concatenate(cols, axis=1)),
+            tuple(blocks),
+            slices,
+            tuple(names),
+            self.user_vocab,
+            self.item_rows,
+            self.stats,
         )
 
     def rows(self, idx: np.ndarray) -> UserFeatures:
         """A copy with only the rows ``idx`` (dense indices), e.g. a bootstrap sample."""
         idx = np.asarray(idx, dtype=np.int64)
         return UserFeatures(
-            self.matrix[idx], self.blocks, self.block_slices, self.columns,
+            self.matrix[idx],
+            self.blocks,
+            self.block_slices,
+            self.columns,
             # resampled rows may repeat a user: suffix the position to keep ids unique
             Vocabulary([f"{u}#{i}" for i, u in enumerate(self.user_vocab.ids[idx])]),
             None if self.item_rows is None else self.item_rows[idx],
@@ -198,8 +206,10 @@ def _dense_histories(new: NewUsers, item_vocab: Vocabulary) -> _DenseNew:
         if len(new.histories) != n:
             raise ValueError(f"NewUsers: {len(new.histories)} histories for {n} user ids")
         # unknown items carry no information about a user's taste here: drop them
-        hist = [h[h >= 0] for h in (item_vocab.index(list(h)) if len(h) else np.empty(0, np.int64)
-                                    for h in new.histories)]
+        hist = [
+            h[h >= 0]
+            for h in (item_vocab.index(list(h)) if len(h) else np.empty(0, np.int64) for h in new.histories)
+        ]
     if new.attributes is not None and len(new.attributes) != n:
         raise ValueError(f"NewUsers: {len(new.attributes)} attribute rows for {n} user ids")
     return _DenseNew(n, new.attributes, hist)

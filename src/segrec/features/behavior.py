@@ -33,8 +33,12 @@ class BehaviorConfig(BlockConfig):
     """Timestamps are epoch seconds (recency in days); False treats them as ordinal steps."""
 
 
-def item_category_matrix(item_table: pd.DataFrame | None, n_items: int, max_categories: int = 50,
-                         names: tuple[str, ...] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+def item_category_matrix(
+    item_table: pd.DataFrame | None,
+    n_items: int,
+    max_categories: int = 50,
+    names: tuple[str, ...] | None = None,
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Binary item x category matrix from a ``|``-joined ``categories`` column.
 
     Args:
@@ -84,12 +88,14 @@ def behavior_stats(data: Interactions, reference_time: float | None = None) -> p
     sums = np.bincount(data.users, weights=data.ratings, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(has, sums / np.maximum(counts, 1), np.nan)
-    return pd.DataFrame({
-        "n_interactions": counts,
-        "recency_days": (ref - last) / _DAY,
-        "tenure_days": (last - first) / _DAY,
-        "rating_mean": mean,
-    })
+    return pd.DataFrame(
+        {
+            "n_interactions": counts,
+            "recency_days": (ref - last) / _DAY,
+            "tenure_days": (last - first) / _DAY,
+            "rating_mean": mean,
+        }
+    )
 
 
 class BehaviorFeatures(FeatureBlock):
@@ -118,7 +124,8 @@ class BehaviorFeatures(FeatureBlock):
         self.has_ratings_ = bool(len(r) and float(r.std()) > 0)
         if self.config.categories:
             self.cat_matrix_, self.cat_names_ = item_category_matrix(
-                data.item_table, data.n_items, self.config.max_categories)
+                data.item_table, data.n_items, self.config.max_categories
+            )
         else:
             self.cat_matrix_, self.cat_names_ = np.zeros((data.n_items, 0), np.float32), ()
         cols = ["log_activity", "recency_days", "tenure_days"]

@@ -63,8 +63,11 @@ class DemographicsFeatures(FeatureBlock):
                 cols.append(c)
             else:
                 share = s.astype("string").value_counts(normalize=True, dropna=True)
-                share = share.rename_axis("level").reset_index().sort_values(
-                    ["proportion", "level"], ascending=[False, True])
+                share = (
+                    share.rename_axis("level")
+                    .reset_index()
+                    .sort_values(["proportion", "level"], ascending=[False, True])
+                )
                 kept = share[share["proportion"] >= self.config.min_level_share]["level"]
                 kept = tuple(str(v) for v in kept.head(self.config.max_levels))
                 if len(kept) > 1 or (len(kept) == 1 and share["proportion"].iloc[0] < 1.0):

