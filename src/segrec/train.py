@@ -262,13 +262,16 @@ def results_dict(result: RunResult) -> dict[str, Any]:
 
 
 def save_run(result: RunResult, out: str | Path) -> Path:
-    """Write the run's artifacts to ``out`` atomically.
+    """Write the run's artifacts to ``out`` atomically, with a checksummed manifest.
 
     Layout: ``results.json``, ``manifest.json``, ``segments.parquet`` (user_id,
     segment), ``systems/<name>/`` (one saved Recommender each), ``items.parquet``
-    (titles for serving, when the data has them).
+    (titles for serving, when the data has them), ``router/`` (the new-user
+    segment assigner). ``manifest.json`` records versions, the resolved config,
+    the data fingerprint, the headline metrics, analytic costs and the sha256 of
+    every other file; :func:`load_run` verifies them.
     """
-    from . import __version__
+    from .route.assign import ProfileAssigner
 
     out = Path(out)
     with atomic_dir(out) as tmp:
@@ -284,13 +287,128 @@ def save_run(result: RunResult, out: str | Path) -> Path:
                 items.insert(0, "item_id", result.data.item_vocab.ids.astype(str))
             write_table(tmp / "items.parquet", items.astype({c: str for c in items.columns
                                                               if items[c].dtype == object}))
+        if (np.asarray(result.segments) >= 0).any():
+            fit = result.split.fit if result.split is not None else result.data
+            (tmp / "router").mkdir()
+            ProfileAssigner().fit(fit, result.segments).save_into(tmp / "router")
         summary = results_dict(result)
         write_json(tmp / "results.json", summary)
-        write_json(tmp / "manifest.json", {
-            "segrec_version": __version__, "systems": sorted(result.systems),
-            "best_system": summary["best_system"], "data_fingerprint": summary["data"]["fingerprint"],
-        })
+        write_json(tmp / MANIFEST, _manifest(result, summary, tmp))
     return out
+
+
+#: name of the manifest file of a run directory
+MANIFEST = "manifest.json"
+#: bumped when the run-directory layout changes incompatibly
+FORMAT_VERSION = 1
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    from . import __version__
+
+    out = {"segrec": __version__, "python": platform.python_version()}
+    for dist in ("numpy", "scipy", "pandas", "pyarrow", "torch", "safetensors", "pydantic", "scikit-learn"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_table(root: Path) -> dict[str, dict[str, Any]]:
+    return {f.relative_to(root).as_posix(): {"sha256": _sha256(f), "bytes": f.stat().st_size}
+            for f in sorted(root.rglob("*")) if f.is_file() and f.name != MANIFEST}
+
+
+def _costs(systems: dict[str, Recommender]) -> dict[str, dict[str, float]]:
+    from .evaluate.cost import memory_bytes
+
+    costs = {}
+    for name, model in systems.items():
+        try:
+            costs[name] = {"n_parameters": int(model.n_parameters()),
+                           "flops_per_request": float(np.mean(model.flops_per_request())),
+                           "memory_bytes": int(memory_bytes(model))}
+        except Exception as exc:  # cost accounting must never lose a finished run
+            log.warning("no cost figures for %s: %s", name, exc)
+    return costs
+
+
+def _manifest(result: RunResult, summary: dict[str, Any], root: Path) -> dict[str, Any]:
+    import datetime as _dt
+
+    from . import __version__
+
+    return {
+        "format": "segrec-run", "format_version": FORMAT_VERSION, "segrec_version": __version__,
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(), "versions": _versions(),
+        "systems": sorted(result.systems), "best_system": summary["best_system"],
+        "data_fingerprint": summary["data"]["fingerprint"], "data": summary["data"],
+        "config": summary["config"],
+        "metrics": {n: {k: v for k, v in s["overall"].items() if k in ("ndcg@10", "recall@10", "ndcg@20")}
+                    for n, s in summary["systems"].items()},
+        "costs": _costs(result.systems),
+        "files": _file_table(root),
+    }
+
+
+def verify_run(path: str | Path, manifest: dict[str, Any] | None = None) -> None:
+    """Check every file of a run directory against the manifest's sha256 checksums.
+
+    Raises:
+        SegrecError: A listed file is missing, has another size or checksum
+            (the message names the file and both digests).
+    """
+    import warnings
+
+    from . import __version__
+    from .errors import SegrecWarning
+
+    path = Path(path)
+    manifest = manifest if manifest is not None else read_json(path / MANIFEST)
+    files = manifest.get("files")
+    if files is None:
+        warnings.warn(f"{path}: the manifest has no checksums (written before segrec 0.1 issue 5); "
+                      "files are not verified. Re-save the run to add them.", SegrecWarning, stacklevel=3)
+        return
+    for rel, want in files.items():
+        f = path / rel
+        if not f.is_file():
+            raise SegrecError(f"{path}: file {rel} listed in {MANIFEST} is missing; "
+                              "the artifact is incomplete")
+        if f.stat().st_size != want["bytes"]:
+            raise SegrecError(f"{path}: {rel} has {f.stat().st_size} bytes, expected {want['bytes']} "
+                              f"({MANIFEST}); the file was truncated or modified after saving")
+        got = _sha256(f)
+        if got != want["sha256"]:
+            raise SegrecError(f"{path}: checksum mismatch for {rel}: expected sha256 "
+                              f"{want['sha256'][:16]}..., found {got[:16]}...; "
+                              "the file was modified after saving")
+    extra = sorted(set(_listed(path)) - set(files))
+    if extra:
+        warnings.warn(f"{path}: files not in the manifest are ignored: {extra[:5]}", SegrecWarning,
+                      stacklevel=3)
+    saved = manifest.get("segrec_version")
+    if saved and saved != __version__:
+        warnings.warn(f"{path}: written by segrec {saved}, loading with {__version__}; results may differ",
+                      SegrecWarning, stacklevel=3)
+
+
+def _listed(path: Path) -> list[str]:
+    return [f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file() and f.name != MANIFEST]
 
 
 @dataclass
@@ -317,10 +435,60 @@ class LoadedRun:
         """The saved user -> segment table."""
         return read_table(self.path / "segments.parquet")
 
+    def items(self) -> pd.DataFrame | None:
+        """The saved items table (``item_id``, ``title``, ...), or None."""
+        f = self.path / "items.parquet"
+        return read_table(f) if f.exists() else None
 
-def load_run(path: str | Path) -> LoadedRun:
-    """Open an artifact directory written by :func:`save_run`."""
+    def router(self, system: str | None = None, **routing: Any):
+        """A :class:`~segrec.route.router.Router` serving one saved system.
+
+        Args:
+            system: System to serve; default ``segmented`` when saved, else the run's best.
+            **routing: Policy changes for a segmented system, e.g. ``policy="budget",
+                budget_fraction=0.3`` (re-routed from the saved validation table, no refit).
+        """
+        from .route.assign import ProfileAssigner
+        from .route.router import Router
+
+        name = system or ("segmented" if "segmented" in self.system_names else None)
+        model = self.system(name)
+        if routing:
+            if not hasattr(model, "reroute"):
+                raise SegrecError(f"system {model.name!r} is not routed; a routing policy needs 'segmented'")
+            model = model.reroute(**routing)
+        seg = self.segments()
+        segments = None
+        if len(seg):
+            table = pd.Series(seg["segment"].to_numpy(np.int64), index=seg["user_id"].astype(str))
+            segments = table.reindex(model.user_vocab_.ids).fillna(-1).to_numpy(np.int64)
+        assigner = ProfileAssigner.load(self.path / "router") if (self.path / "router").is_dir() else None
+        titles, items = None, self.items()
+        if items is not None and "title" in items:
+            titles = items.set_index(items["item_id"].astype(str))["title"].reindex(model.item_vocab_.ids)
+            titles = titles.to_numpy(dtype=object)
+        cfg = getattr(model, "config", None)
+        info = {"path": str(self.path), "system": model.name if name is None else name,
+                "data_fingerprint": self.manifest.get("data_fingerprint"),
+                "created_at": self.manifest.get("created_at"),
+                "policy": getattr(cfg, "policy", None)}
+        return Router(model, segments=segments, assigner=assigner, titles=titles, info=info)
+
+
+def load_run(path: str | Path, *, verify: bool = True) -> LoadedRun:
+    """Open an artifact directory written by :func:`save_run`.
+
+    Args:
+        path: The run directory.
+        verify: Check every file against the manifest's checksums first.
+
+    Raises:
+        SegrecError: Not a run directory, or a file is missing or corrupt.
+    """
     path = Path(path)
     if not path.is_dir():
         raise SegrecError(f"{path}: not a directory; pass the --out directory of `segrec run`")
-    return LoadedRun(path, read_json(path / "manifest.json"), read_json(path / "results.json"))
+    manifest = read_json(path / MANIFEST)
+    if verify:
+        verify_run(path, manifest)
+    return LoadedRun(path, manifest, read_json(path / "results.json"))

@@ -183,6 +183,35 @@ class Recommender:
             tier=np.full(n, self.name, dtype=object) if tier is None else tier,
         )
 
+    # ----------------------------------------------------------------- cost
+    def n_parameters(self) -> int:
+        """Learned floating-point numbers (float arrays of ``_state()`` and sub-models).
+
+        Override where ``_state()`` holds more than the parameters.
+        """
+        check_is_fitted(self)
+        from ..evaluate.cost import state_parameters
+
+        return state_parameters(self)
+
+    def flops_per_request(self, n_history=None):
+        """Analytic FLOPs to score and rank the catalogue for one user (issue 5).
+
+        The default uses the formula registered for this model's ``name`` in
+        :data:`segrec.evaluate.cost.FLOP_RULES`, else one multiply-add per
+        parameter; override it where the model knows better.
+
+        Args:
+            n_history: History length (scalar or array); None = the mean over fit users.
+
+        Returns:
+            float, or a float array shaped like ``n_history``.
+        """
+        check_is_fitted(self)
+        from ..evaluate.cost import analytic_flops
+
+        return analytic_flops(self, n_history)
+
     # ------------------------------------------------------------ artifacts
     def _state(self) -> dict[str, np.ndarray]:
         """Learned arrays to save (besides vocabularies and seen items)."""

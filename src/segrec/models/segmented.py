@@ -9,23 +9,33 @@ that cannot score a user returns NaN, and the fallback chain (``global`` then
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pydantic import Field
 
-from ..errors import SegrecError
+from ..errors import ConfigError, SegrecError
 from ..evaluate.metrics import ndcg
 from ..evaluate.ranking import hit_matrix, rank_in_chunks
 from ..io import read_json, read_table, write_table
-from ..route.policy import choose_accuracy
+from ..route.policy import (
+    RulesConfig,
+    choose_accuracy,
+    choose_budget,
+    choose_rules,
+    routing_summary,
+    segment_activity,
+)
 from ..types import Interactions
 from .base import ModelConfig, Recommender
 
-__all__ = ["SegmentedRecommender", "validation_table"]
+__all__ = ["SegmentedRecommender", "score_histories", "tier_costs", "validation_table"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,16 @@ class SegmentedConfig(ModelConfig):
     """A tier must beat the default tier by more than this validation NDCG@10 to be routed to."""
     default_tier: str = "global"
     """Tier kept for a segment when no other tier beats it (and for unsegmented users)."""
+    policy: Literal["accuracy", "budget", "rules"] = "accuracy"
+    """How segments are routed (issue 5): the best tier per segment on validation NDCG@10;
+    the best routing within a FLOPs budget; or value-tier rules."""
+    budget_flops: float | None = Field(None, ge=0)
+    """``budget`` policy: most mean FLOPs per request (absolute)."""
+    budget_fraction: float | None = Field(None, ge=0)
+    """``budget`` policy: budget as a share of the mean FLOPs of the tier with the best overall
+    validation NDCG@10 (e.g. 0.3); used when ``budget_flops`` is None."""
+    rules: RulesConfig = RulesConfig()
+    """``rules`` policy: activity level -> tier, per-segment overrides, new-user tier."""
 
 
 def _fit_params(model: Recommender, segments: np.ndarray, fitted: dict[str, Recommender]) -> dict[str, Any]:
@@ -48,6 +68,33 @@ def _fit_params(model: Recommender, segments: np.ndarray, fitted: dict[str, Reco
     if getattr(model, "needs_global", False) and "global" in fitted:
         params["global_model"] = fitted["global"]
     return params
+
+
+def tier_costs(models: dict[str, Recommender], segments: np.ndarray, lengths: np.ndarray,
+               users: np.ndarray) -> pd.DataFrame:
+    """Mean analytic FLOPs per request of each tier for each segment's users.
+
+    Args:
+        models: tier -> fitted Recommender.
+        segments: Segment per dense user.
+        lengths: Fit-history length per dense user (FLOPs grow with it for some models).
+        users: The dense users to average over (e.g. those with validation items).
+
+    Returns:
+        Rows ``segment, tier, flops``; NaN where the tier has no model for the segment.
+    """
+    seg = segments[users]
+    rows = []
+    for tier, model in models.items():
+        subs = getattr(model, "models_", None)
+        for s in np.unique(seg):
+            h = lengths[users[seg == s]]
+            if isinstance(subs, dict):  # per-segment models: the segment's own model serves it
+                flops = float(np.mean(subs[int(s)].flops_per_request(h))) if int(s) in subs else np.nan
+            else:
+                flops = float(np.mean(model.flops_per_request(h)))
+            rows.append({"segment": int(s), "tier": tier, "flops": flops})
+    return pd.DataFrame(rows, columns=["segment", "tier", "flops"])
 
 
 def validation_table(
@@ -115,7 +162,8 @@ class SegmentedRecommender(Recommender):
             raise SegrecError("SegmentedRecommender.fit needs segments= (one label per dense user)")
         segments = np.asarray(segments, dtype=np.int64)
         if segments.shape != (train.n_users,):
-            raise SegrecError(f"segments must have one label per user ({train.n_users}); got {segments.shape}")
+            raise SegrecError(f"segments must have one label per user ({train.n_users}); "
+                              f"got {segments.shape}")
         for needed in (self.config.default_tier, *self.config.fallback):
             if needed not in self.tiers and needed not in (prefitted or {}):
                 raise SegrecError(f"SegmentedRecommender: tier {needed!r} is required by the config "
@@ -132,10 +180,13 @@ class SegmentedRecommender(Recommender):
             for name, proto in self.tiers.items():
                 m = proto.with_params()
                 stage[name] = m.fit(train, **_fit_params(m, segments, stage))
-            self.validation_ = validation_table(stage, train, valid, segments)
-            routing = choose_accuracy(self.validation_, min_gain=self.config.min_gain,
-                                      default=self.config.default_tier)
+            table = validation_table(stage, train, valid, segments)
+            users = np.flatnonzero(np.diff(valid.to_csr().indptr) > 0)
+            costs = tier_costs(stage, segments, train.user_counts().astype(np.float64), users)
+            self.validation_ = table.merge(costs, on=["segment", "tier"], how="left")
+            routing = self._choose(self.validation_, segments, train.user_counts(), set(stage))
         self.routing_ = {int(k): str(v) for k, v in routing.items()}
+        self.new_user_tier_ = self.config.rules.new_users if self.config.policy == "rules" else None
         # Stage 2: the final tiers, fitted on train with valid (-> train ∪ valid).
         self.tiers_: dict[str, Recommender] = dict(prefitted or {})
         for name, proto in self.tiers.items():
@@ -144,13 +195,129 @@ class SegmentedRecommender(Recommender):
             m = proto.with_params()
             self.tiers_[name] = m.fit(train, valid=valid, **_fit_params(m, segments, self.tiers_))
 
+    # -------------------------------------------------------------- routing
+    def _choose(self, table: pd.DataFrame | None, segments: np.ndarray, lengths: np.ndarray,
+                available: set[str]) -> dict[int, str]:
+        """Routing by the configured policy from the validation table (with costs)."""
+        c = self.config
+        if c.policy == "rules":
+            return choose_rules(segment_activity(segments, np.asarray(lengths, np.float64)), c.rules,
+                                available=available, default=c.default_tier)
+        if table is None:
+            raise SegrecError(f"the {c.policy!r} policy needs the validation table; this model has none "
+                              "(fitted with a fixed routing=)")
+        if c.policy == "accuracy":
+            return choose_accuracy(table, min_gain=c.min_gain, default=c.default_tier)
+        return choose_budget(table, self.budget_from(table), default=c.default_tier)
+
+    def budget_from(self, table: pd.DataFrame) -> float:
+        """The ``budget`` policy's FLOPs budget: absolute, or a share of the most accurate tier's cost."""
+        c = self.config
+        if c.budget_flops is not None:
+            return float(c.budget_flops)
+        if c.budget_fraction is None:
+            raise ConfigError("the 'budget' routing policy needs budget_flops or budget_fraction",
+                              key="budget_flops")
+        return float(c.budget_fraction) * self.best_tier_cost(table)[1]
+
+    @staticmethod
+    def best_tier_cost(table: pd.DataFrame) -> tuple[str, float]:
+        """The single tier with the best user-weighted validation NDCG@10, and its mean FLOPs."""
+        best, best_score, best_flops = "", -np.inf, np.nan
+        for tier in table["tier"].unique():
+            rows = table[table["tier"] == tier]
+            summary = routing_summary(table, {int(s): tier for s in rows["segment"]})
+            if summary["ndcg@10"] > best_score:
+                best, best_score, best_flops = str(tier), summary["ndcg@10"], summary.get("flops", np.nan)
+        return best, float(best_flops)
+
+    def reroute(self, **changes: Any) -> SegmentedRecommender:
+        """A copy routed by another policy, sharing this model's fitted tiers (no refit).
+
+        Args:
+            **changes: Config changes, e.g. ``policy="budget", budget_fraction=0.3``.
+
+        Returns:
+            A fitted SegmentedRecommender with the new config and routing.
+        """
+        self._check_fitted_tiers()
+        cfg = self.Config.model_validate({**self.config.model_dump(), **changes})
+        other = copy.copy(self)
+        other.config = cfg
+        table = self.validation_
+        if table is not None and "flops" not in table and cfg.policy == "budget":
+            raise SegrecError("this model's validation table has no costs; refit it to use the budget policy")
+        lengths = np.diff(self.seen_.indptr)
+        other.routing_ = {int(k): str(v) for k, v in
+                          other._choose(table, self.segments_, lengths, set(self.tiers_)).items()}
+        other.new_user_tier_ = cfg.rules.new_users if cfg.policy == "rules" else None
+        return other
+
+    def _check_fitted_tiers(self) -> None:
+        if getattr(self, "tiers_", None) is None:
+            from .base import check_is_fitted
+
+            check_is_fitted(self)
+
+    def flops_per_user(self, users: np.ndarray) -> np.ndarray:
+        """Analytic FLOPs of each dense user's request under the current routing."""
+        users = np.asarray(users, dtype=np.int64)
+        lengths = np.diff(self.seen_.indptr).astype(np.float64)[users]
+        seg = self.segments_[users]
+        tiers = self.tier_of(users)
+        out = np.zeros(len(users), np.float64)
+        for tier in dict.fromkeys(tiers.tolist()):
+            model = self.tiers_.get(tier)
+            if model is None:
+                continue
+            subs = getattr(model, "models_", None)
+            rows = np.flatnonzero(tiers == tier)
+            if isinstance(subs, dict):
+                for s in np.unique(seg[rows]):
+                    r = rows[seg[rows] == s]
+                    sub = subs.get(int(s))
+                    out[r] = sub.flops_per_request(lengths[r]) if sub is not None else np.nan
+            else:
+                out[rows] = model.flops_per_request(lengths[rows])
+        return out
+
+    def flops_per_request(self, n_history=None):
+        """Mean analytic FLOPs per request under the current routing (over fit users).
+
+        Args:
+            n_history: Ignored unless given: then the routed tiers' FLOPs at that
+                history length, weighted by how many users each tier serves.
+        """
+        users = np.flatnonzero(np.diff(self.seen_.indptr) > 0)
+        if n_history is None:
+            return float(np.nanmean(self.flops_per_user(users)))
+        tiers = self.tier_of(users)
+        names, counts = np.unique(tiers, return_counts=True)
+        h = np.asarray(n_history, np.float64)
+        return sum(c / counts.sum() * np.asarray(self.tiers_[t].flops_per_request(h))
+                   for t, c in zip(names, counts, strict=True) if t in self.tiers_)
+
     def tier_of(self, users: np.ndarray) -> np.ndarray:
         """The routed tier name per dense user."""
         seg = self.segments_[users]
         return np.array([self.routing_.get(int(s), self.config.default_tier) for s in seg], dtype=object)
 
     def _score(self, users: np.ndarray) -> np.ndarray:
+        return self.score_served(users)[0]
+
+    def score_served(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores for dense users and the tier that actually produced each row.
+
+        Each user's routed tier is tried first, then the fallback chain, for
+        users a tier cannot score (NaN row). A user nothing can score keeps a NaN
+        row and the served tier ``""``.
+
+        Returns:
+            ``(scores (n, n_items) float32, served tier (n,) object)``.
+        """
+        users = np.asarray(users, dtype=np.int64)
         out = np.full((len(users), len(self.item_vocab_)), np.nan, dtype=np.float32)
+        served = np.full(len(users), "", dtype=object)
         todo = np.ones(len(users), dtype=bool)
         tiers = self.tier_of(users)
 
@@ -160,19 +327,65 @@ class SegmentedRecommender(Recommender):
             scores = np.asarray(self.tiers_[tier].score_dense(users[rows]), dtype=np.float32)
             ok = np.isfinite(scores).any(1)
             out[rows[ok]] = scores[ok]
+            served[rows[ok]] = tier
             todo[rows[ok]] = False
 
         for tier in dict.fromkeys(tiers.tolist()):  # each user's routed tier first
             fill(np.flatnonzero(tiers == tier), tier)
         for tier in self.config.fallback:  # then the chain, for whoever is left
             fill(np.flatnonzero(todo), tier)
-        return out
+        return out, served
 
     def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True):
         """Top-k per user, with the segment and the tier that served each user."""
         recs = super().recommend(user_ids, k, exclude_seen=exclude_seen)
         users = self._user_index(recs.user_ids)
-        return type(recs)(recs.user_ids, recs.item_ids, recs.scores, self.segments_[users], self.tier_of(users))
+        return type(recs)(recs.user_ids, recs.item_ids, recs.scores, self.segments_[users],
+                          self.score_served(users)[1] if len(users) <= 1024 else self.tier_of(users))
+
+    # ------------------------------------------------------------ new users
+    def new_user_tier(self, segment: int) -> str:
+        """Tier that serves a brand-new user placed in ``segment``."""
+        if getattr(self, "new_user_tier_", None) and self.new_user_tier_ in self.tiers_:
+            return self.new_user_tier_
+        return self.routing_.get(int(segment), self.config.default_tier)
+
+    def score_new(self, histories: list[np.ndarray], segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores for brand-new users from a few items, through their segment's tier.
+
+        Args:
+            histories: Dense item indices per user, oldest first (may be empty).
+            segments: Assigned segment per user.
+
+        Returns:
+            ``(scores (n, n_items), served tier (n,))``: the routed tier where it can
+            score the user (``score_histories``), else the fallback chain; a user
+            nothing can score from items keeps a NaN row and tier ``""``.
+        """
+        segments = np.asarray(segments, dtype=np.int64)
+        n = len(histories)
+        out = np.full((n, len(self.item_vocab_)), np.nan, dtype=np.float32)
+        served = np.full(n, "", dtype=object)
+        todo = np.ones(n, dtype=bool)
+        routed = np.array([self.new_user_tier(s) for s in segments], dtype=object)
+
+        def fill(rows: np.ndarray, tier: str) -> None:
+            model = self.tiers_.get(tier)
+            if not len(rows) or model is None:
+                return
+            scores = score_histories(model, [histories[r] for r in rows], segments[rows])
+            if scores is None:
+                return
+            ok = np.isfinite(scores).any(1)
+            out[rows[ok]] = scores[ok]
+            served[rows[ok]] = tier
+            todo[rows[ok]] = False
+
+        for tier in dict.fromkeys(routed.tolist()):
+            fill(np.flatnonzero(routed == tier), tier)
+        for tier in self.config.fallback:
+            fill(np.flatnonzero(todo), tier)
+        return out, served
 
     # ------------------------------------------------------------ artifacts
     def _state(self) -> dict[str, np.ndarray]:
@@ -181,9 +394,11 @@ class SegmentedRecommender(Recommender):
     def _set_state(self, tensors, meta) -> None:
         self.segments_ = tensors["segments"]
         self.routing_ = {int(k): v for k, v in meta["routing"].items()}
+        self.new_user_tier_ = meta.get("new_user_tier")
 
     def _meta(self) -> dict[str, Any]:
-        return {"routing": {str(k): v for k, v in self.routing_.items()}, "tiers": sorted(self.tiers_)}
+        return {"routing": {str(k): v for k, v in self.routing_.items()}, "tiers": sorted(self.tiers_),
+                "new_user_tier": getattr(self, "new_user_tier_", None)}
 
     def _save_extra(self, directory: Path) -> None:
         for name, model in self.tiers_.items():
@@ -200,3 +415,66 @@ class SegmentedRecommender(Recommender):
         self.routing = None
         val = directory / "validation.parquet"
         self.validation_ = read_table(val) if val.exists() else None
+
+
+def _takes_sequences(model: Recommender) -> bool:
+    """Whether ``model.score_histories`` takes item-index sequences, not a binary CSR.
+
+    Sequential models (Transformer) take sequences; item-item, MF, VAE and
+    popularity take CSR rows. A model may say so with ``history_input``.
+    """
+    kind = getattr(model, "history_input", None)
+    if kind is not None:
+        return kind == "sequence"
+    params = list(inspect.signature(model.score_histories).parameters)
+    return bool(params) and params[0] in ("histories", "sequences")
+
+
+def score_histories(model: Recommender, histories: list[np.ndarray],
+                    segments: np.ndarray | None = None) -> np.ndarray | None:
+    """Score new users given only their items, whatever input ``model.score_histories`` takes.
+
+    Args:
+        model: A fitted tier model.
+        histories: Dense item indices per user, oldest first.
+        segments: Segment per user: per-segment models use their segment's model,
+            segment-adapted ones receive it.
+
+    Returns:
+        float32 (n, n_items) with NaN rows for users the model cannot score from
+        items (empty history, or no model for their segment); None when the
+        model cannot score new users at all.
+    """
+    n, n_items = len(histories), model.n_items
+    subs = getattr(model, "models_", None)
+    if isinstance(subs, dict):  # per-segment models: each user's segment model
+        out = np.full((n, n_items), np.nan, dtype=np.float32)
+        segs = np.full(n, -1, np.int64) if segments is None else np.asarray(segments, np.int64)
+        for s in np.unique(segs):
+            sub = subs.get(int(s))
+            rows = np.flatnonzero(segs == s)
+            scored = None if sub is None else score_histories(sub, [histories[r] for r in rows], segs[rows])
+            if scored is not None:
+                out[rows] = scored
+        return out
+    if not hasattr(model, "score_histories"):
+        return None
+    empty = np.array([len(h) == 0 for h in histories])
+    if _takes_sequences(model):
+        args: list[Any] = [[np.asarray(h, np.int64).tolist() for h in histories]]
+    else:
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        items = np.concatenate([np.asarray(h, np.int64) for h in histories]) if lengths.sum() else \
+            np.empty(0, np.int64)
+        rows = sp.csr_matrix((np.ones(len(items), np.float32), items, np.r_[0, np.cumsum(lengths)]),
+                             shape=(n, n_items))
+        rows.sum_duplicates()
+        rows.data[:] = 1.0
+        args = [rows]
+    kwargs = {}
+    if segments is not None and "segments" in inspect.signature(model.score_histories).parameters:
+        kwargs["segments"] = np.asarray(segments, np.int64)
+    scores = np.array(model.score_histories(*args, **kwargs), dtype=np.float32, copy=True)
+    if getattr(model, "name", "") != "popularity":  # popularity needs no history; the others do
+        scores[empty] = np.nan
+    return scores

@@ -1,5 +1,19 @@
-"""Routing: which model tier serves each segment."""
+"""Routing: which model tier serves each segment, and how a request reaches it."""
 
-from .policy import choose_accuracy
+from .policy import (
+    RulesConfig,
+    choose_accuracy,
+    choose_budget,
+    choose_rules,
+    routing_summary,
+    segment_activity,
+)
 
-__all__ = ["choose_accuracy"]
+__all__ = [
+    "RulesConfig",
+    "choose_accuracy",
+    "choose_budget",
+    "choose_rules",
+    "routing_summary",
+    "segment_activity",
+]
