@@ -5,6 +5,7 @@ The public API lives here; see README.md for the tour.
 
 __version__ = "0.1.0"
 
+from .data import Schema, SyntheticData, generate_synthetic, load_interactions  # noqa: E402
 from .errors import (  # noqa: E402
     ConfigError,
     DataValidationError,
@@ -24,12 +25,16 @@ __all__ = [
     "MissingDependencyError",
     "NotFittedError",
     "Recommendations",
+    "Schema",
     "SegmentationError",
     "SegrecError",
     "Split",
+    "SyntheticData",
     "UnknownIDError",
     "Vocabulary",
     "__version__",
+    "generate_synthetic",
     "holdout_split",
+    "load_interactions",
     "temporal_split",
 ]
