@@ -171,6 +171,9 @@ def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
         progress: Called with a short message before each step (the CLI shows it).
     """
     say = progress or (lambda msg: log.info(msg))
+    unknown = [n for n in cfg.models.systems if n not in SYSTEMS and n != "segmented"]
+    if unknown:  # fail before any expensive step
+        raise SegrecError(f"unknown system {unknown[0]!r}; known: {sorted([*SYSTEMS, 'segmented'])}")
     if data is None:
         say("loading data")
         data, _ = load_data(cfg)
