@@ -87,6 +87,11 @@ class DemographicsFeatures(FeatureBlock):
             v = pd.to_numeric(table[c], errors="coerce") if c in table else pd.Series(np.nan, index=range(n))
             parts.append(v.fillna(mean).to_numpy(np.float64)[:, None])
         for c, kept in self.levels_.items():
-            v = table[c].astype("string").to_numpy(dtype=object) if c in table else np.full(n, None, object)
+            # plain str with "" for missing: pandas' NA has no truth value in comparisons
+            v = (
+                table[c].astype("string").fillna("").to_numpy(dtype=object)
+                if c in table
+                else np.full(n, "", object)
+            )
             parts.append((v[:, None] == np.asarray(kept, dtype=object)[None, :]).astype(np.float64))
         return np.concatenate(parts, axis=1) if parts else np.zeros((n, 0))
