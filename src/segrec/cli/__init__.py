@@ -21,9 +21,9 @@ __all__ = ["main"]
 
 def _verbs():
     # Imported here so `segrec --help` does not pay for torch / sklearn imports.
-    from . import recommend, run, synth
+    from . import recommend, run, serve, synth
 
-    return [run, synth, recommend]
+    return [run, synth, recommend, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,7 +132,6 @@ class ProfileAssigner:
         labelled = segments >= 0
         for col in table.columns:
             if col in c.id_columns:
-                self.ignored_columns_.append(str(col))
                 continue
             values = table[col]
             if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import UnknownIDError
+from ..errors import ConfigError, UnknownIDError
 from ..evaluate.ranking import top_k
 from ..models.base import Recommender
 from ..models.segmented import SegmentedRecommender, score_histories
@@ -177,7 +177,7 @@ class Router:
             ConfigError: Unknown attribute keys or a non-numeric numeric attribute.
         """
         if int(k) < 1:
-            raise ValueError(f"k must be >= 1; got {k}")
+            raise ConfigError(f"k must be >= 1; got {k}", key="k")
         recent, unknown_items = self.item_indices(recent_items or [])
         banned, _ = self.item_indices(exclude)
         if attributes and self.assigner is not None:
@@ -242,8 +242,9 @@ class Router:
             scores, tier = self.popularity[None, :], POPULARITY
             reason = "no model could score this new user: popular items"
         return self._finish(user_id, scores, np.r_[recent, banned], k, segment=seg if seg >= 0 else None,
-                            tier=tier, routed_tier=routed, fallback=tier != routed, new_user=True, reason=reason,
-                            confidence=confidence, evidence=evidence, unknown_items=unknown_items)
+                            tier=tier, routed_tier=routed, fallback=tier != routed, new_user=True,
+                            reason=reason, confidence=confidence, evidence=evidence,
+                            unknown_items=unknown_items)
 
     def _finish(self, user_id, scores, excluded, k, **fields: Any) -> Served:
         row = np.array(scores[:1], dtype=np.float32, copy=True)  # (1, n_items)

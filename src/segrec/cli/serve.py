@@ -1,0 +1,88 @@
+"""``segrec serve``: the HTTP API over a saved run (extra ``serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``segrec serve``."""
+    p = sub.add_parser("serve", help="serve recommendations over HTTP from a saved run",
+                       description="Start the HTTP API (OpenAPI docs at /docs) over the --out directory of "
+                                   "`segrec run`. Binds 127.0.0.1 unless told otherwise. SIGHUP or "
+                                   "POST /v1/admin/reload swaps in a new artifact without dropping requests.")
+    p.add_argument("artifacts", help="directory written by `segrec run --out`")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    p.add_argument("--api-key-env", metavar="VAR",
+                   help="require the API key held in environment variable VAR (header X-API-Key)")
+    p.add_argument("--system", help="saved system to serve (default: segmented, else the run's best)")
+    p.add_argument("--policy", choices=("accuracy", "budget", "rules"),
+                   help="re-route the segmented system by this policy (no refit)")
+    p.add_argument("--budget-fraction", type=float,
+                   help="budget policy: mean FLOPs/request as a share of the most accurate tier's")
+    p.add_argument("--budget-flops", type=float, help="budget policy: mean FLOPs/request, absolute")
+    p.add_argument("--max-k", type=int, default=1000,
+                   help="largest k a request may ask for (default: %(default)s)")
+    p.add_argument("--no-reload", action="store_true", help="disable POST /v1/admin/reload")
+    p.add_argument("--threads", type=int, help="torch CPU threads for neural tiers (default: torch's)")
+    p.add_argument("--log-level", default="warning",
+                   choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn log level (default: %(default)s)")
+    p.add_argument("--access-log", action="store_true", help="log every request (slower)")
+    p.set_defaults(func=serve_command)
+
+
+def router_options(args: argparse.Namespace) -> dict:
+    """Router options from the flags (system and routing policy)."""
+    opts: dict = {}
+    if args.system:
+        opts["system"] = args.system
+    if args.policy:
+        opts["policy"] = args.policy
+    if args.budget_fraction is not None:
+        opts["budget_fraction"] = args.budget_fraction
+    if args.budget_flops is not None:
+        opts["budget_flops"] = args.budget_flops
+    return opts
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Load the run, build the app and run uvicorn until interrupted."""
+    from ..errors import SegrecError, require
+    from ..serve import create_app
+
+    uvicorn = require("uvicorn", "serve")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise SegrecError(f"--api-key-env {args.api_key_env}: the environment variable is not set "
+                              "or empty")
+    if not _is_loopback(args.host) and api_key is None:
+        print(f"segrec: warning: binding {args.host} without --api-key-env: anyone who can reach this "
+              "port can query and reload the server", file=sys.stderr)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    app = create_app(args.artifacts, api_key=api_key, max_k=args.max_k, allow_reload=not args.no_reload,
+                     reload_on_sighup=True, **router_options(args))
+    print(f"segrec: serving {args.artifacts} on http://{args.host}:{args.port} (docs at /docs)",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
