@@ -149,6 +149,8 @@ def load_interactions(
     item_codes = item_codes.astype(np.int32, copy=False)
     keep = _latest_of_duplicates(user_codes, item_codes, timestamps, len(item_vocab), name)
     if keep is not None:
+        if timestamps is None:  # time = position in the file, also after dropping rows
+            timestamps = np.arange(len(user_codes), dtype=np.int64)
         user_codes, item_codes = user_codes[keep], item_codes[keep]
         ratings = None if ratings is None else ratings[keep]
         timestamps = None if timestamps is None else timestamps[keep]
@@ -510,7 +512,7 @@ def _align_table(
         sample = f" (e.g. '{ids.iloc[0]}')" if len(ids) else ""
         problems.add(Problem(
             name,
-            f"none of the {len(ids)} ids in column '{id_col}' match a {kind[:-1]} of {inter_name}{sample}; "
+            f"none of the {len(ids)} ids in column '{id_col}' match any {kind[:-1]} of {inter_name}{sample}; "
             f"is this the {kind} table of the same dataset?",
             id_col,
         ))

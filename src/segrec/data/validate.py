@@ -117,6 +117,10 @@ class Problems:
 
 
 # ---------------------------------------------------------------- helpers
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeio" else "a"  # "a user", "an item"
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word if n == 1 else word + 's'}"
 
@@ -189,7 +193,8 @@ def check_ids(source: str, column: str, ids: pd.Series, kind: str) -> Problem | 
     text = _strings(ids)
     # str.strip is vectorised (pyarrow-backed); blank ids are as useless as missing ones
     blank = (text.str.strip() == "").fillna(False).to_numpy(dtype=bool)
-    return _rows_problem(source, column, missing | blank, "empty id", f"every row needs a {kind} id")
+    expected = f"every row needs {_article(kind)} {kind} id"
+    return _rows_problem(source, column, missing | blank, "empty id", expected)
 
 
 def check_unique_ids(source: str, column: str, ids: pd.Series, kind: str) -> Problem | None:
@@ -274,7 +279,7 @@ def parse_timestamps(source: str, column: str, values: pd.Series) -> tuple[np.nd
     if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         missing = values.isna().to_numpy()
         seconds = _datetimes_to_seconds(values)
-        p = _rows_problem(source, column, missing, "missing (empty or NaT) value", _TIME_EXPECTED)
+        p = _rows_problem(source, column, missing, "missing (empty or NaN) value", _TIME_EXPECTED)
         return seconds, [p] if p else []
     raw = values.to_numpy()
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
