@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-
-import numpy as np
 
 __all__ = ["add_parser"]
 
@@ -21,6 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", help="system to use (default: the run's best; see --list)")
     p.add_argument("--list", action="store_true", help="print the saved systems and exit")
     p.add_argument("--include-seen", action="store_true", help="do not exclude the users' fit items")
+    p.add_argument("--with-tier", action="store_true",
+                   help="add segment, tier and fallback columns (unknown users get popular items, flagged)")
     p.set_defaults(func=recommend_command)
 
 
@@ -48,9 +49,20 @@ def recommend_command(args: argparse.Namespace) -> int:
         raise SegrecError(f"{path}: no user ids (expected one per line)")
     if args.k < 1:
         raise SegrecError(f"--k must be >= 1; got {args.k}")
-    model = run.system(args.system)
-    recs = model.recommend(np.asarray(users, dtype=object), k=args.k, exclude_seen=not args.include_seen)
-    frame = recs.to_frame()[["user_id", "item_id", "rank", "score"]]
+    # The router serves unknown users popular items (flagged) instead of failing the whole batch.
+    router = run.router(args.system)
+    recs, fallback = router.recommend_batch(users, k=args.k, exclude_seen=not args.include_seen)
+    unknown = [u for u, f, t in zip(users, fallback, recs.tier, strict=True) if f and t == "popularity"]
+    if unknown:
+        print(f"segrec: note: {len(unknown)} unknown user id(s) got popular items (fallback), e.g. "
+              f"{unknown[:3]}", file=sys.stderr)
+    frame = recs.to_frame()
+    if args.with_tier:
+        flags = dict(zip(recs.user_ids, fallback, strict=True))
+        frame["fallback"] = frame["user_id"].map(flags)
+        frame = frame[["user_id", "item_id", "rank", "score", "segment", "tier", "fallback"]]
+    else:
+        frame = frame[["user_id", "item_id", "rank", "score"]]
     text = frame.to_csv(index=False)
     if args.out:
         atomic_write_text(args.out, text)
