@@ -324,7 +324,12 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
                 target = Path(body.path)
                 if not target.is_dir():
                     raise ConfigError(f"reload path {body.path!r} is not a directory", key="path")
-            served = await do_reload(target)
+            try:
+                served = await do_reload(target)
+            except SegrecError as exc:  # a bad artifact: refuse it, keep serving the current one
+                current = state["served"]
+                return error(422, "reload_failed", f"{exc}; still serving generation {current.generation} "
+                                                   f"from {current.path}")
             return {"status": "reloaded", "generation": served.generation, "path": str(served.path)}
 
     app.state.metrics = metrics
