@@ -229,8 +229,10 @@ def item_texts(item_table, n_items: int, columns: tuple[str, ...] = ("title", "c
 class TextProfileConfig(BlockConfig):
     """Settings of :class:`TextProfileFeatures`."""
 
-    half_life: float = Field(20.0, gt=0)
-    """Recency weighting: an item this many interactions before the newest weighs half."""
+    half_life: float = Field(50.0, gt=0)
+    """Recency weighting: an item this many interactions before the newest weighs half. Gentle by
+    default: segments are about lasting taste, and on drifting synthetic data a half-life of 20
+    lowered k-means ARI from 0.95 to 0.79 (issue 3)."""
     text_columns: tuple[str, ...] = ("title", "categories")
     """Item-table columns that make an item's text."""
 
