@@ -118,6 +118,22 @@ def test_multi_character_separator_from_schema(tmp_path):
     assert load_interactions(path, schema=Schema(sep="||")).n_users == 2
 
 
+def test_canonical_order_matches_interactions_from_arrays():
+    rng = np.random.default_rng(0)
+    n = 3000
+    frame = pd.DataFrame({"user_id": rng.integers(0, 50, n).astype(str), "item_id": rng.integers(0, 2000, n),
+                          "rating": rng.integers(1, 6, n), "timestamp": rng.integers(0, 40, n)})  # many ties
+    frame = frame.drop_duplicates(["user_id", "item_id"])
+    data = load_interactions(frame)
+    ref = Interactions.from_arrays(
+        data.user_vocab.index(frame["user_id"]), data.item_vocab.index(frame["item_id"].astype(str)),
+        ratings=frame["rating"], timestamps=frame["timestamp"],
+        user_vocab=data.user_vocab, item_vocab=data.item_vocab)
+    for name in ("users", "items", "ratings", "timestamps", "indptr"):
+        assert np.array_equal(getattr(data, name), getattr(ref, name)), name
+        assert getattr(data, name).dtype == getattr(ref, name).dtype, name
+
+
 def test_unknown_fmt_is_a_value_error():
     with pytest.raises(ValueError, match="unknown fmt 'xml'"):
         load_interactions(DATA / "tiny.csv", fmt="xml")

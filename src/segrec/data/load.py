@@ -154,10 +154,15 @@ def load_interactions(
         user_codes, item_codes = user_codes[keep], item_codes[keep]
         ratings = None if ratings is None else ratings[keep]
         timestamps = None if timestamps is None else timestamps[keep]
-    data = Interactions.from_arrays(
-        user_codes, item_codes, ratings=ratings, timestamps=timestamps,
-        user_vocab=user_vocab, item_vocab=item_vocab,
-        item_table=item_table, user_table=user_table, source=name,
+    if timestamps is None:
+        timestamps = np.arange(len(user_codes), dtype=np.int64)
+    # Same canonical (user, time, file position) order as Interactions.from_arrays,
+    # whose np.lexsort takes ~15 s on 10M rows; two packed sorts take ~1 s.
+    order = _canonical_order(user_codes, timestamps)
+    data = Interactions(
+        user_codes[order], item_codes[order],
+        np.ones(len(order), np.float32) if ratings is None else ratings[order].astype(np.float32),
+        timestamps[order], user_vocab, item_vocab, item_table, user_table, name,
     )
     logger.info("loaded %s: %d interactions, %d users, %d items", name, len(data), data.n_users, data.n_items)
     return data
@@ -418,6 +423,27 @@ def _remap_rows(problems: Problems, name: str, skipped: np.ndarray) -> Problems:
 
 
 # ------------------------------------------------------------------ duplicates
+def _stable_order(key: np.ndarray) -> np.ndarray:
+    """A stable argsort of non-negative int64 ``key``.
+
+    Packs (key, position) into one int64 when the bits allow and uses
+    ``np.sort``, several times faster than a stable ``argsort`` on 10M rows.
+    """
+    n = len(key)
+    pos_bits = max(int(n - 1).bit_length(), 1)
+    if n and int(key.max()).bit_length() + pos_bits <= 62:
+        packed = np.sort((key << pos_bits) | np.arange(n, dtype=np.int64))
+        return packed & ((1 << pos_bits) - 1)
+    return np.argsort(key, kind="stable")
+
+
+def _canonical_order(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """Row order by user, then time, ties in file order (a stable two-pass sort)."""
+    by_time = _stable_order(timestamps - timestamps.min(initial=0))
+    by_user = _stable_order(users[by_time].astype(np.int64))  # stable: keeps time order per user
+    return by_time[by_user]
+
+
 def _latest_of_duplicates(
     users: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None, n_items: int, name: str
 ) -> np.ndarray | None:
@@ -427,18 +453,23 @@ def _latest_of_duplicates(
     in the file (EVAL_PROTOCOL.md). Warns once with the number of dropped rows.
     """
     key = users.astype(np.int64) * np.int64(n_items) + items
-    sorted_key = np.sort(key)  # an unstable sort is enough to find out whether any pair repeats
-    if not (sorted_key[1:] == sorted_key[:-1]).any():
-        return None
-    pos = np.arange(len(key), dtype=np.int64)
-    ts = pos if timestamps is None else timestamps
-    order = np.lexsort((pos, ts, key))  # by pair, then time, then file position
+    order = _stable_order(key)  # rows grouped by pair, file order within a pair
     k = key[order]
-    last = np.ones(len(k), dtype=bool)
-    last[:-1] = k[1:] != k[:-1]
-    keep = np.sort(order[last])
+    same_as_next = k[1:] == k[:-1]
+    if not same_as_next.any():
+        return None
+    in_repeat = np.r_[same_as_next, False] | np.r_[False, same_as_next]
+    rows = order[in_repeat]  # only rows of repeated pairs need the time ordering
+    ts = rows if timestamps is None else timestamps[rows]
+    sub = np.lexsort((rows, ts, key[rows]))  # by pair, then time, then file position
+    pair = key[rows][sub]
+    is_last = np.r_[pair[1:] != pair[:-1], True]
+    keep_mask = np.ones(len(key), dtype=bool)
+    keep_mask[rows] = False  # every row of a repeated pair goes, except its latest
+    keep_mask[rows[sub[is_last]]] = True
+    keep = np.flatnonzero(keep_mask)
     n_dropped = len(key) - len(keep)
-    n_pairs = int((np.bincount(np.searchsorted(np.unique(k), k)) > 1).sum())
+    n_pairs = int(is_last.sum())
     warnings.warn(
         f"{name}: dropped {n_dropped} duplicate (user, item) {'row' if n_dropped == 1 else 'rows'} "
         f"({n_pairs} {'pair occurs' if n_pairs == 1 else 'pairs occur'} more than once); "
