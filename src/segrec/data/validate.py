@@ -26,6 +26,7 @@ __all__ = [
     "MAX_ROWS_SHOWN",
     "Problem",
     "Problems",
+    "check_factorized_ids",
     "check_ids",
     "check_unique_ids",
     "missing_columns",
@@ -195,6 +196,30 @@ def check_ids(source: str, column: str, ids: pd.Series, kind: str) -> Problem | 
     blank = (text.str.strip() == "").fillna(False).to_numpy(dtype=bool)
     expected = f"every row needs {_article(kind)} {kind} id"
     return _rows_problem(source, column, missing | blank, "empty id", expected)
+
+
+def check_factorized_ids(
+    source: str, column: str, codes: np.ndarray, uniques: pd.Index, kind: str
+) -> Problem | None:
+    """Like :func:`check_ids`, on factorized ids: only the distinct values are inspected.
+
+    Args:
+        source: File name for the message.
+        column: Column name for the message.
+        codes: Row codes from ``pandas.factorize`` (``-1`` marks a missing id).
+        uniques: The distinct ids, indexed by code.
+        kind: ``"user"`` or ``"item"``, for the hint.
+
+    Returns:
+        A problem naming the first bad rows, or None.
+    """
+    text = pd.Series(uniques, dtype="str") if len(uniques) else pd.Series([], dtype="str")
+    blank = np.flatnonzero((text.str.strip() == "").fillna(True).to_numpy(dtype=bool))
+    bad = codes < 0
+    if len(blank):  # rare: only then pay for a pass over the rows
+        bad |= np.isin(codes, blank)
+    expected = f"every row needs {_article(kind)} {kind} id"
+    return _rows_problem(source, column, bad, "empty id", expected)
 
 
 def check_unique_ids(source: str, column: str, ids: pd.Series, kind: str) -> Problem | None:
