@@ -4,6 +4,8 @@ from .adapters import AdaptedTransformerRecommender
 from .base import ModelConfig, Recommender, check_is_fitted
 from .baselines import EASERecommender, ItemKNNRecommender, PopularityRecommender
 from .local import PerSegmentRecommender
+from .mf import ALSRecommender
+from .multvae import MultVAERecommender
 from .segmented import SegmentedRecommender
 from .transformer import TransformerRecommender
 
@@ -14,6 +16,8 @@ MODELS: dict[str, type[Recommender]] = {
         PopularityRecommender,
         ItemKNNRecommender,
         EASERecommender,
+        ALSRecommender,
+        MultVAERecommender,
         PerSegmentRecommender,
         SegmentedRecommender,
         TransformerRecommender,
@@ -22,11 +26,13 @@ MODELS: dict[str, type[Recommender]] = {
 }
 
 __all__ = [
+    "ALSRecommender",
     "AdaptedTransformerRecommender",
     "EASERecommender",
     "ItemKNNRecommender",
     "MODELS",
     "ModelConfig",
+    "MultVAERecommender",
     "PerSegmentRecommender",
     "PopularityRecommender",
     "Recommender",
