@@ -137,12 +137,14 @@ def _transformer_net_flops(cfg: Any, h: np.ndarray, n_items: int) -> np.ndarray:
 
 def _transformer(model: Any, h: np.ndarray) -> np.ndarray:
     net = getattr(model, "net_", None)
-    if net is None:  # adapted models wrap the global one
-        inner = getattr(model, "global_model_", None) or getattr(model, "base_", None)
-        net = getattr(inner, "net_", None)
+    extra = 0.0
+    if net is None:  # segment-adapted models wrap the global one (``global_``)
+        net = getattr(getattr(model, "global_", None), "net_", None)
+        # LoRA deltas add FLOPs in proportion to their parameters (x @ A @ B per adapted weight)
+        extra = float(getattr(model, "param_ratio_", 0.0) or 0.0)
     if net is None or not hasattr(net, "config"):
         return _default(model, h)
-    return _transformer_net_flops(net.config, h, model.n_items)
+    return _transformer_net_flops(net.config, h, model.n_items) * (1.0 + extra)
 
 
 def _per_segment(model: Any, h: np.ndarray) -> np.ndarray:
@@ -293,7 +295,10 @@ def measure_cost(
     if users is None:
         users = np.flatnonzero(lengths > 0)
     users = np.asarray(users, dtype=np.int64)
-    flops = analytic_flops(model, lengths[users] if len(lengths) else None)
+    if hasattr(model, "flops_per_user"):  # routed systems: each user's own tier
+        flops = model.flops_per_user(users)
+    else:
+        flops = model.flops_per_request(lengths[users] if len(lengths) else None)
     report: dict[str, Any] = {
         "system": system or getattr(model, "name", type(model).__name__),
         "n_parameters": int(model.n_parameters()),

@@ -231,10 +231,12 @@ class SegmentedRecommender(Recommender):
                 best, best_score, best_flops = str(tier), summary["ndcg@10"], summary.get("flops", np.nan)
         return best, float(best_flops)
 
-    def reroute(self, **changes: Any) -> SegmentedRecommender:
+    def reroute(self, routing: dict[int, str] | None = None, **changes: Any) -> SegmentedRecommender:
         """A copy routed by another policy, sharing this model's fitted tiers (no refit).
 
         Args:
+            routing: A fixed segment -> tier map to use as is (e.g. every segment on one
+                tier, for a cost-accuracy frontier); tiers must be fitted.
             **changes: Config changes, e.g. ``policy="budget", budget_fraction=0.3``.
 
         Returns:
@@ -244,6 +246,14 @@ class SegmentedRecommender(Recommender):
         cfg = self.Config.model_validate({**self.config.model_dump(), **changes})
         other = copy.copy(self)
         other.config = cfg
+        if routing is not None:
+            unknown = sorted(set(routing.values()) - set(self.tiers_))
+            if unknown:
+                raise ConfigError(f"routing names tier(s) {unknown} that are not fitted; "
+                                  f"have {sorted(self.tiers_)}")
+            other.routing_ = {int(k): str(v) for k, v in routing.items()}
+            other.new_user_tier_ = None
+            return other
         table = self.validation_
         if table is not None and "flops" not in table and cfg.policy == "budget":
             raise SegrecError("this model's validation table has no costs; refit it to use the budget policy")

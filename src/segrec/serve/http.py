@@ -266,7 +266,7 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
     # ------------------------------------------------------------- routes
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["recommend"],
               responses={422: {"description": "Malformed body or bad value"}})
-    async def recommend(body: RecommendRequest) -> dict[str, Any]:
+    async def recommend(body: RecommendRequest):
         """Recommend for a known user, a new user (items/attributes) or anyone (popular items)."""
         if body.k > max_k:
             raise ConfigError(f"k must be <= {max_k}; got {body.k}", key="k")
@@ -277,7 +277,9 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
             recent_items=[str(i) for i in body.recent_items], attributes=body.attributes or None,
             k=body.k, exclude=[str(i) for i in body.exclude], exclude_seen=body.exclude_seen)
         metrics.observe_tier(out.tier, out.fallback, time.perf_counter() - start)
-        return {
+        # Serialised here rather than through response_model, which would re-validate every
+        # field (~0.2 ms a request); the schema is still declared for the OpenAPI docs.
+        return _json({
             "user_id": out.user_id,
             "items": [{"item_id": i, "score": s, "title": t}
                       for i, s, t in zip(out.item_ids, out.scores, out.titles, strict=True)],
@@ -285,7 +287,7 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
             "fallback": out.fallback, "new_user": out.new_user, "reason": out.reason,
             "segment_confidence": out.confidence, "evidence": out.evidence,
             "unknown_items": out.unknown_items, "generation": served.generation,
-        }
+        })
 
     @app.get("/v1/users/{user_id}/segment", response_model=UserSegment, tags=["segments"],
              responses={404: {"description": "Unknown user"}})
@@ -392,6 +394,15 @@ async def _send_json(send, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _json(obj: Any):
+    """A JSON response without FastAPI's response-model pass (NaN-free floats by construction)."""
+    import json
+
+    from starlette.responses import Response
+
+    return Response(json.dumps(obj, separators=(",", ":")).encode(), media_type="application/json")
 
 
 def _version() -> str:

@@ -1,0 +1,349 @@
+"""Serving benchmark: the real HTTP server under concurrent loopback load, per tier.
+
+    python benchmarks/bench_serve.py --run /tmp/ml100k-run [--duration 8] [--concurrency 4]
+    python benchmarks/bench_serve.py --synthetic          # builds a tiny cheap run first
+
+Starts ``segrec serve RUN`` (uvicorn, one process) in a subprocess bound to
+127.0.0.1 only, waits for ``/healthz``, then drives ``POST /v1/recommend`` with
+``--concurrency`` keep-alive HTTP/1.1 clients (raw asyncio sockets, so the client
+costs as little CPU as possible on a 2-core box) for ``--duration`` seconds per
+phase, at most ``--max-requests`` per phase. Phases:
+
+* one per routed tier: known users whose segment is routed to that tier;
+* ``new-by-items``: new users given 5 recent items of a real user;
+* ``new-by-attributes``: new users given a real user's attributes;
+* ``unknown``: unknown ids (popularity fallback);
+* ``mixed``: every known user, uniformly.
+
+Prints throughput and client-side p50/p99 latency per phase, the tier that the
+server reports for each response, server-side handler time per tier (from
+``/metrics``) and the server's resident memory; writes
+``benchmarks/results/bench_serve.json``. The server is always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HOST = "127.0.0.1"  # loopback only, always
+
+
+def _commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
+                                       cwd=Path(__file__).parent).strip()
+    except Exception:
+        return "unknown"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# ------------------------------------------------------------------ client
+async def _request(reader, writer, path: str, body: bytes | None) -> tuple[int, bytes]:
+    if body is None:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+    else:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return status, await reader.readexactly(length)
+
+
+async def _worker(port: int, bodies: list[bytes], seed: int, deadline: float, budget: list[int],
+                  out: list[tuple[float, int, str]]) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    rng = random.Random(seed)
+    try:
+        while time.perf_counter() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            body = bodies[rng.randrange(len(bodies))]
+            t0 = time.perf_counter()
+            status, data = await _request(reader, writer, "/v1/recommend", body)
+            elapsed = time.perf_counter() - t0
+            tier = json.loads(data).get("tier", "?") if status == 200 else f"HTTP {status}"
+            out.append((elapsed, status, tier))
+    finally:
+        writer.close()
+
+
+async def _phase(port: int, bodies: list[bytes], concurrency: int, duration: float,
+                 max_requests: int) -> tuple[list[tuple[float, int, str]], float]:
+    out: list[tuple[float, int, str]] = []
+    budget = [max_requests]
+    start = time.perf_counter()
+    deadline = start + duration
+    await asyncio.gather(*(_worker(port, bodies, i, deadline, budget, out) for i in range(concurrency)))
+    return out, time.perf_counter() - start
+
+
+async def _get(port: int, path: str) -> bytes:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        return (await _request(reader, writer, path, None))[1]
+    finally:
+        writer.close()
+
+
+# ---------------------------------------------------------------- workload
+def _bodies(run: Path, port: int, k: int, n_max: int, seed: int) -> dict[str, list[bytes]]:
+    """Request bodies per phase, built from the run's users, segments and routing."""
+    from segrec.io import read_table
+
+    rng = np.random.default_rng(seed)
+    profiles = json.loads(asyncio.run(_get(port, "/v1/segments")))["segments"]
+    routed = {p["segment"]: p["tier"] for p in profiles}
+    seg = read_table(run / "segments.parquet")
+    seg["tier"] = seg["segment"].map(routed)
+
+    def pick(ids) -> list[str]:
+        ids = list(ids)
+        return [str(u) for u in rng.choice(ids, size=min(n_max, len(ids)), replace=False)] if ids else []
+
+    def enc(obj) -> bytes:
+        return json.dumps(obj).encode()
+
+    phases: dict[str, list[bytes]] = {}
+    for tier in sorted(seg["tier"].dropna().unique()):
+        users = pick(seg.loc[seg.tier == tier, "user_id"])
+        phases[f"tier={tier}"] = [enc({"user_id": u, "k": k}) for u in users]
+    # new users from real users' first items / attributes (ids are resampled, so they are unknown)
+    fit_items = _fit_histories(run)
+    users = pick(fit_items)
+    phases["new-by-items"] = [enc({"user_id": f"new-{i}", "recent_items": fit_items[u][:5], "k": k})
+                              for i, u in enumerate(users) if fit_items[u]]
+    attrs = _attributes(run)
+    if attrs:
+        phases["new-by-attributes"] = [enc({"user_id": f"new-{i}", "attributes": a, "k": k})
+                                       for i, a in enumerate(attrs[:n_max])]
+    phases["unknown"] = [enc({"user_id": f"nobody-{i}", "k": k}) for i in range(min(n_max, 500))]
+    phases["mixed"] = [enc({"user_id": u, "k": k}) for u in pick(seg["user_id"])]
+    return {name: b for name, b in phases.items() if b}
+
+
+def _fit_histories(run: Path) -> dict[str, list[str]]:
+    """External item ids of each user's fit history, from the segmented (or best) system's files."""
+    from segrec.io import load_tensors, read_json, read_table
+
+    manifest = read_json(run / "manifest.json")
+    name = "segmented" if "segmented" in manifest["systems"] else manifest["best_system"]
+    d = run / "systems" / name
+    t = load_tensors(d / "tensors.safetensors")
+    users = read_table(d / "users.parquet")["id"].astype(str).to_numpy()
+    items = read_table(d / "items.parquet")["id"].astype(str).to_numpy()
+    indptr, indices = t["seen_indptr"], t["seen_indices"]
+    return {u: items[indices[indptr[i]:indptr[i + 1]]].tolist() for i, u in enumerate(users)}
+
+
+def _attributes(run: Path) -> list[dict]:
+    from segrec.io import read_json
+
+    f = run / "router" / "assigner.json"
+    if not f.exists():
+        return []
+    columns = read_json(f)["columns"]
+    rng = random.Random(0)
+    out = []
+    for _ in range(500):
+        a = {}
+        for col, spec in columns.items():
+            if spec["kind"] == "categorical":
+                a[col] = rng.choice(spec["values"])
+            else:
+                edges = spec["edges"] or [0.0]
+                a[col] = float(rng.choice(edges)) + 0.5
+        out.append(a)
+    return out
+
+
+# ------------------------------------------------------------------- server
+def _start_server(run: Path, port: int, extra: list[str]) -> subprocess.Popen:
+    code = ("import sys; from segrec.cli import main; "
+            f"sys.exit(main(['serve', {str(run)!r}, '--host', '{HOST}', '--port', '{port}', "
+            f"'--log-level', 'warning', *{extra!r}]))")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def _wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            json.loads(asyncio.run(_get(port, "/healthz")))
+            return
+        except (OSError, ValueError, asyncio.IncompleteReadError):
+            time.sleep(0.25)
+    raise RuntimeError(f"server not ready after {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def _server_tier_times(text: str) -> dict[str, float]:
+    sums, counts = {}, {}
+    for line in text.splitlines():
+        for kind, store in (("_sum", sums), ("_count", counts)):
+            prefix = f"segrec_recommend_duration_seconds{kind}{{tier=\""
+            if line.startswith(prefix):
+                tier = line[len(prefix):].split('"', 1)[0]
+                store[tier] = float(line.rsplit(" ", 1)[1])
+    return {t: 1e3 * sums[t] / counts[t] for t in sums if counts.get(t)}
+
+
+def _synthetic_run(out: Path) -> Path:
+    """A small routed run (popularity / EASE / local EASE, planted segments) for machines without ml-100k."""
+    from segrec.config import load_config
+    from segrec.data.synthetic import generate_synthetic
+    from segrec.models import (
+        EASERecommender,
+        PerSegmentRecommender,
+        PopularityRecommender,
+        SegmentedRecommender,
+    )
+    from segrec.split import temporal_split
+    from segrec.train import RunResult, save_run
+
+    syn = generate_synthetic(n_users=2000, n_items=1000, n_segments=4, seed=0)
+    data = syn.to_interactions()
+    labels = syn.segment_labels(data.user_vocab)
+    split = temporal_split(data)
+    seg = SegmentedRecommender({"global": EASERecommender(reg=200.0),
+                                "local": PerSegmentRecommender(base="ease", base_params={"reg": 200.0}),
+                                "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid, segments=labels)
+    return save_run(RunResult(load_config(None), data, split, labels, {"method": "planted"},
+                              systems={"segmented": seg}), out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns a process exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="/tmp/ml100k-run", help="run directory (segrec run --out)")
+    parser.add_argument("--synthetic", action="store_true", help="build and serve a small synthetic run")
+    parser.add_argument("--duration", type=float, default=8.0,
+                        help="seconds per phase (default: %(default)s)")
+    parser.add_argument("--max-requests", type=int, default=20000, help="most requests per phase")
+    parser.add_argument("--concurrency", type=int, default=4, help="keep-alive client connections")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--phases", help="comma-separated subset of phases (default: all)")
+    parser.add_argument("--server-args", default="", help="extra `segrec serve` flags, e.g. '--policy budget "
+                                                          "--budget-fraction 0.3'")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed requests per phase first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_serve.json"))
+    args = parser.parse_args(argv)
+
+    tmp = None
+    if args.synthetic:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-serve-")
+        run = _synthetic_run(Path(tmp.name) / "run")
+    else:
+        run = Path(args.run)
+        if not (run / "manifest.json").exists():
+            print(f"{run}: not a run directory; build one with `segrec run --out {run}` or pass --synthetic",
+                  file=sys.stderr)
+            return 2
+    port = _free_port()
+    proc = _start_server(run, port, args.server_args.split())
+    rows, served_by = [], {}
+    try:
+        _wait_ready(proc, port, timeout=180)
+        rss_start = _rss_mb(proc.pid)
+        phases = _bodies(run, port, args.k, args.max_requests, args.seed)
+        if args.phases:
+            phases = {n: b for n, b in phases.items() if n in args.phases.split(",")}
+        for name, bodies in phases.items():
+            asyncio.run(_phase(port, bodies, args.concurrency, 30.0, args.warmup))  # warm caches, JIT paths
+            results, wall = asyncio.run(_phase(port, bodies, args.concurrency, args.duration,
+                                               args.max_requests))
+            lat = np.array([r[0] for r in results]) * 1e3
+            errors = sum(1 for r in results if r[1] != 200)
+            tiers = Counter(r[2] for r in results)
+            served_by[name] = dict(tiers)
+            rows.append({"phase": name, "served_by": ", ".join(f"{t} {n / len(results):.0%}"
+                                                               for t, n in tiers.most_common(3)),
+                         "requests": len(results), "errors": errors, "req_per_s": len(results) / wall,
+                         "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+                         "max_ms": float(lat.max())})
+            print(f"  {name}: {len(results)} requests, {len(results) / wall:.0f} req/s, "
+                  f"p99 {rows[-1]['p99_ms']:.1f} ms", file=sys.stderr, flush=True)
+        metrics = asyncio.run(_get(port, "/metrics")).decode()
+        health = json.loads(asyncio.run(_get(port, "/healthz")))
+        rss_end = _rss_mb(proc.pid)
+    finally:
+        _stop(proc)
+        if tmp is not None:
+            tmp.cleanup()
+    table = pd.DataFrame(rows).set_index("phase")
+    handler = _server_tier_times(metrics)
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format",
+                           "{:.2f}".format):
+        print(f"== serve: {run} ({health.get('system')}, policy {health.get('policy')}), "
+              f"{args.concurrency} clients, {args.duration:.0f}s per phase, k={args.k} ==")
+        print(table.to_string())
+    print("server handler time per tier (mean ms, from /metrics): "
+          + ", ".join(f"{t} {ms:.2f}" for t, ms in sorted(handler.items())))
+    print(f"server RSS: {rss_start:.0f} MB at start, {rss_end:.0f} MB at end")
+    record = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "commit": _commit(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                         "python": platform.python_version()},
+        "parameters": {"run": str(run), "duration": args.duration, "concurrency": args.concurrency,
+                       "k": args.k, "max_requests": args.max_requests, "server_args": args.server_args},
+        "health": health, "phases": rows, "served_by": served_by, "handler_ms_per_tier": handler,
+        "server_rss_mb": {"start": rss_start, "end": rss_end},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
