@@ -210,6 +210,22 @@ def test_duplicates_without_timestamps_keep_the_last_row():
     assert rows(data) == [("u", "b", 2.0, 1), ("u", "a", 3.0, 2)]
 
 
+def test_duplicate_rule_matches_a_pandas_reference_on_random_data():
+    rng = np.random.default_rng(3)
+    n = 5000
+    frame = pd.DataFrame({"user_id": rng.integers(0, 30, n).astype(str),
+                          "item_id": rng.integers(0, 40, n).astype(str),
+                          "rating": np.arange(n) % 5 + 1, "timestamp": rng.integers(0, 20, n)})
+    with pytest.warns(DataWarning):
+        data = load_interactions(frame)
+    ref = (frame.assign(pos=np.arange(n)).sort_values(["timestamp", "pos"])
+           .drop_duplicates(["user_id", "item_id"], keep="last"))
+    got = data.to_frame().sort_values(["user_id", "item_id"]).reset_index(drop=True)
+    want = ref.sort_values(["user_id", "item_id"]).reset_index(drop=True)
+    assert got["rating"].tolist() == want["rating"].astype(float).tolist()
+    assert got["timestamp"].tolist() == want["timestamp"].tolist()
+
+
 def test_no_warning_without_duplicates():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
