@@ -260,6 +260,40 @@ def _synthetic_run(out: Path) -> Path:
                               systems={"segmented": seg}), out)
 
 
+def _serve_target(run: Path, label: str, server_args: list[str], args) -> tuple[list[dict], dict]:
+    """Start one server, run every phase against it, stop it; returns rows and server facts."""
+    port = _free_port()
+    proc = _start_server(run, port, server_args)
+    rows = []
+    try:
+        _wait_ready(proc, port, timeout=300)
+        rss_start = _rss_mb(proc.pid)
+        phases = _bodies(run, port, args.k, args.max_requests, args.seed)
+        if args.phases:
+            phases = {n: b for n, b in phases.items() if n in args.phases.split(",")}
+        for name, bodies in phases.items():
+            asyncio.run(_phase(port, bodies, args.concurrency, 30.0, args.warmup))  # warm up
+            results, wall = asyncio.run(_phase(port, bodies, args.concurrency, args.duration,
+                                               args.max_requests))
+            lat = np.array([r[0] for r in results]) * 1e3
+            tiers = Counter(r[2] for r in results)
+            by = ", ".join(f"{t} {n / len(results):.0%}" for t, n in tiers.most_common(2))
+            rows.append({"served": label, "phase": name, "served_by": by,
+                         "requests": len(results), "errors": sum(1 for r in results if r[1] != 200),
+                         "req_per_s": len(results) / wall, "p50_ms": float(np.percentile(lat, 50)),
+                         "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+                         "tiers": dict(tiers)})
+            print(f"  [{label}] {name}: {len(results)} requests, {len(results) / wall:.0f} req/s, "
+                  f"p99 {rows[-1]['p99_ms']:.1f} ms", file=sys.stderr, flush=True)
+        metrics = asyncio.run(_get(port, "/metrics")).decode()
+        health = json.loads(asyncio.run(_get(port, "/healthz")))
+        facts = {"health": health, "handler_ms_per_tier": _server_tier_times(metrics),
+                 "rss_mb": {"start": rss_start, "end": _rss_mb(proc.pid)}}
+    finally:
+        _stop(proc)
+    return rows, facts
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns a process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -271,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="keep-alive client connections")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--phases", help="comma-separated subset of phases (default: all)")
-    parser.add_argument("--server-args", default="", help="extra `segrec serve` flags, e.g. '--policy budget "
-                                                          "--budget-fraction 0.3'")
+    parser.add_argument("--server-args", default="", help="extra `segrec serve` flags for the routed system, "
+                                                          "e.g. '--policy budget --budget-fraction 0.3'")
+    parser.add_argument("--systems", default="",
+                        help="also serve these saved systems alone, one server each "
+                             "(e.g. local_ease,transformer)")
     parser.add_argument("--warmup", type=int, default=200, help="untimed requests per phase first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_serve.json"))
@@ -288,55 +325,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run}: not a run directory; build one with `segrec run --out {run}` or pass --synthetic",
                   file=sys.stderr)
             return 2
-    port = _free_port()
-    proc = _start_server(run, port, args.server_args.split())
-    rows, served_by = [], {}
+    targets = [("routed " + (args.server_args or "(saved policy)"), args.server_args.split())]
+    targets += [(name, ["--system", name]) for name in args.systems.split(",") if name]
+    rows, facts = [], {}
     try:
-        _wait_ready(proc, port, timeout=180)
-        rss_start = _rss_mb(proc.pid)
-        phases = _bodies(run, port, args.k, args.max_requests, args.seed)
-        if args.phases:
-            phases = {n: b for n, b in phases.items() if n in args.phases.split(",")}
-        for name, bodies in phases.items():
-            asyncio.run(_phase(port, bodies, args.concurrency, 30.0, args.warmup))  # warm caches, JIT paths
-            results, wall = asyncio.run(_phase(port, bodies, args.concurrency, args.duration,
-                                               args.max_requests))
-            lat = np.array([r[0] for r in results]) * 1e3
-            errors = sum(1 for r in results if r[1] != 200)
-            tiers = Counter(r[2] for r in results)
-            served_by[name] = dict(tiers)
-            rows.append({"phase": name, "served_by": ", ".join(f"{t} {n / len(results):.0%}"
-                                                               for t, n in tiers.most_common(3)),
-                         "requests": len(results), "errors": errors, "req_per_s": len(results) / wall,
-                         "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-                         "max_ms": float(lat.max())})
-            print(f"  {name}: {len(results)} requests, {len(results) / wall:.0f} req/s, "
-                  f"p99 {rows[-1]['p99_ms']:.1f} ms", file=sys.stderr, flush=True)
-        metrics = asyncio.run(_get(port, "/metrics")).decode()
-        health = json.loads(asyncio.run(_get(port, "/healthz")))
-        rss_end = _rss_mb(proc.pid)
+        for label, server_args in targets:
+            got, facts[label] = _serve_target(run, label, server_args, args)
+            rows += got
     finally:
-        _stop(proc)
         if tmp is not None:
             tmp.cleanup()
-    table = pd.DataFrame(rows).set_index("phase")
-    handler = _server_tier_times(metrics)
-    with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format",
+    table = pd.DataFrame(rows).drop(columns="tiers").set_index(["served", "phase"])
+    with pd.option_context("display.width", 220, "display.max_colwidth", 50, "display.float_format",
                            "{:.2f}".format):
-        print(f"== serve: {run} ({health.get('system')}, policy {health.get('policy')}), "
-              f"{args.concurrency} clients, {args.duration:.0f}s per phase, k={args.k} ==")
+        print(f"== serve: {run}, {args.concurrency} clients, {args.duration:.0f}s per phase, k={args.k}; "
+              f"client-side latency over loopback ==")
         print(table.to_string())
-    print("server handler time per tier (mean ms, from /metrics): "
-          + ", ".join(f"{t} {ms:.2f}" for t, ms in sorted(handler.items())))
-    print(f"server RSS: {rss_start:.0f} MB at start, {rss_end:.0f} MB at end")
+    for label, f in facts.items():
+        print(f"[{label}] system {f['health'].get('system')}, policy {f['health'].get('policy')}; "
+              "handler ms per tier (from /metrics): "
+              + ", ".join(f"{t} {ms:.2f}" for t, ms in sorted(f["handler_ms_per_tier"].items()))
+              + f"; RSS {f['rss_mb']['start']:.0f} -> {f['rss_mb']['end']:.0f} MB")
     record = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "commit": _commit(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                         "python": platform.python_version()},
+                                         "python": platform.python_version(),
+                                         "load_avg_at_end": os.getloadavg()},
         "parameters": {"run": str(run), "duration": args.duration, "concurrency": args.concurrency,
-                       "k": args.k, "max_requests": args.max_requests, "server_args": args.server_args},
-        "health": health, "phases": rows, "served_by": served_by, "handler_ms_per_tier": handler,
-        "server_rss_mb": {"start": rss_start, "end": rss_end},
+                       "k": args.k, "max_requests": args.max_requests, "server_args": args.server_args,
+                       "systems": args.systems},
+        "rows": rows, "servers": facts,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

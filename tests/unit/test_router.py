@@ -227,3 +227,17 @@ def test_run_manifest_checksums_are_verified(system, tmp_path):
     (bad / "segments.parquet").unlink()
     with pytest.raises(SegrecError, match="segments.parquet listed in manifest.json is missing"):
         load_run(bad)
+
+
+def test_single_row_top_k_matches_the_batch_ranking():
+    from segrec.evaluate.ranking import top_k
+    from segrec.route.router import top_k_row
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n = int(rng.integers(1, 30))
+        row = rng.integers(0, 4, n).astype(np.float32)  # many ties
+        row[rng.random(n) < 0.2] = -np.inf  # excluded items
+        k = int(rng.integers(1, 40))
+        items, _ = top_k(row[None].copy(), k)
+        assert top_k_row(row, k).tolist() == items[0][items[0] >= 0].tolist()

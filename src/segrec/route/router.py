@@ -28,13 +28,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, UnknownIDError
-from ..evaluate.ranking import top_k
 from ..models.base import Recommender
 from ..models.segmented import SegmentedRecommender, score_histories
 from ..types import Recommendations
 from .assign import ProfileAssigner
 
-__all__ = ["Router", "Served"]
+__all__ = ["Router", "Served", "top_k_row"]
 
 #: tier names reported when no model tier served the request
 SEGMENT_POPULARITY = "segment_popularity"
@@ -76,6 +75,22 @@ class Served:
     confidence: float | None = None
     evidence: str | None = None
     unknown_items: list[str] = field(default_factory=list)
+
+
+def top_k_row(row: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best finite scores of one row, best first, ties to the lower index.
+
+    The same order as :func:`segrec.evaluate.ranking.top_k` gives, without its batch
+    machinery (one request is one row; this is the server's hot path).
+    """
+    n = len(row)
+    k = min(k, n)
+    if k <= 0:
+        return np.empty(0, np.int64)
+    kth = -np.partition(-row, k - 1)[k - 1] if k < n else row.min()
+    cand = np.flatnonzero(row >= kth)  # ascending ids, so a stable sort breaks ties low-id first
+    order = cand[np.argsort(-row[cand], kind="stable")][:k]
+    return order[np.isfinite(row[order])]
 
 
 class Router:
@@ -247,14 +262,13 @@ class Router:
                             unknown_items=unknown_items)
 
     def _finish(self, user_id, scores, excluded, k, **fields: Any) -> Served:
-        row = np.array(scores[:1], dtype=np.float32, copy=True)  # (1, n_items)
-        np.nan_to_num(row, copy=False, nan=-np.inf)
+        row = np.array(scores[0], dtype=np.float32, copy=True)  # (n_items,)
+        row[np.isnan(row)] = -np.inf
         excluded = np.asarray(excluded, dtype=np.int64)
         if len(excluded):
-            row[0, excluded] = -np.inf
-        items, values = top_k(row, int(k))
-        keep = items[0] >= 0
-        idx, vals = items[0][keep], values[0][keep]
+            row[excluded] = -np.inf
+        idx = top_k_row(row, int(k))
+        vals = row[idx]
         titles = [None] * len(idx) if self.titles is None else [
             None if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in self.titles[idx]]
         return Served(user_id=None if user_id is None else str(user_id),
