@@ -241,3 +241,18 @@ def test_single_row_top_k_matches_the_batch_ranking():
         k = int(rng.integers(1, 40))
         items, _ = top_k(row[None].copy(), k)
         assert top_k_row(row, k).tolist() == items[0][items[0] >= 0].tolist()
+
+
+def test_fast_scores_equal_score_dense_bitwise(system):
+    from segrec.route.router import fast_scores
+
+    _, _, _, seg = system
+    checked = 0
+    for tier, model in seg.tiers_.items():
+        for u in range(len(seg.segments_)):
+            fast = fast_scores(model, u, int(seg.segments_[u]))
+            if fast is None:
+                continue
+            assert np.array_equal(np.asarray(fast, np.float32), model.score_dense(np.array([u]))[0]), (tier, u)
+            checked += 1
+    assert checked >= 2 * len(seg.segments_)  # EASE, local EASE and popularity all take the fast path

@@ -33,7 +33,7 @@ from ..models.segmented import SegmentedRecommender, score_histories
 from ..types import Recommendations
 from .assign import ProfileAssigner
 
-__all__ = ["Router", "Served", "top_k_row"]
+__all__ = ["Router", "Served", "fast_scores", "top_k_row"]
 
 #: tier names reported when no model tier served the request
 SEGMENT_POPULARITY = "segment_popularity"
@@ -75,6 +75,37 @@ class Served:
     confidence: float | None = None
     evidence: str | None = None
     unknown_items: list[str] = field(default_factory=list)
+
+
+def fast_scores(model: Recommender, user: int, segment: int) -> np.ndarray | None:
+    """One known user's scores without scipy's per-call sparse-indexing overhead, or None.
+
+    On the server's hot path, ``score_dense`` of an item-item model spends most of
+    its time in scipy's fancy row indexing and matmul dispatch (~0.7 ms of ~1 ms a
+    request on ml-100k). For the models listed here the same numbers come from
+    plain numpy: a binary history row times a dense ``W`` is the sum of the
+    history's rows of ``W``, added in the same order (bitwise equal; tested).
+    Other models return None and go through ``score_dense``.
+
+    Args:
+        model: A fitted tier model.
+        user: Dense user id.
+        segment: The user's segment (per-segment models serve it with that segment's model).
+    """
+    subs = getattr(model, "models_", None)
+    if type(model).__name__ == "PerSegmentRecommender" and isinstance(subs, dict):
+        sub = subs.get(int(segment))
+        return None if sub is None else fast_scores(sub, user, segment)
+    if type(model).__name__ == "PopularityRecommender":
+        return model.counts_
+    weights = getattr(model, "weights_", None)
+    if type(model).__name__ in ("EASERecommender", "ItemKNNRecommender") and isinstance(weights, np.ndarray):
+        rows = model.train_csr_
+        history = rows.indices[rows.indptr[user]:rows.indptr[user + 1]]
+        if len(history) == 0:
+            return np.zeros(weights.shape[1], dtype=np.float32)
+        return np.add.reduce(weights[np.sort(history)], axis=0)
+    return None
 
 
 def top_k_row(row: np.ndarray, k: int) -> np.ndarray:
@@ -214,11 +245,17 @@ class Router:
         seg = int(self.segments[u])
         rows = np.array([u], dtype=np.int64)
         if self.segmented:
-            scores, served = self.model.score_served(rows)
-            tier = str(served[0])
             routed = self.tier_of_segment(seg)
+            fast = fast_scores(self.model.tiers_[routed], u, seg) if routed in self.model.tiers_ else None
+            if fast is not None and np.isfinite(fast).any():
+                scores, tier = fast[None, :], routed
+            else:
+                scores, served = self.model.score_served(rows)
+                tier = str(served[0])
         else:
-            scores = np.asarray(self.model.score_dense(rows), dtype=np.float32)
+            fast = fast_scores(self.model, u, seg)
+            scores = (fast[None, :] if fast is not None
+                      else np.asarray(self.model.score_dense(rows), np.float32))
             tier = routed = self.model.name
         reason = None
         if not np.isfinite(scores).any():
