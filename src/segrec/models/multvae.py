@@ -10,6 +10,7 @@ users are served by :meth:`MultVAERecommender.score_histories`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -62,6 +63,9 @@ class MultVAEConfig(ModelConfig):
     which never learned from the validation interactions (faster, slightly weaker)."""
     random_state: int | None = 0
     """Seed of initialisation, shuffling, dropout and sampling; ``None`` draws fresh entropy."""
+    n_jobs: int | None = Field(None, ge=1)
+    """Torch intra-op threads while fitting (``None`` keeps torch's setting). On a shared
+    or small machine 1 is often fastest: idle OpenMP threads spin on tiny matrices."""
 
 
 class MultVAENet(nn.Module):
@@ -152,15 +156,13 @@ class MultVAERecommender(Recommender):
         start = time.perf_counter()
         inner_train, inner_valid = inner_sets(train, valid)
         seed = _seed(cfg.random_state)
-        net, self.history_ = self._train(inner_train.to_csr(), cfg.epochs, seed, inner_valid.to_csr())
-        self.best_epoch_ = int(np.argmax(self.history_)) + 1
-        if cfg.refit:
-            full = inner_train.concat(inner_valid)
-            net, _ = self._train(full.to_csr(), self.best_epoch_, seed, None)
-            self.train_csr_ = full.to_csr()
-        else:
-            full = train if valid is None else train.concat(valid)
-            self.train_csr_ = full.to_csr()
+        with _torch_threads(cfg.n_jobs):
+            net, self.history_ = self._train(inner_train.to_csr(), cfg.epochs, seed, inner_valid.to_csr())
+            self.best_epoch_ = int(np.argmax(self.history_)) + 1
+            if cfg.refit:
+                net, _ = self._train(inner_train.concat(inner_valid).to_csr(), self.best_epoch_, seed, None)
+        full = train if valid is None else train.concat(valid)
+        self.train_csr_ = full.to_csr()  # scoring input: every fit item of each user
         self.net_ = net.eval()
         log.info("Mult-VAE: best epoch %d (inner NDCG@10 %.4f), fitted in %.1fs",
                  self.best_epoch_, max(self.history_), time.perf_counter() - start)
@@ -270,6 +272,20 @@ def _to_torch(rows: sp.csr_matrix) -> torch.Tensor:
     idx = torch.from_numpy(np.vstack([row_ids, rows.indices.astype(np.int64)]))
     return torch.sparse_coo_tensor(idx, torch.from_numpy(rows.data), rows.shape,
                                    is_coalesced=True, check_invariants=False)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Temporarily set torch's intra-op thread count (restored on exit)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _seed(random_state: int | None) -> int:
