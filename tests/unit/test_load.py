@@ -134,6 +134,13 @@ def test_canonical_order_matches_interactions_from_arrays():
         assert getattr(data, name).dtype == getattr(ref, name).dtype, name
 
 
+def test_byte_order_mark_and_windows_line_endings(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfuser_id,item_id,rating\r\nu,a,1\r\nv,b,2\r\n")
+    data = load_interactions(path)
+    assert data.user_vocab.ids.tolist() == ["u", "v"] and data.ratings.tolist() == [1.0, 2.0]
+
+
 def test_unknown_fmt_is_a_value_error():
     with pytest.raises(ValueError, match="unknown fmt 'xml'"):
         load_interactions(DATA / "tiny.csv", fmt="xml")
