@@ -141,6 +141,17 @@ def test_byte_order_mark_and_windows_line_endings(tmp_path):
     assert data.user_vocab.ids.tolist() == ["u", "v"] and data.ratings.tolist() == [1.0, 2.0]
 
 
+def test_schema_is_frozen_strict_and_needs_names_without_header():
+    schema = Schema(user="uid")
+    with pytest.raises(ValueError):
+        schema.user = "x"
+    with pytest.raises(ValueError, match="extra"):
+        Schema(usr="uid")
+    with pytest.raises(ValueError, match="without a header line needs names"):
+        Schema(header=False)
+    assert schema.is_explicit("user") and not schema.is_explicit("rating")
+
+
 def test_unknown_fmt_is_a_value_error():
     with pytest.raises(ValueError, match="unknown fmt 'xml'"):
         load_interactions(DATA / "tiny.csv", fmt="xml")

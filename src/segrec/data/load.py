@@ -282,9 +282,7 @@ def _read_csv(
         found = _split_header(first, sep)
         column_names: list[str] | None = None
     else:
-        if schema.names is None:
-            raise ValueError("Schema(header=False) needs names=(...) for the columns")
-        found = list(schema.names)
+        found = list(schema.names or ())
         column_names = list(schema.names)
     present = _select(found, name, schema, problems)
     if present is None:
@@ -336,7 +334,8 @@ def _read_csv(
         problems.add(Problem(
             name,
             f"{len(bad_rows)} {'row has' if len(bad_rows) == 1 else 'rows have'} the wrong number of fields "
-            f"at rows {positions[:5]} (e.g. '{text[:40]}' has {actual}); expected {expected} fields "
+            f"at rows {positions[:5]} (e.g. '{text[:40].replace(_UNIT_SEP.decode(), sep)}' has {actual}); "
+            f"expected {expected} fields "
             f"separated by {sep!r}",
             None, tuple(positions[:5]),
         ))

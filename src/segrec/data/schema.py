@@ -7,7 +7,7 @@ without renaming. Presets cover the native MovieLens formats.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["FORMATS", "Schema", "movielens_schema"]
 
@@ -63,6 +63,12 @@ class Schema(BaseModel):
         if not value or "\n" in value or "\r" in value:
             raise ValueError("a separator must be a non-empty string without newlines")
         return value
+
+    @model_validator(mode="after")
+    def _names_without_header(self) -> Schema:
+        if not self.header and not self.names:
+            raise ValueError("a file without a header line needs names=(...) for its columns")
+        return self
 
     def is_explicit(self, field: str) -> bool:
         """Whether ``field`` was set by the caller rather than left at its default."""
