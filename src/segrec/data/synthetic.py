@@ -20,7 +20,8 @@ find and exploit, so that a gain (or its absence) has a known cause:
 
 Everything is vectorised over users: the only Python loop runs over positions in
 a history (at most ``max_interactions`` steps), each step a few numpy calls on
-the users still active, so a million users take tens of seconds.
+the users still active: 1M users x ~19 interactions took 59 s and 2.3 GB on a
+busy 2-core machine; the default 2,000 users take under a second.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ _N_SUCCESSORS = 5
 _SUCCESSOR_P = np.array([0.35, 0.25, 0.2, 0.12, 0.08])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SyntheticData:
     """Frames of one synthetic dataset, shaped like real input files.
 
