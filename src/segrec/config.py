@@ -56,6 +56,8 @@ class SegmentationConfig(_Section):
     """Number of segments, or ``auto`` to choose it."""
     text: bool = True
     """Use item-text embeddings from the pretrained language model when installed."""
+    embedding_cache: str | None = None
+    """Directory caching item-text embeddings by content hash (None = no cache)."""
 
 
 class ModelsConfig(_Section):

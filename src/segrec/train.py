@@ -60,7 +60,8 @@ def _als(cfg: RunConfig) -> Recommender:
 def _multvae(cfg: RunConfig) -> Recommender:
     from .models.multvae import MultVAERecommender
 
-    return MultVAERecommender(random_state=cfg.seed, device=cfg.device)
+    extra = {"device": cfg.device} if "device" in MultVAERecommender.Config.model_fields else {}
+    return MultVAERecommender(random_state=cfg.seed, **extra)
 
 
 #: system name -> builder of the unfitted model; one explicit dict (no string imports).
@@ -157,7 +158,8 @@ def segment_users(train: Interactions, cfg: RunConfig) -> tuple[np.ndarray, dict
     from .segment import segment_interactions
 
     seg = segment_interactions(train, method=cfg.segmentation.method, n_segments=cfg.segmentation.n_segments,
-                               text=cfg.segmentation.text, random_state=cfg.seed)
+                               text=cfg.segmentation.text, random_state=cfg.seed,
+                               cache_dir=cfg.segmentation.embedding_cache)
     return np.asarray(seg.labels, dtype=np.int64), seg.summary()
 
 

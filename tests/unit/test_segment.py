@@ -220,9 +220,11 @@ def test_select_k_table_stability_and_downstream(planted):
         candidates=(2, 4, 6),
         data=data,
         stability=True,
+        downstream=True,
         n_stability_runs=2,
     )
     assert sel.table["k"].tolist() == [2, 4, 6]
+    assert sel.table["segmented_ndcg@10"].notna().all()
     assert {
         "silhouette",
         "davies_bouldin",

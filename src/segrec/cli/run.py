@@ -30,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="segmentation method (kmeans, gmm, spectral, agglomerative, vae, tiers, auto)")
     p.add_argument("--device", help="torch device for neural models (cpu, cuda)")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "segrec"),
+                   help="cache for item-text embeddings (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run_command)
 
@@ -46,6 +48,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         seg["n_segments"] = args.n_segments if args.n_segments == "auto" else int(args.n_segments)
     if args.method:
         seg["method"] = args.method
+    if getattr(args, "cache_dir", None):
+        seg["embedding_cache"] = args.cache_dir
     if seg:
         over["segmentation"] = seg
     if args.systems:

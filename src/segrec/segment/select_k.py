@@ -133,6 +133,7 @@ def select_n_segments(
     criterion: str = "silhouette",
     data: Interactions | None = None,
     stability: bool | None = None,
+    downstream: bool | None = None,
     n_stability_runs: int = 3,
     reg: float = 100.0,
     min_segment_users: int = 20,
@@ -147,8 +148,10 @@ def select_n_segments(
         criterion: ``silhouette``, ``davies_bouldin``, ``calinski_harabasz``,
             ``stability`` or ``downstream``.
         data: Fit interactions of the same users (dense ids = feature rows); needed
-            for ``downstream``, and if given the downstream columns are always filled.
+            for ``downstream``.
         stability: Compute stability ARI (default: only when it is the criterion).
+        downstream: Compute the per-segment EASE figures (default: only when it is the
+            criterion, since it costs one EASE fit per segment and candidate K).
         n_stability_runs: Resamples per K for stability.
         reg: EASE lambda for the downstream figures.
         min_segment_users: Segments smaller than this use the global model (downstream).
@@ -172,7 +175,8 @@ def select_n_segments(
         raise SegmentationError(f"no candidate K in {list(candidates)} fits {len(x)} users")
     do_stability = criterion == "stability" if stability is None else stability
     inner = None
-    if data is not None:
+    do_downstream = criterion == "downstream" if downstream is None else downstream
+    if data is not None and do_downstream:
         if data.n_users != len(x):
             raise SegmentationError(f"data has {data.n_users} users but features have {len(x)} rows")
         inner = holdout_split(data, 0.1)
