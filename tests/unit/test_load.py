@@ -124,14 +124,23 @@ def test_canonical_order_matches_interactions_from_arrays():
     frame = pd.DataFrame({"user_id": rng.integers(0, 50, n).astype(str), "item_id": rng.integers(0, 2000, n),
                           "rating": rng.integers(1, 6, n), "timestamp": rng.integers(0, 40, n)})  # many ties
     frame = frame.drop_duplicates(["user_id", "item_id"])
-    data = load_interactions(frame)
+    layouts = {
+        "random": frame,
+        "time order": frame.sort_values("timestamp", kind="stable"),
+        "user then time": frame.sort_values(["user_id", "timestamp"], kind="stable"),
+    }
+    for layout, table in layouts.items():
+        _assert_canonical(load_interactions(table), table, layout)
+
+
+def _assert_canonical(data, frame, layout):
     ref = Interactions.from_arrays(
         data.user_vocab.index(frame["user_id"]), data.item_vocab.index(frame["item_id"].astype(str)),
         ratings=frame["rating"], timestamps=frame["timestamp"],
         user_vocab=data.user_vocab, item_vocab=data.item_vocab)
     for name in ("users", "items", "ratings", "timestamps", "indptr"):
-        assert np.array_equal(getattr(data, name), getattr(ref, name)), name
-        assert getattr(data, name).dtype == getattr(ref, name).dtype, name
+        assert np.array_equal(getattr(data, name), getattr(ref, name)), (layout, name)
+        assert getattr(data, name).dtype == getattr(ref, name).dtype, (layout, name)
 
 
 def test_byte_order_mark_and_windows_line_endings(tmp_path):

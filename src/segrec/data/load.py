@@ -448,8 +448,19 @@ def _stable_order(key: np.ndarray) -> np.ndarray:
 
 
 def _canonical_order(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
-    """Row order by user, then time, ties in file order (a stable two-pass sort)."""
-    by_time = _stable_order(timestamps - timestamps.min(initial=0))
+    """Row order by user, then time, ties in file order (a stable two-pass sort).
+
+    Files already grouped by user in time order (MovieLens exports) or written
+    in time order (logs) skip one or both sorts after an O(n) check.
+    """
+    n = len(users)
+    same_user = users[1:] == users[:-1]
+    if np.all((users[1:] > users[:-1]) | (same_user & (timestamps[1:] >= timestamps[:-1]))):
+        return np.arange(n)
+    if np.all(timestamps[1:] >= timestamps[:-1]):
+        by_time = np.arange(n)
+    else:
+        by_time = _stable_order(timestamps - timestamps.min(initial=0))
     by_user = _stable_order(users[by_time].astype(np.int64))  # stable: keeps time order per user
     return by_time[by_user]
 
