@@ -23,6 +23,7 @@ without a stack trace for bugs (the trace goes to the server log).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import signal
@@ -210,6 +211,7 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
             log.info("reloaded %s (generation %d)", target, served.generation)
             return served
 
+    @contextlib.asynccontextmanager
     async def lifespan(app):
         if reload_on_sighup:
             loop = asyncio.get_running_loop()
