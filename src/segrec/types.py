@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["Interactions", "Recommendations", "Split", "Vocabulary"]
+__all__ = ["Interactions", "Recommendations", "Split", "Vocabulary", "canonical_order", "stable_order"]
 
 
 class Vocabulary:
@@ -59,6 +59,38 @@ class Vocabulary:
     def id(self, idx) -> np.ndarray:
         """External ids for dense ints ``idx``."""
         return self._index.to_numpy()[np.asarray(idx, dtype=np.int64)]
+
+
+def stable_order(key: np.ndarray) -> np.ndarray:
+    """A stable argsort of non-negative int64 ``key``.
+
+    Packs (key, position) into one int64 when the bits allow and uses
+    ``np.sort``, several times faster than a stable ``argsort`` on 10M rows.
+    """
+    n = len(key)
+    pos_bits = max(int(n - 1).bit_length(), 1)
+    if n and int(key.max()).bit_length() + pos_bits <= 62:
+        packed = np.sort((key << pos_bits) | np.arange(n, dtype=np.int64))
+        return packed & ((1 << pos_bits) - 1)
+    return np.argsort(key, kind="stable")
+
+
+def canonical_order(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """Row order by user, then time, ties in file order (a stable two-pass sort).
+
+    Files already grouped by user in time order (MovieLens exports) or written
+    in time order (logs) skip one or both sorts after an O(n) check.
+    """
+    n = len(users)
+    same_user = users[1:] == users[:-1]
+    if np.all((users[1:] > users[:-1]) | (same_user & (timestamps[1:] >= timestamps[:-1]))):
+        return np.arange(n)
+    if np.all(timestamps[1:] >= timestamps[:-1]):
+        by_time = np.arange(n)
+    else:
+        by_time = stable_order(timestamps - timestamps.min(initial=0))
+    by_user = stable_order(users[by_time].astype(np.int64))  # stable: keeps time order per user
+    return by_time[by_user]
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,7 +154,7 @@ class Interactions:
         timestamps = (
             np.arange(n, dtype=np.int64) if timestamps is None else np.asarray(timestamps, np.int64)
         )
-        order = np.lexsort((timestamps, users))  # lexsort is stable: ties keep input order
+        order = canonical_order(users, timestamps)
         return cls(
             users[order], items[order], ratings[order], timestamps[order],
             user_vocab, item_vocab, item_table, user_table, source,

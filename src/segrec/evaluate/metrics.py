@@ -45,7 +45,8 @@ def mrr(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
 def ndcg(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     """NDCG@k with binary gains, log2 discount, IDCG over min(|test|, k) hits."""
     discount = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (hits[:, :k] * discount).sum(1)
+    top = hits[:, :k]  # fewer than k columns when the catalogue is smaller than k
+    dcg = (top * discount[: top.shape[1]]).sum(1)
     ideal_cum = np.concatenate([[0.0], np.cumsum(discount)])
     idcg = ideal_cum[np.minimum(n_relevant, k)]
     return np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), 0.0)

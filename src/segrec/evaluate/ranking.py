@@ -50,15 +50,20 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # column tied with the k-th value, then stable-sort, so ties go to low ids.
         kth = np.take_along_axis(scores, part, 1).min(1, keepdims=True)
         cand_mask = scores >= kth
+        pad = None
         if cand_mask.sum() == n * k:  # common case: no ties at the boundary
             cand = np.sort(part, axis=1)
         else:
             cand = [np.flatnonzero(row) for row in cand_mask]
             width = max(len(c) for c in cand)
+            pad = np.arange(width)[None, :] >= np.array([len(c) for c in cand])[:, None]
             cand = np.stack([np.pad(c, (0, width - len(c)), constant_values=c[-1]) for c in cand])
     else:
+        pad = None
         cand = np.broadcast_to(np.arange(m), (n, m))
     vals = np.take_along_axis(scores, cand, 1)
+    if pad is not None:  # padding repeats a real candidate: it must never outrank one
+        vals[pad] = -np.inf
     order = np.argsort(-vals, axis=1, kind="stable")[:, :k]
     items = np.take_along_axis(cand, order, 1).astype(np.int64)
     values = np.take_along_axis(vals, order, 1).astype(np.float32)
