@@ -149,8 +149,7 @@ def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
     synth = generate_synthetic(n_users=cfg.data.synthetic_users, n_items=cfg.data.synthetic_items,
                                n_segments=cfg.data.synthetic_segments, seed=cfg.seed)
     data = synth.to_interactions()
-    truth = synth.true_segments.set_index("user_id")["segment"]
-    return data, truth.reindex(data.user_vocab.ids).to_numpy()
+    return data, synth.segment_labels(data.user_vocab)
 
 
 def segment_users(train: Interactions, cfg: RunConfig) -> tuple[np.ndarray, dict[str, Any]]:
@@ -176,9 +175,10 @@ def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
     unknown = [n for n in cfg.models.systems if n not in SYSTEMS and n != "segmented"]
     if unknown:  # fail before any expensive step
         raise SegrecError(f"unknown system {unknown[0]!r}; known: {sorted([*SYSTEMS, 'segmented'])}")
+    truth = None
     if data is None:
         say("loading data")
-        data, _ = load_data(cfg)
+        data, truth = load_data(cfg)
     if cfg.split.no_split:
         split = None
         train, valid = data, None
@@ -187,6 +187,10 @@ def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
         train, valid = split.train, split.valid
     say(f"segmenting {train.n_users} users")
     segments, seg_info = segment_users(train, cfg)
+    if truth is not None:  # synthetic data: how well were the planted segments recovered?
+        from sklearn.metrics import adjusted_rand_score
+
+        seg_info = {**seg_info, "planted_ari": float(adjusted_rand_score(truth, segments))}
     result = RunResult(cfg, data, split, segments, seg_info)
 
     names = [n for n in cfg.models.systems if n != "segmented"]

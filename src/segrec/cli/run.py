@@ -92,8 +92,9 @@ def format_result(result) -> str:
     d = result.data
     lines.append(f"data: {d.source}  users={d.n_users} items={d.n_items} interactions={len(d)}")
     seg = result.segmentation
-    lines.append(f"segmentation: {seg.get('method', '?')} K={seg.get('n_segments', '?')}  "
-                 + " ".join(f"{k}={v:.3f}" for k, v in seg.items() if isinstance(v, float)))
+    figures = {**seg.get("metrics", {}), **{k: v for k, v in seg.items() if isinstance(v, float)}}
+    lines.append(f"segmentation: {seg.get('method', '?')} K={seg.get('n_segments', '?')} "
+                 f"sizes={seg.get('sizes')}  " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()))
     if result.skipped:
         for name, why in result.skipped.items():
             lines.append(f"skipped {name}: {why}")
