@@ -432,7 +432,9 @@ class RecommenderContract:
         if self.history_format == "sequences":
             histories = [data.fit.history(u).tolist() for u in users]
         else:
-            histories = rows
+            # weights other than 1 catch a model that binarises its input in place
+            histories = sp.csr_matrix((np.full(rows.nnz, 2.0, np.float32), rows.indices, rows.indptr),
+                                      shape=rows.shape)
         before = copy.deepcopy(histories)
         scores = np.asarray(fitted.score_histories(histories))
         assert scores.shape == (len(users), data.fit.n_items)

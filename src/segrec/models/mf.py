@@ -169,7 +169,8 @@ class ALSRecommender(Recommender):
         Returns:
             float32 array of shape (n, n_items).
         """
-        rows = sp.csr_matrix(rows, dtype=np.float32)
+        rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)  # never write into the caller's matrix
+        rows.sum_duplicates()
         rows.data[:] = self.config.alpha  # same confidences as in fit (binary x alpha)
         x = fold_in(rows, self.item_factors_, self.reg_)
         return x @ self.item_factors_.T

@@ -235,8 +235,9 @@ class MultVAERecommender(Recommender):
         Returns:
             float32 array of shape (n, n_items).
         """
-        rows = sp.csr_matrix(rows, dtype=np.float32)
-        rows.data[:] = 1.0
+        rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)  # never write into the caller's matrix
+        rows.sum_duplicates()
+        rows.data[:] = 1.0  # binary, as in training
         return _forward_scores(self.net_, rows)
 
     # ---------------------------------------------------------------- artifacts
@@ -266,7 +267,7 @@ def _forward_scores(net: MultVAENet, rows: sp.csr_matrix) -> np.ndarray:
 
 def _to_torch(rows: sp.csr_matrix) -> torch.Tensor:
     """A coalesced float32 sparse COO tensor of the same shape as ``rows``."""
-    rows = sp.csr_matrix(rows, dtype=np.float32)
+    rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)
     rows.sum_duplicates()  # sorted, unique (row, col) pairs = coalesced order
     row_ids = np.repeat(np.arange(rows.shape[0], dtype=np.int64), np.diff(rows.indptr))
     idx = torch.from_numpy(np.vstack([row_ids, rows.indices.astype(np.int64)]))
