@@ -266,6 +266,9 @@ def results_dict(result: RunResult) -> dict[str, Any]:
         "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
         "routing": {str(k): v for k, v in getattr(result.systems.get("segmented"), "routing_", {}).items()},
         "skipped": result.skipped,
+        # per-epoch loss / validation NDCG of the neural systems, for the report (issue 7)
+        "training_curves": {n: list(getattr(m, "curve_", None) or []) for n, m in result.systems.items()
+                            if getattr(m, "curve_", None)},
         "best_system": result.best_system() if result.systems else None,
     }
 
@@ -276,7 +279,8 @@ def save_run(result: RunResult, out: str | Path) -> Path:
     Layout: ``results.json``, ``manifest.json``, ``segments.parquet`` (user_id,
     segment), ``systems/<name>/`` (one saved Recommender each), ``items.parquet``
     (titles for serving, when the data has them), ``router/`` (the new-user
-    segment assigner). ``manifest.json`` records versions, the resolved config,
+    segment assigner), ``report.json`` + ``report.html`` (the self-contained
+    HTML report, :mod:`segrec.report`). ``manifest.json`` records versions, the resolved config,
     the data fingerprint, the headline metrics, analytic costs and the sha256 of
     every other file; :func:`load_run` verifies them.
     """
@@ -302,8 +306,22 @@ def save_run(result: RunResult, out: str | Path) -> Path:
             ProfileAssigner().fit(fit, result.segments).save_into(tmp / "router")
         summary = results_dict(result)
         write_json(tmp / "results.json", summary)
-        write_json(tmp / MANIFEST, _manifest(result, summary, tmp))
+        costs = _costs(result.systems)
+        _write_report(result, tmp, costs)
+        write_json(tmp / MANIFEST, _manifest(result, summary, tmp, costs))
     return out
+
+
+def _write_report(result: RunResult, directory: Path, costs: dict[str, dict[str, float]]) -> None:
+    """``report.json`` + ``report.html`` (issue 7); a report failure never loses a finished run."""
+    from .report import REPORT_DATA, REPORT_HTML, build_report_data, write_report
+
+    try:
+        payload = build_report_data(result, costs=costs)
+        write_json(directory / REPORT_DATA, payload)
+        write_report(payload, directory / REPORT_HTML)
+    except Exception as exc:
+        log.warning("no HTML report: %s", exc, exc_info=True)
 
 
 #: name of the manifest file of a run directory
@@ -356,7 +374,8 @@ def _costs(systems: dict[str, Recommender]) -> dict[str, dict[str, float]]:
     return costs
 
 
-def _manifest(result: RunResult, summary: dict[str, Any], root: Path) -> dict[str, Any]:
+def _manifest(result: RunResult, summary: dict[str, Any], root: Path,
+              costs: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     import datetime as _dt
 
     from . import __version__
@@ -369,7 +388,7 @@ def _manifest(result: RunResult, summary: dict[str, Any], root: Path) -> dict[st
         "config": summary["config"],
         "metrics": {n: {k: v for k, v in s["overall"].items() if k in ("ndcg@10", "recall@10", "ndcg@20")}
                     for n, s in summary["systems"].items()},
-        "costs": _costs(result.systems),
+        "costs": _costs(result.systems) if costs is None else costs,
         "files": _file_table(root),
     }
 

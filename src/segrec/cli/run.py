@@ -82,6 +82,8 @@ def run_command(args: argparse.Namespace) -> int:
     out = save_run(result, args.out)
     print(format_result(result))
     print(f"\nartifacts: {out}/  (results.json, systems/, segments.parquet)")
+    if (out / "report.html").is_file():
+        print(f"report: {out / 'report.html'}  (self-contained; open it in a browser)")
     print(f"total time: {time.perf_counter() - start:.1f}s")
     return 0
 

@@ -1,0 +1,460 @@
+"""The report page: one HTML document with inline CSS and figures, and nothing to fetch.
+
+:func:`render_report` turns a payload (see :mod:`segrec.report.collect`) into a
+string. Every value from the data (titles, ids, category names) is HTML-escaped.
+The page has no script and no external URL; figures are ``data:`` SVG images and
+the favicon is an empty ``data:`` URL, so a browser opening the file offline makes
+no request at all. ``<!--segrec:nav-->`` after ``<body>`` is where the HTTP
+dashboard inserts its navigation bar.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+from collections.abc import Callable
+from html import escape
+from typing import Any
+
+from ..errors import MissingDependencyError, SegrecError
+from . import plots
+from .collect import METRIC, PAYLOAD_VERSION
+
+__all__ = ["NAV_MARKER", "render_report"]
+
+log = logging.getLogger(__name__)
+
+#: replaced by the HTTP dashboard with its navigation bar
+NAV_MARKER = "<!--segrec:nav-->"
+
+CSS = """
+:root { --fg:#1d2430; --muted:#5b6577; --line:#dde2ea; --bg:#f6f7f9; --card:#fff; --accent:#0072B2; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--fg);
+       background:var(--bg); }
+header.top { background:#17324d; color:#fff; padding:18px 28px; }
+header.top h1 { margin:0 0 4px; font-size:22px; }
+header.top .sub { color:#c8d6e5; font-size:13px; }
+nav.toc { padding:8px 28px; background:#fff; border-bottom:1px solid var(--line); position:sticky; top:0;
+          z-index:2; }
+nav.toc a { margin-right:14px; color:var(--accent); text-decoration:none; font-size:13px; }
+nav.app { background:#0d2236; padding:8px 28px; }
+nav.app a { color:#fff; margin-right:18px; text-decoration:none; font-weight:600; }
+nav.app a.active { text-decoration:underline; }
+main { padding:8px 28px 40px; max-width:1280px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:14px 18px;
+          margin:16px 0; }
+section h2 { margin:0 0 8px; font-size:17px; }
+p.note, .muted { color:var(--muted); font-size:12.5px; }
+table.data { border-collapse:collapse; margin:8px 0; font-size:13px; }
+table.data th, table.data td { border-bottom:1px solid var(--line); padding:4px 10px; text-align:left;
+                               vertical-align:top; }
+table.data th { background:#eef1f5; font-weight:600; }
+table.data td.num, table.data th.num { text-align:right; font-variant-numeric:tabular-nums;
+                                       white-space:nowrap; }
+table.data tr.best td { background:#eaf4ea; }
+table.data td:first-child { white-space:nowrap; }
+.swatch { display:inline-block; width:11px; height:11px; border-radius:2px; margin-right:6px;
+          vertical-align:-1px; }
+.bar { display:inline-block; height:8px; background:var(--accent); border-radius:2px; margin-left:6px;
+       vertical-align:0; opacity:.55; }
+figure { margin:10px 0; }
+figure img.plot { max-width:100%; height:auto; border:1px solid var(--line); border-radius:4px;
+                  background:#fff; }
+figcaption { color:var(--muted); font-size:12.5px; margin-top:4px; }
+dl.kv { display:grid; grid-template-columns:max-content 1fr; gap:3px 18px; margin:4px 0; }
+dl.kv dt { color:var(--muted); } dl.kv dd { margin:0; }
+.tier { display:inline-block; padding:1px 7px; border-radius:10px; background:#e7eef7; font-size:12px; }
+.pos { color:#0a7a32; } .neg { color:#b3261e; }
+"""
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return escape(str(v))
+
+
+def _big(v: Any) -> str:
+    """Large counts readably: 1.2e9 -> 1.2 G."""
+    if v is None:
+        return "–"
+    v = float(v)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{v:.3g}"
+
+
+def _table(
+    headers: list[str],
+    rows: list[list[str]],
+    *,
+    table_id: str | None = None,
+    numeric: set[int] | None = None,
+    classes: list[str] | None = None,
+) -> str:
+    numeric = numeric or set()
+    tid = f' id="{table_id}"' if table_id else ""
+    head = "".join(f"<th{' class=num' if i in numeric else ''}>{h}</th>" for i, h in enumerate(headers))
+    body = []
+    for r, row in enumerate(rows):
+        cls = f' class="{classes[r]}"' if classes and classes[r] else ""
+        cells = "".join(f"<td{' class=num' if i in numeric else ''}>{c}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f'<table class="data"{tid}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _figure(name: str, draw: Callable[[], str], caption: str, alt: str) -> str:
+    """One embedded figure, or a note saying why it is missing (the page never fails on a plot)."""
+    try:
+        svg = draw()
+    except MissingDependencyError as exc:
+        return f'<p class="note" data-missing-plot="{name}">Plot not drawn: {escape(str(exc))}</p>'
+    except Exception as exc:
+        log.warning("report: figure %s failed: %s", name, exc)
+        return f'<p class="note" data-missing-plot="{name}">Plot not drawn: {escape(str(exc))}</p>'
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return (
+        f'<figure><img class="plot" data-plot="{name}" alt="{escape(alt)}" '
+        f'src="data:image/svg+xml;base64,{data}"><figcaption>{caption}</figcaption></figure>'
+    )
+
+
+def _swatch(segment: int) -> str:
+    return f'<span class="swatch" style="background:{plots.segment_color(segment)}"></span>'
+
+
+# ------------------------------------------------------------------ sections
+def _summary(p: dict[str, Any]) -> str:
+    d, meta = p["dataset"], p["meta"]
+    items = [
+        ("source", _f(d.get("source"))),
+        ("users", _f(d.get("users"))),
+        ("items", _f(d.get("items"))),
+        ("interactions", _f(d.get("interactions"))),
+    ]
+    if d.get("density") is not None:
+        items.append(("density", f"{100 * d['density']:.3f}%"))
+    if d.get("median_per_user") is not None:
+        items.append(
+            (
+                "median interactions",
+                f"{_f(d['median_per_user'], 0)} per user, {_f(d.get('median_per_item'), 0)} per item",
+            )
+        )
+    if d.get("time_range"):
+        items.append(("time range", " to ".join(escape(str(t)) for t in d["time_range"])))
+    if d.get("split"):
+        items.append(("split (interactions)", ", ".join(f"{k} {v:,}" for k, v in d["split"].items())))
+    if d.get("item_columns"):
+        items.append(("item table", escape(", ".join(d["item_columns"]))))
+    if d.get("user_columns"):
+        items.append(("user table", escape(", ".join(d["user_columns"]))))
+    items.append(("fingerprint", _f(d.get("fingerprint"))))
+    items.append(("systems", escape(", ".join(meta.get("systems") or []))))
+    if meta.get("best_system"):
+        items.append(("best on test " + METRIC, f"<b>{escape(meta['best_system'])}</b>"))
+    for name, why in (meta.get("skipped") or {}).items():
+        items.append((f"skipped {escape(name)}", escape(str(why))))
+    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
+    note = (
+        '<p class="note">Reduced report rebuilt from results.json (the run predates report.json): '
+        "no confidence intervals, profiles or user map.</p>"
+        if meta.get("reduced")
+        else ""
+    )
+    return f'<section id="summary"><h2>Dataset</h2><dl class="kv">{dl}</dl>{note}</section>'
+
+
+def _segments(p: dict[str, Any]) -> str:
+    seg = p["segmentation"]
+    quality = seg.get("metrics") or {}
+    q = ", ".join(f"{escape(k)} {_f(v, 3)}" for k, v in quality.items())
+    head = f"<p>{_f(seg.get('method'))}, K = {_f(seg.get('n_segments'))}{'; quality: ' + q if q else ''}.</p>"
+    max_size = max([s["size"] for s in p["segments"]] or [1])
+    rows = []
+    for s in p["segments"]:
+        cats = ", ".join(f"{escape(str(c[0]))} {c[2]:.1f}×" for c in s.get("top_categories") or [])
+        items = "; ".join(escape(str(i[1])) for i in s.get("top_items") or [])
+        act = s.get("activity") or {}
+        bar = f'<span class="bar" style="width:{60 * s["size"] / max_size:.0f}px"></span>'
+        rows.append(
+            [
+                f"{_swatch(s['segment'])}{escape(str(s.get('name', s['segment'])))}",
+                f"{s['size']:,}{bar}",
+                f"{100 * s['share']:.1f}%",
+                _f(act.get("median"), 0),
+                cats or "–",
+                items or "–",
+                f'<span class="tier">{escape(s["tier"])}</span>' if s.get("tier") else "–",
+            ]
+        )
+    table = _table(
+        [
+            "segment",
+            "users",
+            "share",
+            "median interactions",
+            "over-represented categories (lift)",
+            "characteristic items",
+            "routed tier",
+        ],
+        rows,
+        table_id="segments",
+        numeric={1, 2, 3},
+    )
+    desc = "".join(f"<li>{escape(s['description'])}</li>" for s in p["segments"] if s.get("description"))
+    desc = f'<ul class="muted">{desc}</ul>' if desc else ""
+    fig = ""
+    if p.get("map"):
+        m = p["map"]
+        names = {s["segment"]: s.get("name", f"segment {s['segment']}") for s in p["segments"]}
+        fig = _figure(
+            "map",
+            lambda: plots.user_map_svg(m, names),
+            f"Each dot is a user, coloured by segment. Layout: {escape(m['method'])}.",
+            "2-D map of users coloured by segment",
+        )
+    return f'<section id="segments-section"><h2>Segments</h2>{head}{table}{desc}{fig}</section>'
+
+
+def _accuracy(p: dict[str, Any]) -> str:
+    overall = p.get("overall") or []
+    if not overall:
+        return (
+            '<section id="accuracy"><h2>Accuracy</h2><p class="note">Nothing was evaluated '
+            "(run with no held-out split).</p></section>"
+        )
+    cols = [
+        c
+        for c in ("ndcg@10", "recall@10", "hit_rate@10", "mrr@10", "ndcg@20", "recall@20", "coverage@10")
+        if c in overall[0]
+    ]
+    ordered = sorted(overall, key=lambda r: -(r.get(METRIC) or 0))
+    best = ordered[0]["system"]
+    rows = [[escape(r["system"]), *[_f(r.get(c)) for c in cols], _f(r.get("fit_s"), 2)] for r in ordered]
+    table = _table(
+        ["system", *cols, "fit s"],
+        rows,
+        table_id="overall",
+        numeric=set(range(1, len(cols) + 2)),
+        classes=["best" if r["system"] == best else "" for r in ordered],
+    )
+    nbs = p["ndcg_by_segment"]
+    fig = _figure(
+        "ndcg",
+        lambda: plots.ndcg_bars_svg(nbs["rows"], nbs["metric"]),
+        f"Test {escape(nbs['metric'])} per segment for each system; whiskers are 95% percentile-"
+        f"bootstrap CIs of the mean over the segment's users ({nbs['n_boot']} resamples).",
+        "per-segment NDCG@10 bars with confidence intervals",
+    )
+    systems = list(dict.fromkeys(r["system"] for r in nbs["rows"]))
+    groups = sorted({r["group"] for r in nbs["rows"] if r["group"] != "all"})
+    cell = {(r["system"], r["group"]): r for r in nbs["rows"]}
+
+    def ci(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "–"
+        if r.get("lo") is None:
+            return _f(r.get("mean"))
+        return f"{_f(r['mean'])} <span class=muted>[{_f(r['lo'])}, {_f(r['hi'])}]</span>"
+
+    rows = [[escape(n), *[ci(cell.get((n, g))) for g in ["all", *groups]]] for n in systems]
+    users = next((r for r in nbs["rows"] if r["group"] == "all"), {}).get("users")
+    seg_users = {r["group"]: r["users"] for r in nbs["rows"]}
+    heads = [f"overall ({_f(users)})", *[f"{_swatch(g)}segment {g} ({_f(seg_users.get(g))})" for g in groups]]
+    by_seg = _table(
+        ["system", *heads], rows, table_id="ndcg-by-segment", numeric=set(range(1, len(groups) + 2))
+    )
+    comps = ""
+    for name, recs in (p.get("comparisons") or {}).items():
+        crow = []
+        for r in recs:
+            lo, hi = r.get("lo"), r.get("hi")
+            sign = "pos" if lo is not None and lo > 0 else "neg" if hi is not None and hi < 0 else ""
+            crow.append(
+                [
+                    escape(str(r.get("group", r.get("index", "")))),
+                    _f(r.get("users")),
+                    _f(r.get("mean_a")),
+                    _f(r.get("mean_b")),
+                    f'<span class="{sign}">{_f(r.get("diff"))}</span>',
+                    f"[{_f(lo)}, {_f(hi)}]",
+                ]
+            )
+        a, _, b = name.partition(" - ")
+        comps += f"<h3>{escape(name)}</h3>" + _table(
+            ["group", "users", escape(a), escape(b), "difference", "95% CI"], crow, numeric={1, 2, 3, 4, 5}
+        )
+    if comps:
+        comps = (
+            '<h3>Paired differences</h3><p class="note">Paired bootstrap over users; green: the CI is '
+            "above zero, red: below.</p>" + comps
+        )
+    return (
+        f'<section id="accuracy"><h2>Accuracy (test, full ranking)</h2>{table}{fig}'
+        f"<h3>{escape(nbs['metric'])} per segment, 95% CI</h3>{by_seg}{comps}</section>"
+    )
+
+
+def _terciles(p: dict[str, Any]) -> str:
+    t = p.get("terciles") or {}
+    if not t.get("rows"):
+        return ""
+    tiers = [x for x in ("light", "medium", "heavy") if any(x in r for r in t["rows"])]
+    users = t.get("users") or {}
+    cuts = t.get("cuts")
+    heads = [f"{x} ({_f(users.get(x))} users)" if users else x for x in tiers]
+    rows = [[escape(r["system"]), *[_f(r.get(x)) for x in tiers]] for r in t["rows"]]
+    note = (
+        f'<p class="note">Users bucketed by train interactions at the 1/3 and 2/3 quantiles '
+        f"(cuts {_f(cuts[0], 1)} and {_f(cuts[1], 1)}).</p>"
+        if cuts
+        else ""
+    )
+    return (
+        f'<section id="terciles"><h2>{METRIC} by activity tercile</h2>'
+        f"{_table(['system', *heads], rows, table_id='terciles-table', numeric={1, 2, 3})}{note}</section>"
+    )
+
+
+def _frontier(p: dict[str, Any]) -> str:
+    costs = p.get("costs") or []
+    if not costs:
+        return ""
+    has_flops = any(r.get("flops_per_request") for r in costs)
+    fig = _figure(
+        "frontier",
+        lambda: plots.frontier_svg(costs),
+        "Each point is a system: test accuracy against analytic FLOPs per request (to score and "
+        "rank the catalogue for one user) and against fit time. The dashed line joins the systems "
+        "nothing else beats on both axes."
+        if has_flops
+        else "Cost figures were not recorded for this run: accuracy against fit time.",
+        "cost-accuracy frontier",
+    )
+    rows = [
+        [
+            escape(r["system"]),
+            _f(r.get(METRIC)),
+            _big(r.get("flops_per_request")),
+            _big(r.get("n_parameters")),
+            _big(r.get("memory_bytes")) + ("B" if r.get("memory_bytes") else ""),
+            _f(r.get("fit_seconds"), 2),
+        ]
+        for r in sorted(costs, key=lambda r: r.get("flops_per_request") or 0)
+    ]
+    table = _table(
+        ["system", f"test {METRIC}", "FLOPs / request", "parameters", "memory", "fit s"],
+        rows,
+        table_id="costs",
+        numeric={1, 2, 3, 4, 5},
+    )
+    return f'<section id="frontier"><h2>Cost vs accuracy</h2>{fig}{table}</section>'
+
+
+def _routing(p: dict[str, Any]) -> str:
+    r = p.get("routing")
+    if not r:
+        return (
+            '<section id="routing"><h2>Routing</h2><p class="note">No routed (segmented) system in this '
+            "run.</p></section>"
+        )
+    val = {(int(v["segment"]), v["tier"]): v for v in r.get("validation") or []}
+    tiers = sorted({t for _, t in val})
+    rows = []
+    for s, tier in sorted(((int(k), v) for k, v in r["routing"].items())):
+        cells = []
+        for t in tiers:
+            v = val.get((s, t), {})
+            txt = _f(v.get(METRIC))
+            cells.append(f"<b>{txt}</b>" if t == tier else txt)
+        rows.append([f"{_swatch(s)}segment {s}", f'<span class="tier">{escape(tier)}</span>', *cells])
+    heads = ["segment", "routed tier", *[f"valid {METRIC}: {escape(t)}" for t in tiers]]
+    table = _table(heads, rows, table_id="routing-table", numeric=set(range(2, len(tiers) + 2)))
+    info = (
+        f"<p>Policy <b>{_f(r.get('policy'))}</b>; default tier {_f(r.get('default_tier'))}; "
+        f"users a tier cannot score fall back to {escape(' → '.join(r.get('fallback') or [])) or '–'}.</p>"
+    )
+    fig = ""
+    if r.get("validation"):
+        fig = _figure(
+            "routing",
+            lambda: plots.routing_svg(r),
+            "Left: validation accuracy of every tier on every segment (fitted on train only); the "
+            "routing picks the outlined cell. Right: the mean validation accuracy and FLOPs of "
+            "sending every segment to one tier, against the chosen routing.",
+            "routing decision per segment",
+        )
+    return f'<section id="routing"><h2>Routing decision per segment</h2>{info}{table}{fig}</section>'
+
+
+def _curves(p: dict[str, Any]) -> str:
+    curves = p.get("curves") or {}
+    if not curves:
+        return (
+            '<section id="curves"><h2>Training curves</h2><p class="note">No model with a training curve '
+            "(Transformer, adapted Transformer) in this run.</p></section>"
+        )
+    fig = _figure(
+        "curves",
+        lambda: plots.curves_svg(curves),
+        "Per-epoch training loss and inner-validation NDCG@10 of the early-stopping run.",
+        "training curves",
+    )
+    return f'<section id="curves"><h2>Training curves</h2>{fig}</section>'
+
+
+TOC = (
+    ("summary", "Dataset"),
+    ("segments-section", "Segments"),
+    ("accuracy", "Accuracy"),
+    ("terciles", "Activity"),
+    ("frontier", "Cost"),
+    ("routing", "Routing"),
+    ("curves", "Training"),
+)
+
+
+def render_report(payload: dict[str, Any], *, title: str = "segrec report") -> str:
+    """The report page for a payload from :func:`~segrec.report.build_report_data`.
+
+    Args:
+        payload: The report payload (``report.json``).
+        title: Page title.
+
+    Returns:
+        A complete HTML document (UTF-8 text), with no external references.
+
+    Raises:
+        SegrecError: The payload was written by an incompatible segrec version.
+    """
+    if payload.get("version") != PAYLOAD_VERSION:
+        raise SegrecError(
+            f"report payload version {payload.get('version')!r} is not supported "
+            f"(expected {PAYLOAD_VERSION}); re-run `segrec run` to rebuild it"
+        )
+    meta, d = payload["meta"], payload["dataset"]
+    sub = (
+        f"{escape(str(d.get('source', '')))} · {_f(d.get('users'))} users · {_f(d.get('items'))} items · "
+        f"{_f(d.get('interactions'))} interactions · segrec {escape(str(meta.get('segrec_version', '')))} · "
+        f"{escape(str(meta.get('created_at') or ''))}"
+    )
+    toc = "".join(f'<a href="#{i}">{n}</a>' for i, n in TOC)
+    body = "".join(
+        part(payload) for part in (_summary, _segments, _accuracy, _terciles, _frontier, _routing, _curves)
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="segrec {escape(str(meta.get("segrec_version", "")))}">'
+        f'<link rel="icon" href="data:,"><title>{escape(title)}</title><style>{CSS}</style></head>'
+        f'<body>{NAV_MARKER}<header class="top"><h1>{escape(title)}</h1><div class="sub">{sub}</div>'
+        f'</header><nav class="toc">{toc}</nav><main>{body}</main></body></html>\n'
+    )
