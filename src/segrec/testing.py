@@ -201,6 +201,13 @@ class RecommenderContract:
         """Return the Split to fit (``train`` with ``valid``) and check; planted by default."""
         return planted_split()
 
+    def fit_params(self, train: Interactions) -> dict:
+        """Extra keyword arguments for ``fit`` on ``train`` (e.g. ``segments=``); none by default."""
+        return {}
+
+    def _fit_model(self, model: Recommender, train: Interactions, valid: Interactions | None = None):
+        return model.fit(train, valid=valid, **self.fit_params(train))
+
     # ------------------------------------------------------------ shared fixtures
     @pytest.fixture(scope="class")
     def data(self) -> Split:
@@ -210,7 +217,7 @@ class RecommenderContract:
     @pytest.fixture(scope="class")
     def fitted(self, data: Split) -> Recommender:
         """One model fitted on ``data.train`` with ``data.valid``; checks must not mutate it."""
-        return self.make_model().fit(data.train, valid=data.valid)
+        return self._fit_model(self.make_model(), data.train, data.valid)
 
     @staticmethod
     def _user_ids(data: Split) -> np.ndarray:
@@ -269,7 +276,7 @@ class RecommenderContract:
         """``fit`` returns self and neither fit nor recommend mutates the input arrays."""
         before = {"train": _arrays(data.train), "valid": _arrays(data.valid)}
         model = self.make_model()
-        assert model.fit(data.train, valid=data.valid) is model
+        assert self._fit_model(model, data.train, data.valid) is model
         check_is_fitted(model)
         model.recommend(self._user_ids(data)[:3], k=4)
         model.score(self._user_ids(data)[:3], data.fit.item_vocab.ids[:4])
@@ -281,11 +288,12 @@ class RecommenderContract:
     def test_fit_rejects_empty_data(self, data):
         """Fitting on no interactions is a SegrecError, not a crash later."""
         with pytest.raises(SegrecError):
-            self.make_model().fit(data.train.subset(np.zeros(len(data.train), bool)))
+            empty = data.train.subset(np.zeros(len(data.train), bool))
+            self._fit_model(self.make_model(), empty)
 
     def test_same_random_state_same_model(self, data, fitted):
         """Two fits with the same settings (and seed) give bit-identical scores."""
-        again = self.make_model().fit(data.train, valid=data.valid)
+        again = self._fit_model(self.make_model(), data.train, data.valid)
         users = np.arange(data.train.n_users)
         np.testing.assert_array_equal(again.score_dense(users), fitted.score_dense(users))
 
@@ -293,8 +301,8 @@ class RecommenderContract:
         """A second fit replaces the first completely: vocabularies, users and scores."""
         other = random_interactions(n_users=9, n_items=data.train.n_items + 4, seed=3,
                                     user_prefix="x", item_prefix="y")
-        model = self.make_model().fit(other)
-        assert model.fit(data.train, valid=data.valid) is model
+        model = self._fit_model(self.make_model(), other)
+        assert self._fit_model(model, data.train, data.valid) is model
         assert model.item_vocab_ == data.train.item_vocab
         assert model.user_vocab_ == data.train.user_vocab
         with pytest.raises(UnknownIDError):

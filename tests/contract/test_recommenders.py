@@ -5,11 +5,13 @@ Adding a model is one short class: a fresh model with tiny, seeded settings.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from segrec.models import (
     EASERecommender,
     ItemKNNRecommender,
+    PerSegmentRecommender,
     PopularityRecommender,
     TransformerRecommender,
 )
@@ -71,3 +73,13 @@ class TestTransformer(RecommenderContract):
         return TransformerRecommender(embedding_size=16, n_layers=1, n_heads=1, max_len=8, dropout=0.0,
                                       epochs=30, patience=30, batch_size=16, learning_rate=0.01,
                                       n_threads=1, random_state=0)
+
+
+class TestPerSegmentEASE(RecommenderContract):
+    """Segment-aware models get their segments through ``fit_params``."""
+
+    def make_model(self):
+        return PerSegmentRecommender(base="ease", base_params={"reg": 10.0}, min_segment_users=2)
+
+    def fit_params(self, train):
+        return {"segments": np.arange(train.n_users) * 3 // train.n_users}  # the 3 planted groups
