@@ -26,7 +26,7 @@ def cyclic_split(n_users=60, n_items=20, length=10, seed=0):
 
 
 TINY = dict(embedding_size=16, n_layers=1, n_heads=2, max_len=12, dropout=0.0, batch_size=16,
-            learning_rate=1e-2, epochs=30, early_stopping=False)
+            learning_rate=1e-2, epochs=30, early_stopping=False, n_threads=1)
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ class TransformerConfig(ModelConfig):
     """Transformer blocks."""
     n_heads: int = Field(2, ge=1)
     """Attention heads per block."""
-    max_len: int = Field(200, ge=2)
+    max_len: int = Field(200, ge=1)
     """Most recent items the model attends to; longer histories are cut into windows for training."""
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     """Dropout on embeddings, attention and residual branches."""
