@@ -10,6 +10,7 @@ a 3000-point map under ~150 KB.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -79,7 +80,11 @@ def _svg(fig: Any) -> str:
     buf = io.StringIO()
     # metadata Date=None: the same payload gives byte-identical SVG (reproducible artifacts)
     fig.savefig(buf, format="svg", dpi=110, metadata={"Date": None})
-    return buf.getvalue()
+    svg = buf.getvalue()
+    # Drop the DOCTYPE (a DTD URL) and the RDF metadata block (creator URLs): nothing in a
+    # report may name a remote resource, even one a browser would never fetch.
+    svg = re.sub(r"<!DOCTYPE[^>]*>\s*", "", svg, count=1)
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.S)
 
 
 def user_map_svg(m: dict[str, Any], names: dict[int, str] | None = None) -> str:

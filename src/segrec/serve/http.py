@@ -336,6 +336,10 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
                                                    f"from {current.path}")
             return {"status": "reloaded", "generation": served.generation, "path": str(served.path)}
 
+    # the web dashboard at / and /lookup (issue 7); it follows reloads through state["served"]
+    from .dashboard import dashboard_router
+
+    app.include_router(dashboard_router(lambda: state["served"]))
     app.state.metrics = metrics
     app.state.reload = do_reload
     return app
