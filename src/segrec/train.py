@@ -218,16 +218,13 @@ def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
             tiers["global"] = build_system("ease", cfg)
         say(f"fitting segmented (routing {len(tiers)} tiers: {', '.join(tiers)})")
         prefitted = {tier: result.systems[TIERS[tier]] for tier in tiers if TIERS.get(tier) in result.systems}
-        if valid is None:
-            result.skipped["segmented"] = "needs a validation part to choose its routing (no_split)"
-        else:
-            start = time.perf_counter()
-            seg_model = SegmentedRecommender(tiers).fit(train, valid=valid, segments=segments,
-                                                        prefitted=prefitted)
-            # tiers reused from the rows above: count their fit time too, honestly
-            result.fit_seconds["segmented"] = time.perf_counter() - start + sum(
-                result.fit_seconds.get(TIERS[t], 0.0) for t in prefitted)
-            result.systems["segmented"] = seg_model
+        start = time.perf_counter()
+        seg_model = SegmentedRecommender(tiers).fit(train, valid=valid, segments=segments,
+                                                    prefitted=prefitted)
+        # tiers reused from the rows above: count their fit time too, honestly
+        result.fit_seconds["segmented"] = time.perf_counter() - start + sum(
+            result.fit_seconds.get(TIERS[t], 0.0) for t in prefitted)
+        result.systems["segmented"] = seg_model
     if split is not None:
         for name, model in result.systems.items():
             say(f"evaluating {name}")

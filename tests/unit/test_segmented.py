@@ -83,13 +83,19 @@ def test_validation_routing_picks_the_better_tier_and_round_trips(tmp_path):
     assert again.routing_ == seg.routing_
 
 
-def test_routing_needs_valid_or_fixed_map():
+def test_routing_without_valid_uses_an_inner_split_and_labels_are_checked():
     data, labels = _two_tastes()
     seg = SegmentedRecommender({"global": EASERecommender(reg=10.0), "popularity": PopularityRecommender()})
-    with pytest.raises(SegrecError, match="valid="):
-        seg.fit(data, segments=labels)
+    seg.fit(data, segments=labels)  # routing chosen on the last 10% of each user's history
+    assert set(seg.routing_) == {0, 1} and seg.validation_ is not None
     with pytest.raises(SegrecError, match="one label per user"):
-        seg.fit(data, segments=labels[:5])
+        seg.with_params().fit(data, segments=labels[:5])
+
+
+def test_config_round_trip_builds_an_unfitted_copy():
+    seg = SegmentedRecommender({"global": PopularityRecommender()}, min_gain=0.01)
+    again = type(seg)(seg.config)
+    assert again.config == seg.config and again.tiers == {}
 
 
 def test_choose_accuracy_respects_min_gain():

@@ -34,6 +34,7 @@ from ..route.policy import (
 )
 from ..types import Interactions
 from .base import ModelConfig, Recommender
+from .tuning import inner_sets
 
 __all__ = ["SegmentedRecommender", "score_histories", "tier_costs", "validation_table"]
 
@@ -146,6 +147,8 @@ class SegmentedRecommender(Recommender):
 
     def __init__(self, tiers: dict[str, Recommender] | None = None, config: SegmentedConfig | None = None,
                  *, routing: dict[int, str] | None = None, **overrides: Any):
+        if isinstance(tiers, ModelConfig):  # `type(m)(m.config)` (clone / load) passes the config first
+            tiers, config = None, tiers
         super().__init__(config, **overrides)
         self.tiers = dict(tiers or {})
         self.routing = routing
@@ -172,19 +175,18 @@ class SegmentedRecommender(Recommender):
         self.validation_ = None
         routing = self.routing
         if routing is None:
-            if valid is None:
-                raise SegrecError("SegmentedRecommender chooses its routing on validation data: "
-                                  "pass valid= or a fixed routing=")
-            # Stage 1: every tier fitted on train only, scored on valid, per segment.
+            # Stage 1: every tier fitted on the inner train part only and scored per
+            # segment on the held-out part (valid, or the last 10% of each user's train).
+            inner_train, inner_valid = inner_sets(train, valid)
             stage: dict[str, Recommender] = {}
             for name, proto in self.tiers.items():
                 m = proto.with_params()
-                stage[name] = m.fit(train, **_fit_params(m, segments, stage))
-            table = validation_table(stage, train, valid, segments)
-            users = np.flatnonzero(np.diff(valid.to_csr().indptr) > 0)
-            costs = tier_costs(stage, segments, train.user_counts().astype(np.float64), users)
+                stage[name] = m.fit(inner_train, **_fit_params(m, segments, stage))
+            table = validation_table(stage, inner_train, inner_valid, segments)
+            users = np.flatnonzero(np.diff(inner_valid.to_csr().indptr) > 0)
+            costs = tier_costs(stage, segments, inner_train.user_counts().astype(np.float64), users)
             self.validation_ = table.merge(costs, on=["segment", "tier"], how="left")
-            routing = self._choose(self.validation_, segments, train.user_counts(), set(stage))
+            routing = self._choose(self.validation_, segments, inner_train.user_counts(), set(stage))
         self.routing_ = {int(k): str(v) for k, v in routing.items()}
         self.new_user_tier_ = self.config.rules.new_users if self.config.policy == "rules" else None
         # Stage 2: the final tiers, fitted on train with valid (-> train ∪ valid).
