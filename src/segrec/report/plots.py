@@ -177,7 +177,7 @@ def _annotate(ax: Any, points: list[tuple[float, float, str]]) -> None:
     ny = (ys - ys.min()) / max(np.ptp(ys), 1e-12)
     placed: list[tuple[float, float, int]] = []
     for i, ((x, y), names) in enumerate(spots.items()):
-        near = [side for px, py, side in placed if abs(px - nx[i]) < 0.12 and abs(py - ny[i]) < 0.08]
+        near = [side for px, py, side in placed if abs(px - nx[i]) < 0.3 and abs(py - ny[i]) < 0.08]
         side = -1 if near and near[-1] > 0 else 1
         placed.append((nx[i], ny[i], side))
         ax.annotate(
@@ -227,7 +227,7 @@ def frontier_svg(costs: list[dict[str, Any]], metric: str = METRIC) -> str:
                     zorder=2,
                     label="Pareto frontier",
                 )
-                ax.legend(fontsize=8, frameon=False, loc="lower right")
+                ax.legend(fontsize=8, frameon=False, loc="best")
             if pts:
                 _logx(ax)
             ax.set_xlabel(label)
@@ -310,8 +310,11 @@ def curves_svg(curves: dict[str, list[dict[str, Any]]]) -> str:
                     ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, color=colors[name], label=name)
         ax_loss.set_title("training loss")
         ax_ndcg.set_title(f"inner-validation {METRIC}")
+        from matplotlib.ticker import MaxNLocator
+
         for ax in (ax_loss, ax_ndcg):
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if curves:
             ax_ndcg.legend(fontsize=8, frameon=False)
         return _svg(fig)
