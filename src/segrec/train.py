@@ -7,6 +7,7 @@ same numbers. ``save_run`` writes the artifacts; ``load_run`` reads them back.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -148,7 +149,9 @@ def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
         return load_interactions(cfg.data.path, items=cfg.data.items, users=cfg.data.users), None
     synth = generate_synthetic(n_users=cfg.data.synthetic_users, n_items=cfg.data.synthetic_items,
                                n_segments=cfg.data.synthetic_segments, seed=cfg.seed)
-    data = synth.to_interactions()
+    data = dataclasses.replace(synth.to_interactions(), source=(
+        f"built-in synthetic data ({cfg.data.synthetic_users} users, {cfg.data.synthetic_items} items, "
+        f"{cfg.data.synthetic_segments} planted segments, seed {cfg.seed})"))
     return data, synth.segment_labels(data.user_vocab)
 
 
