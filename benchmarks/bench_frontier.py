@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=3.0,
                         help="most seconds of latency per point")
     parser.add_argument("--no-system-costs", action="store_true", help="skip the per-system cost table")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads while measuring (default 1, as `segrec serve` uses)")
     parser.add_argument("--out", default=str(RESULTS / "bench_frontier.json"))
     args = parser.parse_args(argv)
 
@@ -141,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     from segrec.train import load_run
 
     start = time.perf_counter()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     run = load_run(args.run)
     if "segmented" not in run.system_names:
         print(f"{args.run}: no 'segmented' system; run `segrec run` with it in --systems", file=sys.stderr)
@@ -209,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "commit": _commit(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                          "python": platform.python_version()},
-        "parameters": {"run": args.run, "fractions": fractions, "latency_calls": args.latency_calls},
+        "parameters": {"run": args.run, "fractions": fractions, "latency_calls": args.latency_calls,
+                       "torch_threads": args.threads},
         "best_tier": best, "frontier": frame.reset_index().to_dict(orient="records"),
         "validation": model.validation_.to_dict(orient="records"),
         "systems": None if systems is None else systems.reset_index().to_dict(orient="records"),

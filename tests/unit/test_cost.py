@@ -111,3 +111,16 @@ def test_memory_and_cost_table(data):
     assert list(table.index) == ["pop", "ease"]
     assert table.loc["pop", "flops_per_request"] < table.loc["ease", "flops_per_request"]
     assert np.isnan(table.loc["pop", "p50_ms_b1"])  # latency skipped on request
+
+
+def test_segmented_flops_count_the_fallback_that_really_serves(data):
+    labels = np.arange(data.n_users) % 2
+    labels[:3] = 2  # a 3-user segment: too small for a local model, served by the global fallback
+    local = PerSegmentRecommender(base="popularity", min_segment_users=5)
+    seg = SegmentedRecommender({"local": local, "global": EASERecommender(reg=10.0),
+                                "popularity": PopularityRecommender()},
+                               routing={0: "local", 1: "local", 2: "local"}).fit(data, segments=labels)
+    per_user = seg.flops_per_user(np.arange(data.n_users))
+    h = np.diff(seg.seen_.indptr)
+    np.testing.assert_allclose(per_user[:3], 2 * h[:3] * N_ITEMS + N_ITEMS)  # global EASE
+    np.testing.assert_allclose(per_user[3:], N_ITEMS)  # local popularity

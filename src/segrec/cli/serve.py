@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-k", type=int, default=1000,
                    help="largest k a request may ask for (default: %(default)s)")
     p.add_argument("--no-reload", action="store_true", help="disable POST /v1/admin/reload")
-    p.add_argument("--threads", type=int, help="torch CPU threads for neural tiers (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads for neural tiers (default: %(default)s; one request is small, and "
+                        "on a busy 2-core box two threads made a Transformer request 50x slower)")
     p.add_argument("--log-level", default="warning",
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default: %(default)s)")
@@ -70,7 +72,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.threads:
         import torch
 
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)  # the process's setting: the CLI owns it, not the library
     app = create_app(args.artifacts, api_key=api_key, max_k=args.max_k, allow_reload=not args.no_reload,
                      reload_on_sighup=True, **router_options(args))
     print(f"segrec: serving {args.artifacts} on http://{args.host}:{args.port} (docs at /docs)",

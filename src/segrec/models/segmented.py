@@ -278,20 +278,30 @@ class SegmentedRecommender(Recommender):
         seg = self.segments_[users]
         tiers = self.tier_of(users)
         out = np.zeros(len(users), np.float64)
-        for tier in dict.fromkeys(tiers.tolist()):
+        # the tier that will actually serve each user: routed, else the first fallback that can
+        chains = {t: [t, *self.config.fallback] for t in set(tiers.tolist())}
+        serving = np.array([next((c for c in chains[t] if self._can_serve(c, s)), "")
+                            for t, s in zip(tiers, seg, strict=True)], dtype=object)
+        for tier in dict.fromkeys(serving.tolist()):
+            rows = np.flatnonzero(serving == tier)
             model = self.tiers_.get(tier)
             if model is None:
+                out[rows] = np.nan
                 continue
             subs = getattr(model, "models_", None)
-            rows = np.flatnonzero(tiers == tier)
             if isinstance(subs, dict):
                 for s in np.unique(seg[rows]):
                     r = rows[seg[rows] == s]
-                    sub = subs.get(int(s))
-                    out[r] = sub.flops_per_request(lengths[r]) if sub is not None else np.nan
+                    out[r] = subs[int(s)].flops_per_request(lengths[r])
             else:
                 out[rows] = model.flops_per_request(lengths[rows])
         return out
+
+    def _can_serve(self, tier: str, segment: int) -> bool:
+        """Whether ``tier`` has a model for users of ``segment`` (per-segment tiers may not)."""
+        model = self.tiers_.get(tier)
+        subs = getattr(model, "models_", None)
+        return model is not None and (not isinstance(subs, dict) or int(segment) in subs)
 
     def flops_per_request(self, n_history=None):
         """Mean analytic FLOPs per request under the current routing (over fit users).
