@@ -1,7 +1,7 @@
 """Typed run configuration: one TOML file (or defaults) -> :class:`RunConfig`.
 
 Only the CLI reads files; the library receives a validated ``RunConfig``.
-Sections: ``[data] [split] [segmentation] [models] [evaluate]``.
+Sections: ``[data] [split] [segmentation] [models] [evaluate] [ray]``.
 """
 
 from __future__ import annotations
@@ -85,6 +85,32 @@ class EvaluateConfig(_Section):
     """Bootstrap resamples for the confidence intervals."""
 
 
+class RayConfig(_Section):
+    """Where per-segment work and the global Transformer run (issue 6, docs/ray.md)."""
+
+    executor: Literal["local", "ray"] = "local"
+    """``local``: everything in this process (Ray not needed). ``ray``: per-segment fits as
+    Ray tasks and the global Transformer on Ray Train (extra ``ray``)."""
+    address: str | None = None
+    """Ray cluster to join (``auto``, ``ray://head:10001``, ``host:6379``); None starts a local Ray."""
+    workers: int = Field(1, ge=1)
+    """Ray Train workers (torch DDP processes) for the global Transformer."""
+    cpus_per_worker: float = Field(1.0, gt=0)
+    """CPUs per Ray Train worker (also its torch threads)."""
+    gpus_per_worker: float = Field(0.0, ge=0)
+    """GPUs per Ray Train worker; > 0 trains on CUDA with nccl instead of gloo."""
+    cpus_per_task: float = Field(1.0, gt=0)
+    """CPUs Ray reserves per segment task."""
+    gpus_per_task: float = Field(0.0, ge=0)
+    """GPUs per segment task (fractions share one GPU; set the adapter's ``device`` to ``cuda``)."""
+    max_retries: int = Field(1, ge=0)
+    """Extra attempts for a segment task that fails or whose worker dies; a segment that
+    still fails is served by the global model and reported in the results."""
+    storage_path: str | None = None
+    """Ray Train checkpoint storage, reachable from every node (NFS path or ``s3://``);
+    None = a temporary local directory (enough for a single-node cluster)."""
+
+
 class RunConfig(_Section):
     """Everything ``segrec run`` needs."""
 
@@ -97,6 +123,7 @@ class RunConfig(_Section):
     segmentation: SegmentationConfig = SegmentationConfig()
     models: ModelsConfig = ModelsConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    ray: RayConfig = RayConfig()
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:

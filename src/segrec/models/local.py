@@ -1,18 +1,26 @@
-"""Small local models: one cheap recommender per segment, fitted on that segment's users."""
+"""Small local models: one cheap recommender per segment, fitted on that segment's users.
+
+The per-segment fits are independent, so they run through an executor
+(:mod:`segrec.distributed`): one after another here by default, or as Ray tasks.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
+from ..distributed.executor import Executor, LocalExecutor, TaskFailure, raise_if_all_failed
 from ..errors import SegrecError
 from ..types import Interactions
 from .base import ModelConfig, Recommender
 
 __all__ = ["PerSegmentRecommender"]
+
+log = logging.getLogger(__name__)
 
 
 class PerSegmentConfig(ModelConfig):
@@ -29,43 +37,51 @@ class PerSegmentConfig(ModelConfig):
 class PerSegmentRecommender(Recommender):
     """One ``base`` model per segment, each fitted only on its segment's users.
 
-    Users of a segment without a model (too small) score NaN, so a composite
-    falls back to another tier for them (DESIGN.md: fallback chain).
+    Users of a segment without a model (too small, or its fit failed on every
+    attempt) score NaN, so a composite falls back to another tier for them
+    (DESIGN.md: fallback chain; in ``segrec run`` the global model).
 
     Attributes:
         segments_: int array of shape (n_users,), the segment of each dense user.
         models_: dict segment -> fitted Recommender.
+        failed_segments_: dict segment -> why its fit failed (after the executor's retries).
     """
 
     Config = PerSegmentConfig
     name = "per_segment"
     segment_aware = True
+    #: ``fit`` takes ``executor=`` (per-segment fits as independent tasks)
+    uses_executor = True
 
     def _make_base(self) -> Recommender:
-        from . import MODELS
+        return _build_base(self.config)
 
-        cls = MODELS.get(self.config.base)
-        if cls is None:
-            raise SegrecError(f"PerSegmentRecommender: unknown base model {self.config.base!r}; "
-                              f"known: {sorted(MODELS)}")
-        return cls(**self.config.base_params)
-
-    def _fit(self, train: Interactions, valid: Interactions | None, *, segments=None, **_: Any) -> None:
+    def _fit(self, train: Interactions, valid: Interactions | None, *, segments=None,
+             executor: Executor | None = None, **_: Any) -> None:
         if segments is None:
             raise SegrecError("PerSegmentRecommender.fit needs segments= (one label per dense user)")
         labels = np.asarray(segments, dtype=np.int64)
         if labels.shape != (train.n_users,):
             raise SegrecError(f"segments must have one label per user ({train.n_users}); got {labels.shape}")
+        _build_base(self.config)  # a bad base/base_params is a config error: fail now, not per segment
         self.segments_ = labels
         self.models_: dict[int, Recommender] = {}
+        self.failed_segments_: dict[int, str] = {}
         active = train.user_counts() > 0
-        for seg in np.unique(labels[labels >= 0]):
-            members = (labels == seg) & active
-            if members.sum() < self.config.min_segment_users:
-                continue
-            sub_train = train.subset(members[train.users])
-            sub_valid = None if valid is None else valid.subset(members[valid.users])
-            self.models_[int(seg)] = self._make_base().fit(sub_train, valid=sub_valid)
+        todo = [int(s) for s in np.unique(labels[labels >= 0])
+                if ((labels == s) & active).sum() >= self.config.min_segment_users]
+        executor = executor or LocalExecutor()
+        # the data goes to the executor once (Ray: one ray.put); each task cuts its segment out
+        results = executor.map(fit_segment_model, todo, shared=(self.config, train, valid, labels),
+                               labels=[f"{self.name} segment {s}" for s in todo], on_error="return")
+        raise_if_all_failed(results, f"{type(self).__name__}({self.config.base})")
+        for seg, res in zip(todo, results, strict=True):
+            if isinstance(res, TaskFailure):
+                self.failed_segments_[seg] = str(res)
+                log.warning("segment %d has no %s model (its users fall back): %s", seg,
+                            self.config.base, res)
+            else:
+                self.models_[seg] = res
 
     def _score(self, users: np.ndarray) -> np.ndarray:
         out = np.full((len(users), len(self.item_vocab_)), np.nan, dtype=np.float32)
@@ -83,7 +99,8 @@ class PerSegmentRecommender(Recommender):
         self.segments_ = tensors["segments"]
 
     def _meta(self) -> dict[str, Any]:
-        return {"segments_with_model": sorted(self.models_)}
+        return {"segments_with_model": sorted(self.models_),
+                "failed_segments": {str(k): v for k, v in getattr(self, "failed_segments_", {}).items()}}
 
     def _save_extra(self, directory: Path) -> None:
         for s, model in self.models_.items():
@@ -97,3 +114,35 @@ class PerSegmentRecommender(Recommender):
         meta = read_json(directory / "model.json")["meta"]
         self.models_ = {int(s): Recommender.load(directory / f"segment_{s}")
                         for s in meta["segments_with_model"]}
+        self.failed_segments_ = {int(k): v for k, v in meta.get("failed_segments", {}).items()}
+
+
+def _build_base(config: PerSegmentConfig) -> Recommender:
+    from . import MODELS
+
+    cls = MODELS.get(config.base)
+    if cls is None:
+        raise SegrecError(f"PerSegmentRecommender: unknown base model {config.base!r}; "
+                          f"known: {sorted(MODELS)}")
+    return cls(**config.base_params)
+
+
+def fit_segment_model(shared: tuple, segment: int) -> Recommender:
+    """Fit one segment's model: the task :class:`PerSegmentRecommender` hands to its executor.
+
+    A pure function of (config, data, labels) and the segment, so it runs the same in
+    this process and as a Ray task.
+
+    Args:
+        shared: ``(config, train, valid, labels)``: the PerSegmentConfig, the full fit
+            interactions, the optional held-out tail, and the segment of each dense user.
+        segment: The segment to fit.
+
+    Returns:
+        The segment's fitted base model (trained on its users' rows only).
+    """
+    config, train, valid, labels = shared
+    members = (labels == segment) & (train.user_counts() > 0)
+    sub_train = train.subset(members[train.users])
+    sub_valid = None if valid is None else valid.subset(members[valid.users])
+    return _build_base(config).fit(sub_train, valid=sub_valid)
