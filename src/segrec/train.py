@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
+from .distributed.executor import Executor, make_executor
 from .errors import MissingDependencyError, SegrecError
 from .evaluate import EvalReport, bootstrap_diff, evaluate
 from .io import atomic_dir, read_json, read_table, write_json, write_table
@@ -43,7 +44,8 @@ Progress = Callable[[str], None]
 def _transformer(cfg: RunConfig) -> Recommender:
     from .models.transformer import TransformerRecommender
 
-    return TransformerRecommender(**{"random_state": cfg.seed, "device": cfg.device, **cfg.models.transformer})
+    return TransformerRecommender(**{"random_state": cfg.seed, "device": cfg.device,
+                                     **cfg.models.transformer})
 
 
 def _adapted(cfg: RunConfig) -> Recommender:
@@ -104,7 +106,10 @@ class RunResult:
         reports: name -> EvalReport on the test part (empty with ``no_split``).
         comparisons: name -> DataFrame of bootstrap CIs (per segment and overall).
         fit_seconds: name -> wall seconds of ``fit``.
-        skipped: name -> why the system was not run.
+        skipped: name -> why the system was not run; also ``"<system> segment <k>"`` for a
+            segment whose per-segment fit failed on every attempt (issue 6).
+        failed_segments: system -> {segment: why}: segments served by the fallback
+            because their per-segment task failed on every attempt.
     """
 
     config: RunConfig
@@ -117,6 +122,7 @@ class RunResult:
     comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
     fit_seconds: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    failed_segments: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
         """One row per evaluated system: overall metrics, terciles and fit time."""
@@ -166,14 +172,46 @@ def segment_users(train: Interactions, cfg: RunConfig) -> tuple[np.ndarray, dict
 
 
 def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
-                   progress: Progress | None = None) -> RunResult:
+                   progress: Progress | None = None, executor: Executor | None = None) -> RunResult:
     """Fit every configured system on one split and evaluate them all by the protocol.
 
     Args:
         cfg: The run config.
         data: The dataset; None loads it as ``cfg.data`` says.
         progress: Called with a short message before each step (the CLI shows it).
+        executor: Where per-segment fits run and how the global Transformer trains;
+            None builds one from ``cfg.ray`` (local by default) and closes it at the end.
     """
+    own = executor is None
+    executor = make_executor(cfg.ray) if own else executor
+    try:
+        return _run(cfg, data, progress, executor)
+    finally:
+        if own and hasattr(executor, "close"):
+            executor.close()
+
+
+def fit_system(model: Recommender, train: Interactions, valid: Interactions | None,
+               params: dict[str, Any], executor: Executor) -> Recommender:
+    """Fit one system, handing it the executor where it can use one.
+
+    Per-segment models (``uses_executor``) get ``executor=``; a model that trains
+    data-parallel (``supports_data_parallel``, the Transformer) goes through
+    ``executor.fit_data_parallel`` when the executor has it (Ray Train under the Ray executor).
+
+    Returns:
+        The fitted model (a new object when it was trained data-parallel).
+    """
+    if getattr(model, "uses_executor", False):
+        params = {**params, "executor": executor}
+    parallel = getattr(executor, "fit_data_parallel", None)
+    if parallel is not None and getattr(model, "supports_data_parallel", False) and not params:
+        return parallel(model, train, valid=valid)
+    return model.fit(train, valid=valid, **params)
+
+
+def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
+         executor: Executor) -> RunResult:
     say = progress or (lambda msg: log.info(msg))
     unknown = [n for n in cfg.models.systems if n not in SYSTEMS and n != "segmented"]
     if unknown:  # fail before any expensive step
@@ -211,9 +249,10 @@ def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
         if getattr(model, "needs_global", False) and "transformer" in result.systems:
             params["global_model"] = result.systems["transformer"]
         start = time.perf_counter()
-        model.fit(train, valid=valid, **params)
+        model = fit_system(model, train, valid, params, executor)
         result.fit_seconds[name] = time.perf_counter() - start
         result.systems[name] = model
+        _note_failures(result, name, model)
     if "segmented" in cfg.models.systems:
         tiers = {tier: build_system(sys_name, cfg) for tier, sys_name in TIERS.items()
                  if sys_name in result.systems}
@@ -234,6 +273,17 @@ def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
             result.reports[name] = evaluate(model, split, segments=segments, ks=cfg.evaluate.ks, system=name)
         _compare(result)
     return result
+
+
+def _note_failures(result: RunResult, name: str, model: Recommender) -> None:
+    """Record segments whose per-segment fit failed on every attempt (served by the fallback)."""
+    failed = dict(getattr(model, "failed_segments_", None) or {})
+    if not failed:
+        return
+    result.failed_segments[name] = {int(k): str(v) for k, v in failed.items()}
+    for seg, why in sorted(failed.items()):
+        result.skipped[f"{name} segment {seg}"] = f"{why}; its users are served by the global model"
+        log.warning("%s: segment %s falls back to the global model: %s", name, seg, why)
 
 
 def _compare(result: RunResult) -> None:
@@ -266,6 +316,7 @@ def results_dict(result: RunResult) -> dict[str, Any]:
         "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
         "routing": {str(k): v for k, v in getattr(result.systems.get("segmented"), "routing_", {}).items()},
         "skipped": result.skipped,
+        "failed_segments": {n: {str(k): v for k, v in f.items()} for n, f in result.failed_segments.items()},
         # per-epoch loss / validation NDCG of the neural systems, for the report (issue 7)
         "training_curves": {n: list(getattr(m, "curve_", None) or []) for n, m in result.systems.items()
                             if getattr(m, "curve_", None)},

@@ -27,12 +27,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-split", action="store_true",
                    help="use all of --data as fit data; nothing is held out or evaluated")
     p.add_argument("--segments", dest="n_segments", help="number of segments or 'auto'")
-    p.add_argument("--method", help="segmentation method (kmeans, gmm, spectral, agglomerative, vae, tiers, auto)")
+    p.add_argument("--method",
+                   help="segmentation method (kmeans, gmm, spectral, agglomerative, vae, tiers, auto)")
     p.add_argument("--device", help="torch device for neural models (cpu, cuda)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "segrec"),
                    help="cache for item-text embeddings (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    ray = p.add_argument_group("distributed (docs/ray.md; needs pip install 'segrec[ray]' for ray)")
+    ray.add_argument("--executor", choices=("local", "ray"),
+                     help="where per-segment fits run: this process (default) or Ray tasks; with ray "
+                          "the global Transformer trains data-parallel on Ray Train")
+    ray.add_argument("--workers", type=int, help="Ray Train workers (DDP processes) for the Transformer")
+    ray.add_argument("--ray-address", help="existing Ray cluster (auto, ray://head:10001, host:6379); "
+                                           "default: start a local Ray")
+    ray.add_argument("--max-retries", type=int, help="extra attempts for a failing segment task (default 1)")
     p.set_defaults(func=run_command)
 
 
@@ -58,6 +67,13 @@ def _overrides(args: argparse.Namespace) -> dict:
         over["device"] = args.device
     if args.seed is not None:
         over["seed"] = args.seed
+    flags = {"executor": args.executor, "workers": args.workers, "address": args.ray_address,
+             "max_retries": args.max_retries}
+    ray = {k: v for k, v in flags.items() if v is not None}
+    if ray.get("address") and "executor" not in ray:
+        ray["executor"] = "ray"  # an address only makes sense with the Ray executor
+    if ray:
+        over["ray"] = ray
     return over
 
 
