@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ._seqdata import Histories, Windows, iter_batches, padded_tail, to_batch
 
-__all__ = ["LoopSettings", "LoopResult", "multi_target_ce", "run_loop", "score_rows", "seeded"]
+__all__ = ["LoopSettings", "LoopResult", "mask_seen", "multi_target_ce", "run_loop", "score_rows", "seeded"]
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,38 @@ def multi_target_ce(
     loss = -(picked.sum(1) / mask.sum(1).clamp(min=1)).mean()
     if ref_logits is not None and kl_weight > 0:
         ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
-        kl = (logp.exp() * (logp - ref_logp)).sum(1).mean()  # KL(p || p_ref)
+        p = logp.exp()
+        # KL(p || p_ref); items masked out of both (-inf) contribute 0, not NaN
+        kl = torch.where(p > 0, p * (logp - ref_logp), torch.zeros_like(p)).sum(1).mean()
         loss = loss + kl_weight * kl
     return loss
+
+
+def mask_seen(logits: torch.Tensor, inputs: torch.Tensor, keep: torch.Tensor,
+              targets: torch.Tensor) -> torch.Tensor:
+    """Set the scores of items already in the window (up to each position) to -inf.
+
+    At test time a user's fit-data items are excluded from the ranking, so they need
+    not compete in the training softmax either; a target that repeats an earlier
+    item stays scorable.
+
+    Args:
+        logits: (n, n_items) scores at the kept positions.
+        inputs: (b, t) padded window inputs (pad id = n_items).
+        keep: (b, t) bool, the positions ``logits`` rows belong to.
+        targets: (n, w) target ids at the kept positions, -1 = none.
+
+    Returns:
+        Masked copy of ``logits``.
+    """
+    b, t = inputs.shape
+    n_items = logits.shape[1]
+    onehot = torch.zeros(b, t, n_items + 1, dtype=torch.int32, device=inputs.device)
+    onehot.scatter_(2, inputs[..., None], 1)
+    seen = onehot.cumsum(1)[keep][:, :n_items] > 0  # (n, n_items): seen at or before each position
+    is_target = torch.zeros_like(seen)
+    is_target.scatter_(1, targets.clamp(min=0), targets >= 0)
+    return logits.masked_fill(seen & ~is_target, float("-inf"))
 
 
 def run_loop(

@@ -23,7 +23,7 @@ from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
 from ._seqnet import SeqNet, SeqNetConfig
-from ._seqtrain import LoopSettings, multi_target_ce, run_loop, score_rows, seeded
+from ._seqtrain import LoopSettings, mask_seen, multi_target_ce, run_loop, score_rows, seeded
 from .base import ModelConfig, Recommender, check_is_fitted
 from .tuning import inner_sets
 
@@ -47,6 +47,8 @@ class TransformerConfig(ModelConfig):
     """Dropout on embeddings, attention and residual branches."""
     target_window: int = Field(1, ge=1)
     """Each position learns its next ``target_window`` items (1 = plain next-item CE)."""
+    exclude_seen: bool = False
+    """Leave items already in the window out of the training softmax (they are excluded at test)."""
     epochs: int = Field(200, ge=1)
     """Most epochs; with early stopping the best epoch on inner validation is used."""
     early_stopping: bool = True
@@ -183,7 +185,10 @@ class TransformerRecommender(Recommender):
             def batch_loss(inputs, targets):
                 hidden = net(inputs)  # (b, t, d)
                 keep = targets[..., 0] >= 0  # positions with a next item
-                return multi_target_ce(net.logits(hidden[keep]), targets[keep])
+                logits = net.logits(hidden[keep])  # (n, n_items)
+                if c.exclude_seen:
+                    logits = mask_seen(logits, inputs, keep, targets[keep])
+                return multi_target_ce(logits, targets[keep])
 
             validate = None
             if valid is not None:
