@@ -145,6 +145,8 @@ class LocalExecutor:
         """Run ``fn`` on every item here, in order; see :meth:`Executor.map`."""
         items = list(items)
         names = task_labels(labels, len(items))
+        if not items:
+            return []
         out: list[Any] = []
         for item, label in zip(items, names, strict=True):
             start = time.perf_counter()

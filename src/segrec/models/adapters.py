@@ -12,7 +12,9 @@ Each segment k gets a few parameters on top of the frozen global network
 θ_k is trained on the segment's users with ``CE + λ·KL(p_segment || p_global)``;
 the KL term keeps small segments from drifting far from the global model. By default
 θ_k is at most 5% of θ_shared. :func:`fit_segment_adapter` is a pure function of
-(shared weights, one segment's data, config, seed), so it can run as a Ray task.
+(shared weights, one segment's data, config, seed); the recommender runs it once per
+segment through an executor (:mod:`segrec.distributed`): here, or as Ray tasks that
+read the shared weights and histories from the object store.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
+from ..distributed.executor import Executor, LocalExecutor, TaskFailure, raise_if_all_failed
 from ..errors import ConfigError, DataValidationError, SegrecWarning
 from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
@@ -310,15 +313,20 @@ class AdaptedTransformerRecommender(Recommender):
         rank_: Rank of the weight deltas.
         param_ratio_: Parameters of one θ_k / parameters of θ_shared.
         segment_info_: segment -> dict(users, best_epoch, valid NDCG@10 global/adapted, seconds).
+        failed_segments_: segment -> why its adapter task failed on every attempt; the
+            segment is served by the global model.
     """
 
     Config = AdapterConfig
     name = "adapted_transformer"
     config: AdapterConfig
+    #: ``fit`` takes ``executor=`` (one adapter task per segment)
+    uses_executor = True
 
     def fit(
         self, train: Interactions, valid: Interactions | None = None, *,
         segments: np.ndarray, global_model: TransformerRecommender | None = None,
+        executor: Executor | None = None,
     ) -> AdaptedTransformerRecommender:
         """Fit the global model (unless given) and one adapter per segment.
 
@@ -327,6 +335,9 @@ class AdaptedTransformerRecommender(Recommender):
             valid: Optional held-out tail (early stopping), then merged in.
             segments: int array of shape (n_users,), a segment label per dense user; -1 = none.
             global_model: A TransformerRecommender, fitted on the same data or not (then fitted here).
+            executor: Runs the per-segment adapter fits (default: one after another here).
+                A segment whose task fails on every attempt keeps the global model and is
+                listed in ``failed_segments_``.
 
         Returns:
             self, fitted.
@@ -341,6 +352,7 @@ class AdaptedTransformerRecommender(Recommender):
                 f"got shape {segments.shape}", source="segments", problem="wrong shape")
         self._segments_in = segments.astype(np.int64)
         self._global_in = global_model
+        self._executor_in = executor
         return super().fit(train, valid=valid)
 
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
@@ -376,33 +388,54 @@ class AdaptedTransformerRecommender(Recommender):
         full_hist = Histories.from_interactions(full)
         self.adapters_: dict[int, dict[str, np.ndarray]] = {}
         self.segment_info_: dict[int, dict[str, Any]] = {}
+        self.failed_segments_: dict[int, str] = {}
+        executor = getattr(self, "_executor_in", None) or LocalExecutor()
         labels, counts = np.unique(self.segments_[self.segments_ >= 0], return_counts=True)
+        todo: dict[int, np.ndarray] = {}
         for k, n_users in zip(labels.tolist(), counts.tolist(), strict=True):
-            users = np.flatnonzero(self.segments_ == k)
-            info: dict[str, Any] = {"users": n_users}
-            self.segment_info_[k] = info
+            self.segment_info_[k] = {"users": n_users}
             if n_users < c.min_segment_users:
-                info["best_epoch"] = 0
-                continue
-            epochs = c.epochs
-            if tune:
-                res = fit_segment_adapter(inner_shared, net_config, tr_hist.select(users),
-                                          va_hist.select(users), c, rank=self.rank_, target_window=tw,
-                                          seed=c.random_state + k, label=f"segment {k}")
-                epochs = res.best_epoch
-                info.update(valid_ndcg_global=res.global_score, valid_ndcg_adapted=res.best_score,
-                            tune_seconds=res.seconds)
+                self.segment_info_[k]["best_epoch"] = 0
+            else:
+                todo[k] = np.flatnonzero(self.segments_ == k)
+        epochs = {k: c.epochs for k in todo}
+        if tune:
+            # shared weights + histories go to the executor once; each task selects its users
+            results = executor.map(tune_adapter_task, [(k, u) for k, u in todo.items()],
+                                   shared=(inner_shared, net_config, tr_hist, va_hist, c, self.rank_, tw),
+                                   labels=[f"adapter segment {k} (tune)" for k in todo], on_error="return")
+            raise_if_all_failed(results, "AdaptedTransformerRecommender (epoch choice)")
+            for k, res in zip(list(todo), results, strict=True):
+                if self._failed(k, res):
+                    continue
+                epochs[k] = res.best_epoch
+                self.segment_info_[k].update(valid_ndcg_global=res.global_score,
+                                             valid_ndcg_adapted=res.best_score, tune_seconds=res.seconds)
                 log.info("segment %d (%d users): inner-valid NDCG@10 %.4f global -> %.4f adapted "
-                         "at epoch %d", k, n_users, res.global_score, res.best_score, epochs)
-            info["best_epoch"] = epochs
-            if epochs == 0:
-                continue  # adaptation did not help on validation: serve with the global model
-            res = fit_segment_adapter(final_shared, net_config, full_hist.select(users), None, c,
-                                      rank=self.rank_, target_window=tw, epochs=epochs,
-                                      seed=c.random_state + k, label=f"segment {k}")
-            info["seconds"] = res.seconds
-            self.adapters_[k] = res.params
+                         "at epoch %d", k, len(todo[k]), res.global_score, res.best_score, res.best_epoch)
+        for k in todo:
+            if k not in self.failed_segments_:
+                self.segment_info_[k]["best_epoch"] = epochs[k]
+        # epochs == 0: adaptation did not help on validation, serve the segment with the global model
+        final = [(k, todo[k], epochs[k]) for k in todo if k not in self.failed_segments_ and epochs[k] > 0]
+        results = executor.map(final_adapter_task, final,
+                               shared=(final_shared, net_config, full_hist, c, self.rank_, tw),
+                               labels=[f"adapter segment {k}" for k, _, _ in final], on_error="return")
+        raise_if_all_failed(results, "AdaptedTransformerRecommender")
+        for (k, _, _), res in zip(final, results, strict=True):
+            if not self._failed(k, res):
+                self.segment_info_[k]["seconds"] = res.seconds
+                self.adapters_[k] = res.params
         self.fit_seconds_ = time.perf_counter() - start
+
+    def _failed(self, k: int, res: Any) -> bool:
+        """Record a segment whose task failed on every attempt; it keeps the global model."""
+        if not isinstance(res, TaskFailure):
+            return False
+        self.failed_segments_[k] = str(res)
+        self.segment_info_[k].update(best_epoch=0, failed=str(res))
+        log.warning("segment %d: adapter fit failed, served by the global model: %s", k, res)
+        return True
 
     # -------------------------------------------------------------- scoring
     def _score(self, users: np.ndarray) -> np.ndarray:
@@ -471,6 +504,7 @@ class AdaptedTransformerRecommender(Recommender):
         self.rank_ = meta["rank"]
         self.param_ratio_ = meta["param_ratio"]
         self.segment_info_ = {int(k): v for k, v in meta["segment_info"].items()}
+        self.failed_segments_ = {int(k): v for k, v in meta.get("failed_segments", {}).items()}
         self.fit_seconds_ = meta.get("fit_seconds")
 
     def _meta(self) -> dict[str, Any]:
@@ -481,5 +515,41 @@ class AdaptedTransformerRecommender(Recommender):
             "rank": self.rank_,
             "param_ratio": self.param_ratio_,
             "segment_info": {str(k): v for k, v in self.segment_info_.items()},
+            "failed_segments": {str(k): v for k, v in getattr(self, "failed_segments_", {}).items()},
             "fit_seconds": self.fit_seconds_,
         }
+
+
+def tune_adapter_task(shared: tuple, item: tuple[int, np.ndarray]) -> SegmentFit:
+    """Executor task: choose one segment's adapter epochs on its inner-valid items.
+
+    Args:
+        shared: ``(inner weights, net_config, train histories, valid histories, config,
+            rank, target_window)``, the same for every segment (shipped once).
+        item: ``(segment, its dense users)``.
+
+    Returns:
+        The early-stopped :class:`SegmentFit` (seed ``config.random_state + segment``).
+    """
+    weights, net_config, train, valid, config, rank, tw = shared
+    k, users = item
+    return fit_segment_adapter(weights, net_config, train.select(users), valid.select(users), config,
+                               rank=rank, target_window=tw, seed=config.random_state + k,
+                               label=f"segment {k}")
+
+
+def final_adapter_task(shared: tuple, item: tuple[int, np.ndarray, int]) -> SegmentFit:
+    """Executor task: train one segment's θ_k on all its fit data for the chosen epochs.
+
+    Args:
+        shared: ``(final weights, net_config, full histories, config, rank, target_window)``.
+        item: ``(segment, its dense users, epochs)``.
+
+    Returns:
+        :class:`SegmentFit` with θ_k (seed ``config.random_state + segment``).
+    """
+    weights, net_config, hist, config, rank, tw = shared
+    k, users, epochs = item
+    return fit_segment_adapter(weights, net_config, hist.select(users), None, config, rank=rank,
+                               target_window=tw, epochs=epochs, seed=config.random_state + k,
+                               label=f"segment {k}")
