@@ -102,9 +102,14 @@ class TransformerRecommender(Recommender):
     Config = TransformerConfig
     name = "transformer"
     config: TransformerConfig
+    #: can train data-parallel (Ray Train, ``segrec.distributed``) through ``data_parallel_hook``
+    supports_data_parallel = True
 
     def __init__(self, config: TransformerConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
+        #: set by a data-parallel trainer in each worker process (``segrec.distributed.ddp``);
+        #: None = train in this process alone
+        self.data_parallel_hook = None
         if self.config.embedding_size % self.config.n_heads:
             raise ConfigError(
                 f"TransformerRecommender: embedding_size={self.config.embedding_size} must be "
@@ -182,13 +187,10 @@ class TransformerRecommender(Recommender):
             windows = make_windows(hist, c.max_len)
             pad = net.config.pad_id
 
-            def batch_loss(inputs, targets):
-                hidden = net(inputs)  # (b, t, d)
-                keep = targets[..., 0] >= 0  # positions with a next item
-                logits = net.logits(hidden[keep])  # (n, n_items)
-                if c.exclude_seen:
-                    logits = mask_seen(logits, inputs, keep, targets[keep])
-                return multi_target_ce(logits, targets[keep])
+            objective = NextItemLoss(net, c.exclude_seen)
+            parallel = self.data_parallel_hook
+            # one process: the objective itself; under DDP: this rank's shard of each batch
+            batch_loss = objective if parallel is None else parallel.wrap(objective)
 
             validate = None
             if valid is not None:
@@ -196,7 +198,12 @@ class TransformerRecommender(Recommender):
                 tail = hist.tail(c.max_len)
 
                 def validate() -> float:
-                    return quick_ndcg(lambda u: _score_net(net, tail, u, c.device), fit_csr, valid_csr)
+                    def score(u):
+                        return _score_net(net, tail, u, c.device)
+
+                    if parallel is not None:  # each rank scores a share of the users
+                        return parallel.mean_ndcg(score, fit_csr, valid_csr)
+                    return quick_ndcg(score, fit_csr, valid_csr)
 
             params = dict(net.named_parameters())
             result = run_loop(params, batch_loss, net.train, hist, windows, self._loop_settings(epochs),
@@ -288,6 +295,28 @@ class TransformerRecommender(Recommender):
     def _meta(self) -> dict[str, Any]:
         return {"best_epoch": self.best_epoch_, "curve": self.curve_, "fit_seconds": self.fit_seconds_,
                 "n_params": self.net_.n_params()}
+
+
+class NextItemLoss(torch.nn.Module):
+    """The training objective as a module: ``forward(inputs, targets)`` is a batch's loss.
+
+    Keeping the tied output layer and the item bias inside one ``forward`` lets a DDP
+    wrapper (``segrec.distributed.ddp``) all-reduce every parameter's gradient.
+    """
+
+    def __init__(self, net: SeqNet, exclude_seen: bool = False):
+        super().__init__()
+        self.net = net
+        self.exclude_seen = exclude_seen
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean full-softmax CE over positions with a next item; inputs (b, t), targets (b, t, w)."""
+        hidden = self.net(inputs)  # (b, t, d)
+        keep = targets[..., 0] >= 0  # positions with a next item
+        logits = self.net.logits(hidden[keep])  # (n, n_items)
+        if self.exclude_seen:
+            logits = mask_seen(logits, inputs, keep, targets[keep])
+        return multi_target_ce(logits, targets[keep])
 
 
 def _score_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> np.ndarray:
