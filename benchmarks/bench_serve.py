@@ -305,8 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="keep-alive client connections")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--phases", help="comma-separated subset of phases (default: all)")
-    parser.add_argument("--server-args", default="", help="extra `segrec serve` flags for the routed system, "
-                                                          "e.g. '--policy budget --budget-fraction 0.3'")
+    parser.add_argument("--server-args", action="append",
+                        help="`segrec serve` flags for one routed server, e.g. '--policy budget "
+                             "--budget-fraction 0.3'; repeat for several servers (default: one, as saved)")
     parser.add_argument("--systems", default="",
                         help="also serve these saved systems alone, one server each "
                              "(e.g. local_ease,transformer)")
@@ -325,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{run}: not a run directory; build one with `segrec run --out {run}` or pass --synthetic",
                   file=sys.stderr)
             return 2
-    targets = [("routed " + (args.server_args or "(saved policy)"), args.server_args.split())]
+    targets = [("routed " + (extra or "(saved policy)"), extra.split())
+               for extra in (args.server_args or [""])]
     targets += [(name, ["--system", name]) for name in args.systems.split(",") if name]
     rows, facts = [], {}
     try:
