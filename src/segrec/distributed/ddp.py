@@ -75,7 +75,8 @@ class TorchDataParallel:
             The shard's loss, scaled so that DDP's gradient average is the global batch's gradient.
         """
         ids = [self.device.index] if self.device.type == "cuda" else None
-        ddp = nn.parallel.DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False)
+        # the network has no buffers to keep in sync (LayerNorm/Embedding/Linear only)
+        ddp = nn.parallel.DistributedDataParallel(objective, device_ids=ids, forward_sync_buffers=False)
 
         def step(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             lo, hi = shard_bounds(inputs.shape[0], self.rank, self.world_size)
@@ -83,10 +84,16 @@ class TorchDataParallel:
             if hi == lo:
                 # Fewer windows than processes (a last small batch): still run one forward and
                 # backward so DDP's all-reduce matches across ranks, but contribute nothing.
-                return ddp(inputs[:1], targets[:1]) * 0.0
-            share = keep[lo:hi].sum().float() / keep.sum().float()
-            # mean over my positions x (my positions / all positions) x N, then DDP divides by N
-            return ddp(inputs[lo:hi], targets[lo:hi]) * (share * self.world_size)
+                loss = ddp(inputs[:1], targets[:1]) * 0.0
+            else:
+                share = keep[lo:hi].sum().float() / keep.sum().float()
+                # mean over my positions x (my positions / all positions) x N; DDP divides by N
+                loss = ddp(inputs[lo:hi], targets[lo:hi]) * (share * self.world_size)
+            # The value the loop logs is the whole batch's loss (one scalar all-reduce); the
+            # gradient stays this shard's, which DDP averages.
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            return loss + (total / self.world_size - loss.detach())
 
         return step
 
