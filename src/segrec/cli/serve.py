@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-fraction", type=float,
                    help="budget policy: mean FLOPs/request as a share of the most accurate tier's")
     p.add_argument("--budget-flops", type=float, help="budget policy: mean FLOPs/request, absolute")
+    p.add_argument("--rules", metavar="KEY=TIER,...",
+                   help="rules policy (implies --policy rules): activity level (light, medium, heavy), "
+                        "segment number or 'new' -> tier, e.g. 'heavy=global,light=local,new=local,3=global'")
     p.add_argument("--max-k", type=int, default=1000,
                    help="largest k a request may ask for (default: %(default)s)")
     p.add_argument("--no-reload", action="store_true", help="disable POST /v1/admin/reload")
@@ -51,7 +54,42 @@ def router_options(args: argparse.Namespace) -> dict:
         opts["budget_fraction"] = args.budget_fraction
     if args.budget_flops is not None:
         opts["budget_flops"] = args.budget_flops
+    if args.rules:
+        opts["rules"] = parse_rules(args.rules)
+        opts.setdefault("policy", "rules")
     return opts
+
+
+def parse_rules(text: str) -> dict:
+    """``heavy=global,light=local,new=local,3=global`` -> a RulesConfig mapping.
+
+    Raises:
+        SegrecError: A pair is not ``KEY=TIER`` or a key is not an activity level, a segment or ``new``.
+    """
+    from ..errors import SegrecError
+
+    activity: dict[str, str] = {}
+    segments: dict[int, str] = {}
+    rules: dict = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, tier = pair.partition("=")
+        key, tier = key.strip(), tier.strip()
+        if not sep or not tier:
+            raise SegrecError(f"--rules: {pair!r} is not KEY=TIER (e.g. heavy=global)")
+        if key in ("light", "medium", "heavy"):
+            activity[key] = tier
+        elif key == "new":
+            rules["new_users"] = tier
+        elif key.isdigit():
+            segments[int(key)] = tier
+        else:
+            raise SegrecError(f"--rules: unknown key {key!r}; use light, medium, heavy, new or a "
+                              "segment number")
+    if activity:
+        rules["activity"] = activity
+    if segments:
+        rules["segments"] = segments
+    return rules
 
 
 def serve_command(args: argparse.Namespace) -> int:
