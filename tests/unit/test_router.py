@@ -274,3 +274,16 @@ def test_new_users_reach_a_sequential_tier_through_its_sequence_input(system):
     served = router.recommend(recent_items=["i25", "i26", "i27"], k=3)
     assert served.tier == "transformer" and not served.fallback and served.segment == 1
     assert router.recommend(attributes={"gender": "M"}, k=3).tier == "segment_popularity"
+
+
+def test_cli_rules_flag_parses_into_a_rules_config():
+    from segrec.cli.serve import parse_rules
+
+    rules = parse_rules("heavy=global, light=local,new=popularity,3=global")
+    cfg = RulesConfig(**rules)
+    assert cfg.activity == {"heavy": "global", "light": "local"} and cfg.segments == {3: "global"}
+    assert cfg.new_users == "popularity"
+    with pytest.raises(SegrecError, match="unknown key 'huge'"):
+        parse_rules("huge=global")
+    with pytest.raises(SegrecError, match="is not KEY=TIER"):
+        parse_rules("heavy")
