@@ -118,3 +118,28 @@ def test_text_init(split):
 def test_bad_heads():
     with pytest.raises(ConfigError, match="divisible"):
         TransformerRecommender(embedding_size=10, n_heads=3)
+
+
+def test_mask_seen_keeps_targets():
+    import torch
+
+    from segrec.models._seqtrain import mask_seen, multi_target_ce
+
+    inputs = torch.tensor([[1, 2, 3, 5], [0, 0, 2, 5]])  # pad id = 5 = n_items
+    targets = torch.tensor([[2, 3, -1, -1], [0, 2, 1, -1]])[..., None]
+    keep = targets[..., 0] >= 0
+    masked = mask_seen(torch.zeros(int(keep.sum()), 5), inputs, keep, targets[keep])
+    expected = [[1], [1, 2], [], [0], [0, 2]]  # items seen so far, minus a repeated target
+    for row, seen in zip(masked, expected, strict=True):
+        assert torch.isinf(row).nonzero().view(-1).tolist() == seen
+    # several targets per position, some absent: finite loss (regression: -inf * 0 = NaN)
+    wide = torch.tensor([[[2, 3], [3, -1], [-1, -1], [-1, -1]], [[0, 2], [2, 1], [1, -1], [-1, -1]]])
+    keep = wide[..., 0] >= 0
+    logits = mask_seen(torch.zeros(int(keep.sum()), 5), inputs, keep, wide[keep])
+    assert torch.isfinite(multi_target_ce(logits, wide[keep]))
+
+
+def test_exclude_seen_and_target_window_learn(split):
+    model = TransformerRecommender(**{**TINY, "exclude_seen": True, "target_window": 2})
+    model.fit(split.train, valid=split.valid)
+    assert evaluate(model, split, ks=(1, 10)).overall["recall@1"] >= 0.95

@@ -106,7 +106,8 @@ def multi_target_ce(
     """
     logp = F.log_softmax(logits.float(), dim=-1)  # (n, n_items)
     mask = targets >= 0
-    picked = logp.gather(1, targets.clamp(min=0)) * mask  # (n, w)
+    # where(), not a product: an absent target's dummy index may hold -inf (masked item)
+    picked = torch.where(mask, logp.gather(1, targets.clamp(min=0)), 0.0)  # (n, w)
     loss = -(picked.sum(1) / mask.sum(1).clamp(min=1)).mean()
     if ref_logits is not None and kl_weight > 0:
         ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
@@ -140,7 +141,8 @@ def mask_seen(logits: torch.Tensor, inputs: torch.Tensor, keep: torch.Tensor,
     onehot.scatter_(2, inputs[..., None], 1)
     seen = onehot.cumsum(1)[keep][:, :n_items] > 0  # (n, n_items): seen at or before each position
     is_target = torch.zeros_like(seen)
-    is_target.scatter_(1, targets.clamp(min=0), targets >= 0)
+    rows, cols = torch.nonzero(targets >= 0, as_tuple=True)
+    is_target[rows, targets[rows, cols]] = True
     return logits.masked_fill(seen & ~is_target, float("-inf"))
 
 

@@ -37,7 +37,7 @@ from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
 from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
-from ._seqtrain import LoopSettings, multi_target_ce, run_loop, score_rows, seeded
+from ._seqtrain import LoopSettings, mask_seen, multi_target_ce, run_loop, score_rows, seeded
 from .base import ModelConfig, Recommender, check_is_fitted
 from .transformer import TransformerConfig, TransformerRecommender
 from .tuning import inner_sets
@@ -205,6 +205,7 @@ def fit_segment_adapter(
     *,
     rank: int,
     target_window: int = 1,
+    exclude_seen: bool = False,
     epochs: int | None = None,
     seed: int = 0,
     label: str = "segment",
@@ -219,6 +220,7 @@ def fit_segment_adapter(
         config: Adapter settings.
         rank: Rank of the weight deltas.
         target_window: Next items learned per position (the global model's setting).
+        exclude_seen: Mask items already in the window out of the softmax (the global's setting).
         epochs: Epochs to train (default ``config.epochs``); with ``valid`` the most epochs.
         seed: Seed of θ_k's init, dropout and batch order.
         label: Name in log messages.
@@ -253,6 +255,9 @@ def fit_segment_adapter(
             if config.kl_weight > 0:
                 with torch.no_grad():
                     ref = reference.logits(reference(inputs)[keep])
+            if exclude_seen:  # the same softmax as the global model was trained with
+                logits = mask_seen(logits, inputs, keep, targets[keep])
+                ref = None if ref is None else mask_seen(ref, inputs, keep, targets[keep])
             return multi_target_ce(logits, targets[keep], ref, config.kl_weight)
 
         validate = None
@@ -373,7 +378,8 @@ class AdaptedTransformerRecommender(Recommender):
                  100 * self.param_ratio_, n_shared)
         full = train if valid is None else train.concat(valid)
         final_shared = {k: v.detach().cpu().numpy() for k, v in g.net_.state_dict().items()}
-        tw = g.config.target_window
+        # the global model's training objective, which the adapters keep
+        tw = {"target_window": g.config.target_window, "exclude_seen": g.config.exclude_seen}
         # Honest epoch choice needs a global model that has not seen the inner-valid items.
         inner = getattr(g, "inner_params_", None)
         tune = c.early_stopping and inner is not None
@@ -525,7 +531,8 @@ def tune_adapter_task(shared: tuple, item: tuple[int, np.ndarray]) -> SegmentFit
 
     Args:
         shared: ``(inner weights, net_config, train histories, valid histories, config,
-            rank, target_window)``, the same for every segment (shipped once).
+            rank, objective)``, the same for every segment (shipped once); ``objective``
+            holds the global model's ``target_window`` and ``exclude_seen``.
         item: ``(segment, its dense users)``.
 
     Returns:
@@ -534,15 +541,14 @@ def tune_adapter_task(shared: tuple, item: tuple[int, np.ndarray]) -> SegmentFit
     weights, net_config, train, valid, config, rank, tw = shared
     k, users = item
     return fit_segment_adapter(weights, net_config, train.select(users), valid.select(users), config,
-                               rank=rank, target_window=tw, seed=config.random_state + k,
-                               label=f"segment {k}")
+                               rank=rank, **tw, seed=config.random_state + k, label=f"segment {k}")
 
 
 def final_adapter_task(shared: tuple, item: tuple[int, np.ndarray, int]) -> SegmentFit:
     """Executor task: train one segment's θ_k on all its fit data for the chosen epochs.
 
     Args:
-        shared: ``(final weights, net_config, full histories, config, rank, target_window)``.
+        shared: ``(final weights, net_config, full histories, config, rank, objective)``.
         item: ``(segment, its dense users, epochs)``.
 
     Returns:
@@ -551,5 +557,4 @@ def final_adapter_task(shared: tuple, item: tuple[int, np.ndarray, int]) -> Segm
     weights, net_config, hist, config, rank, tw = shared
     k, users, epochs = item
     return fit_segment_adapter(weights, net_config, hist.select(users), None, config, rank=rank,
-                               target_window=tw, epochs=epochs, seed=config.random_state + k,
-                               label=f"segment {k}")
+                               **tw, epochs=epochs, seed=config.random_state + k, label=f"segment {k}")
