@@ -86,8 +86,9 @@ class Executor(Protocol):
             items: One task per item.
             shared: Data every task reads (e.g. the training data), shipped once.
             labels: Names of the tasks for logs and failures (default ``"task i"``).
-            on_error: ``raise`` a :class:`~segrec.errors.ModelFitError` when a task fails
-                on every attempt, or ``return`` a :class:`TaskFailure` in its slot.
+            on_error: ``raise``: a task that fails on every attempt raises its own
+                exception here (a dead worker: :class:`~segrec.errors.ModelFitError`);
+                ``return``: its slot holds a :class:`TaskFailure` and the others are kept.
 
         Returns:
             Results in item order.
@@ -160,10 +161,9 @@ class LocalExecutor:
                     log.debug("%s", traceback.format_exc())
                     if attempt <= self.max_retries:
                         continue
-                    failure = TaskFailure(label, _describe(exc), attempt)
                     if on_error == "raise":
-                        raise ModelFitError(str(failure)) from exc
-                    out.append(failure)
+                        raise
+                    out.append(TaskFailure(label, _describe(exc), attempt))
             log.debug("%s done in %.2fs", label, time.perf_counter() - start)
         return out
 

@@ -160,8 +160,9 @@ class RayExecutor:
         """One Ray task per item, ``shared`` put into the object store once; see ``Executor.map``.
 
         Raises:
-            ModelFitError: With ``on_error="raise"``, a task failed on every attempt
-                (raised after all tasks finished, naming the first failure).
+            Exception: With ``on_error="raise"``, the first failed task's own exception
+                (after all tasks finished); :class:`~segrec.errors.ModelFitError` when its
+                worker died or the exception could not be brought back.
         """
         items = list(items)
         names = task_labels(labels, len(items))
@@ -179,6 +180,7 @@ class RayExecutor:
         log.info("%d Ray tasks submitted (%s CPU, %s GPU each, %d retries)", len(refs),
                  self.num_cpus_per_task, self.num_gpus_per_task, self.max_retries)
         out: list[Any] = []
+        first_error: BaseException | None = None
         attempts = self.max_retries + 1
         for name, task in zip(names, refs, strict=True):
             try:
@@ -186,14 +188,15 @@ class RayExecutor:
             except ray.exceptions.RayTaskError as exc:  # the task itself raised, every attempt
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                 out.append(TaskFailure(name, _describe(cause), attempts))
+                first_error = first_error or (cause if isinstance(cause, Exception) else exc)
             except ray.exceptions.RayError as exc:  # worker died (os._exit, OOM kill, lost node)
                 out.append(TaskFailure(name, _describe(exc).splitlines()[0], attempts, killed=True))
+                first_error = first_error or ModelFitError(str(out[-1]))
             if isinstance(out[-1], TaskFailure):
                 log.warning("%s", out[-1])
         log.info("%d Ray tasks done in %.1fs", len(refs), time.perf_counter() - start)
-        failed = [r for r in out if isinstance(r, TaskFailure)]
-        if failed and on_error == "raise":
-            raise ModelFitError(str(failed[0]))
+        if first_error is not None and on_error == "raise":
+            raise first_error
         return out
 
     # ---------------------------------------------------- data-parallel fit

@@ -10,6 +10,8 @@ For each candidate K the segmenter is fitted and scored by
 
 ``criterion`` names the one figure that decides; the table keeps all of them.
 Ties go to the smaller K (fewer segments are cheaper to serve and explain).
+The candidates are independent, so they run through an executor
+(:mod:`segrec.distributed`): one after another here by default, or as Ray tasks.
 
 Example:
     >>> sel = select_n_segments(KMeansSegmenter(random_state=0), features, candidates=range(2, 9))
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..distributed.executor import Executor, LocalExecutor
 from ..errors import SegmentationError
 from ..features.base import UserFeatures
 from ..split import holdout_split
@@ -138,6 +141,7 @@ def select_n_segments(
     reg: float = 100.0,
     min_segment_users: int = 20,
     random_state: int = 0,
+    executor: Executor | None = None,
 ) -> KSelection:
     """Fit ``segmenter`` for each candidate K and pick the best by ``criterion``.
 
@@ -156,6 +160,8 @@ def select_n_segments(
         reg: EASE lambda for the downstream figures.
         min_segment_users: Segments smaller than this use the global model (downstream).
         random_state: Seed of the sampling.
+        executor: Runs one task per candidate K (a :class:`segrec.distributed.Executor`;
+            default: in this process). The same seeds give the same table either way.
 
     Returns:
         KSelection with the chosen K and the full table.
@@ -180,37 +186,12 @@ def select_n_segments(
         if data.n_users != len(x):
             raise SegmentationError(f"data has {data.n_users} users but features have {len(x)} rows")
         inner = holdout_split(data, 0.1)
-    rows = []
-    for k in ks:
-        start = time.perf_counter()
-        model = segmenter.with_params(n_segments=k)
-        try:
-            model.fit(features)
-        except SegmentationError as exc:
-            log.info("K=%d skipped: %s", k, exc)
-            continue
-        seg = model.segmentation_
-        row: dict[str, Any] = {
-            "k": k,
-            **seg.metrics,
-            "fit_seconds": time.perf_counter() - start,
-            "min_size": int(seg.sizes().min()),
-            "max_size": int(seg.sizes().max()),
-        }
-        if do_stability:
-            row["stability_ari"] = stability_ari(
-                segmenter, features, k, n_runs=n_stability_runs, random_state=random_state
-            )
-        if inner is not None:
-            from .downstream import segment_ndcg
-
-            res = segment_ndcg(
-                model.labels_, inner[0], inner[1], reg=reg, min_segment_users=min_segment_users
-            )
-            row["global_ndcg@10"] = res.global_
-            row["segmented_ndcg@10"] = res.segmented
-        rows.append(row)
-        log.info("K=%d: %s", k, {c: round(v, 4) for c, v in row.items() if isinstance(v, float)})
+    executor = executor or LocalExecutor(max_retries=0)
+    # features (and the inner split) go to the executor once; one task per candidate K
+    shared = (segmenter, features, inner, do_stability, n_stability_runs, reg, min_segment_users,
+              random_state)
+    results = executor.map(score_candidate, ks, shared=shared, labels=[f"K={k}" for k in ks])
+    rows = [row for row in results if row is not None]
     if not rows:
         raise SegmentationError(f"{type(segmenter).__name__}: no candidate K in {ks} could be fitted")
     table = pd.DataFrame(rows)
@@ -218,6 +199,45 @@ def select_n_segments(
         if col not in table:
             table[col] = np.nan
     return KSelection(table, _best(table, criterion), criterion)
+
+
+def score_candidate(shared: tuple, k: int) -> dict[str, Any] | None:
+    """Fit the segmenter with ``n_segments=k`` and compute its figures (one executor task).
+
+    Args:
+        shared: ``(segmenter, features, inner split or None, stability?, stability runs,
+            EASE reg, min_segment_users, random_state)``, the same for every K.
+        k: The candidate number of segments.
+
+    Returns:
+        The table row of K, or None when the segmenter cannot produce K segments.
+    """
+    segmenter, features, inner, do_stability, n_runs, reg, min_segment_users, random_state = shared
+    start = time.perf_counter()
+    model = segmenter.with_params(n_segments=k)
+    try:
+        model.fit(features)
+    except SegmentationError as exc:
+        log.info("K=%d skipped: %s", k, exc)
+        return None
+    seg = model.segmentation_
+    row: dict[str, Any] = {
+        "k": k,
+        **seg.metrics,
+        "fit_seconds": time.perf_counter() - start,
+        "min_size": int(seg.sizes().min()),
+        "max_size": int(seg.sizes().max()),
+    }
+    if do_stability:
+        row["stability_ari"] = stability_ari(segmenter, features, k, n_runs=n_runs, random_state=random_state)
+    if inner is not None:
+        from .downstream import segment_ndcg
+
+        res = segment_ndcg(model.labels_, inner[0], inner[1], reg=reg, min_segment_users=min_segment_users)
+        row["global_ndcg@10"] = res.global_
+        row["segmented_ndcg@10"] = res.segmented
+    log.info("K=%d: %s", k, {c: round(v, 4) for c, v in row.items() if isinstance(v, float)})
+    return row
 
 
 @dataclass(frozen=True)
