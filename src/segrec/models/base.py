@@ -105,6 +105,16 @@ class Recommender:
         """Scores of shape (len(users), n_items) for dense user ids; NaN = cannot score."""
         raise NotImplementedError
 
+    def inner_model(self) -> Recommender | None:
+        """The model as fitted on the inner train part only, if ``fit`` kept it.
+
+        A model that chose its settings on (train -> valid) and then refitted on
+        train ∪ valid may keep the train-only version; a composite that must score
+        valid honestly (the router's stage 1) reuses it instead of fitting again.
+        None (the default) means "not kept": the caller fits a fresh copy.
+        """
+        return None
+
     # --------------------------------------------------------------- scoring
     @property
     def n_items(self) -> int:

@@ -180,6 +180,13 @@ class SegmentedRecommender(Recommender):
             inner_train, inner_valid = inner_sets(train, valid)
             stage: dict[str, Recommender] = {}
             for name, proto in self.tiers.items():
+                pre = (prefitted or {}).get(name)
+                # a prefitted tier fitted with this same valid part may have kept its
+                # train-only version: reuse it rather than training it again
+                kept = pre.inner_model() if pre is not None and valid is not None else None
+                if kept is not None:
+                    stage[name] = kept
+                    continue
                 m = proto.with_params()
                 stage[name] = m.fit(inner_train, **_fit_params(m, segments, stage))
             table = validation_table(stage, inner_train, inner_valid, segments)

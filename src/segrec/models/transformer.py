@@ -224,6 +224,8 @@ class TransformerRecommender(Recommender):
             self.curve_ = result.curve
             self.inner_params_ = result.best_params
             self.inner_score_ = result.best_score
+            # kept (not saved) so inner_model() can score the inner valid part without refitting
+            self._inner_data = (Histories.from_interactions(inner_train, c.max_len), inner_train.to_csr())
             self.best_epoch_ = max(result.best_epoch, 1)
             log.info("%s: best inner-valid NDCG@10 %.4f at epoch %d", self.name, result.best_score,
                      self.best_epoch_)
@@ -237,6 +239,26 @@ class TransformerRecommender(Recommender):
         # Scoring always uses the full fit history (train ∪ valid), even without refit.
         self.histories_ = Histories.from_interactions(full, c.max_len)
         self.fit_seconds_ = time.perf_counter() - start
+
+    def inner_model(self) -> TransformerRecommender | None:
+        """The best-epoch network trained on the inner train part only, with that part's histories.
+
+        Lets the segment router score the inner valid part honestly without training
+        the Transformer again. None after ``load`` or when early stopping was off.
+        """
+        check_is_fitted(self)
+        inner = getattr(self, "_inner_data", None)
+        if self.inner_params_ is None or inner is None:
+            return None
+        net = SeqNet(self._net_config(self.n_items))
+        net.load_state_dict({**self.net_.state_dict(), **self.inner_params_})
+        model = type(self)(self.config)
+        model.net_ = net.to(self.config.device).eval()
+        model.histories_, model.seen_ = inner
+        model.user_vocab_, model.item_vocab_ = self.user_vocab_, self.item_vocab_
+        model.inner_params_ = None
+        model.best_epoch_, model.curve_, model.fit_seconds_ = self.best_epoch_, self.curve_, 0.0
+        return model
 
     # -------------------------------------------------------------- scoring
     def _score(self, users: np.ndarray) -> np.ndarray:
