@@ -16,7 +16,8 @@ def _split():
 
 def test_transformer_inner_model_reproduces_the_early_stopping_score():
     _, split = _split()
-    model = TransformerRecommender(embedding_size=16, epochs=3, n_threads=1).fit(split.train, valid=split.valid)
+    model = TransformerRecommender(embedding_size=16, epochs=3, n_threads=1)
+    model.fit(split.train, valid=split.valid)
     inner = model.inner_model()
     assert inner is not None and inner is not model
     # the kept model is the best epoch trained on train only, scored with train histories
@@ -34,7 +35,8 @@ def test_models_without_a_kept_inner_model_return_none():
 def test_router_stage_one_reuses_the_prefitted_global_tier(monkeypatch):
     synth, split = _split()
     labels = synth.segment_labels(split.train.user_vocab)
-    glob = TransformerRecommender(embedding_size=16, epochs=2, n_threads=1).fit(split.train, valid=split.valid)
+    glob = TransformerRecommender(embedding_size=16, epochs=2, n_threads=1)
+    glob.fit(split.train, valid=split.valid)
     calls = []
     original = TransformerRecommender._fit
 
