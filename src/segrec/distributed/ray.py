@@ -129,7 +129,16 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, **self.init_kwargs}
             log.info("starting Ray (%s)", self.address or "local")
-            ray.init(address=self.address, **kwargs)
+            try:
+                ray.init(address=self.address, **kwargs)
+            except (ConnectionError, ray.exceptions.RayError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                where = self.address or "RAY_ADDRESS / a new local Ray"
+                raise ConfigError(
+                    f"could not connect to the Ray cluster at {where}: {first}; check the address "
+                    "(head:6379, ray://head:10001 or auto); a cluster with token authentication (the "
+                    "default of `ray start` in Ray 2.60) also needs RAY_AUTH_MODE=token and its token in "
+                    "~/.ray/auth_token or RAY_AUTH_TOKEN (docs/ray.md)", key="ray.address") from exc
             self._started = True
         return ray
 

@@ -327,6 +327,10 @@ class AdaptedTransformerRecommender(Recommender):
     config: AdapterConfig
     #: ``fit`` takes ``executor=`` (one adapter task per segment)
     uses_executor = True
+    #: ``fit`` needs ``segments=`` and takes the fitted global model (``global_model=``); the run
+    #: and SegmentedRecommender pass them by these flags (without them ``segrec run`` crashed here)
+    segment_aware = True
+    needs_global = True
 
     def fit(
         self, train: Interactions, valid: Interactions | None = None, *,
