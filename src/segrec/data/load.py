@@ -249,6 +249,12 @@ def _select(found: list[str], name: str, schema: Schema, problems: Problems) -> 
     }
     missing = missing_columns(name, found, required)
     problems.extend(missing)
+    # a repeated column name is ambiguous: the reader would silently pick one of them
+    repeated = sorted({c for c in found if found.count(c) > 1 and c in wanted.values()})
+    if repeated:
+        problems.add(Problem(name, f"column {repeated[0]!r} appears {found.count(repeated[0])} times in the "
+                                   f"header {found}; expected each column name once", repeated[0]))
+        return None
     present = {f: c for f, c in wanted.items() if c is not None and c in found}
     return None if "user" not in present or "item" not in present else present
 
