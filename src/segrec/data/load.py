@@ -119,6 +119,8 @@ def load_interactions(
     item_codes, item_uniques = _factorize(columns["item"])
     problems.add(check_factorized_ids(name, schema.user, user_codes, user_uniques, "user"))
     problems.add(check_factorized_ids(name, schema.item, item_codes, item_uniques, "item"))
+    if not isinstance(source, pd.DataFrame) and schema.header:
+        problems.add(_header_rows(name, schema, user_codes, user_uniques, item_codes, item_uniques))
     id_problems = any(p.column in (schema.user, schema.item) for p in problems)
     ratings = timestamps = None
     if "rating" in columns:
@@ -407,6 +409,20 @@ def _factorize(ids: pd.Series | pa.ChunkedArray) -> tuple[np.ndarray, pd.Index]:
             return codes.astype(np.int64, copy=False), pd.Index(encoded.dictionary.to_pandas())
     codes, uniques = pd.factorize(_as_id_strings(ids), use_na_sentinel=True)
     return codes, pd.Index(uniques)
+
+
+def _header_rows(name, schema, user_codes, user_uniques, item_codes, item_uniques) -> Problem | None:
+    """Flag data rows that repeat the header line (files concatenated with their headers)."""
+    u = np.flatnonzero(np.asarray(user_uniques, dtype=object) == schema.user)
+    i = np.flatnonzero(np.asarray(item_uniques, dtype=object) == schema.item)
+    if not len(u) or not len(i):
+        return None
+    rows = np.flatnonzero((user_codes == u[0]) & (item_codes == i[0]))
+    if not len(rows):
+        return None
+    return Problem(name, f"{len(rows)} data rows repeat the header line at rows {rows[:5].tolist()} "
+                         f"(user '{schema.user}', item '{schema.item}'); expected the header once, "
+                         "as the first line", schema.user, tuple(int(r) for r in rows[:5]))
 
 
 def _as_id_strings(ids: pd.Series) -> pd.Series:
