@@ -432,7 +432,9 @@ def _as_id_strings(ids: pd.Series) -> pd.Series:
     if pd.api.types.is_float_dtype(ids.dtype):
         values = ids.to_numpy(dtype=np.float64, na_value=np.nan)
         finite = values[np.isfinite(values)]
-        if np.array_equal(finite, np.floor(finite)):  # e.g. int ids that became float through NaN
+        # e.g. int ids that became float through NaN; beyond 2**53 a float is no exact int (and
+        # Int64 refuses it), so such ids keep their float text
+        if np.array_equal(finite, np.floor(finite)) and not (np.abs(finite) >= 2.0**53).any():
             return ids.astype("Int64").astype("str")
     return ids.astype("str")
 
