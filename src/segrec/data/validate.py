@@ -39,6 +39,7 @@ MAX_ROWS_SHOWN = 5
 
 _TIME_EXPECTED = "expected ISO-8601 or epoch seconds"
 _RATING_EXPECTED = "expected non-negative numbers"
+_MAX_EXACT_SECONDS = 2.0**53
 
 
 @dataclass(frozen=True)
@@ -322,12 +323,17 @@ def parse_timestamps(source: str, column: str, values: pd.Series) -> tuple[np.nd
             ok = dates.notna().to_numpy()
             numbers[np.flatnonzero(needs_date)[ok]] = _datetimes_to_seconds(dates[ok]).astype(np.float64)
         unparseable = np.isnan(numbers) & ~blank
+    # float64 holds whole seconds exactly only up to 2**53 (year ~285 million), and values
+    # past 2**63 would overflow int64 silently; such times are corrupt, not rounded
+    with np.errstate(invalid="ignore"):
+        out_of_range = np.isfinite(numbers) & (np.abs(numbers) >= _MAX_EXACT_SECONDS)
     problems = [
         _rows_problem(source, column, unparseable, "unparseable value", _TIME_EXPECTED, raw),
         _rows_problem(source, column, blank, "missing (empty or NaN) value", _TIME_EXPECTED),
         _rows_problem(source, column, np.isinf(numbers), "infinite value", _TIME_EXPECTED, raw),
+        _rows_problem(source, column, out_of_range, "out-of-range value", "expected |seconds| < 2**53", raw),
     ]
-    finite = np.isfinite(numbers)
+    finite = np.isfinite(numbers) & ~out_of_range
     seconds = np.zeros(len(numbers), np.int64)
     seconds[finite] = np.floor(numbers[finite]).astype(np.int64)
     return seconds, [p for p in problems if p is not None]
