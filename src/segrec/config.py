@@ -30,9 +30,9 @@ class DataConfig(_Section):
     """Optional items table (item_id, title, categories, ...)."""
     users: str | None = None
     """Optional users table (user_id, attributes...)."""
-    synthetic_users: int = Field(2000, ge=10)
+    synthetic_users: int = Field(1000, ge=10)
     """Users of the built-in synthetic data."""
-    synthetic_items: int = Field(1000, ge=10)
+    synthetic_items: int = Field(500, ge=10)
     """Items of the built-in synthetic data."""
     synthetic_segments: int = Field(4, ge=1)
     """Planted segments of the built-in synthetic data."""
