@@ -100,7 +100,7 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SegrecError(f"{path}: missing; is this a segrec artifact directory?") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # bytes that are not UTF-8 text too
         raise SegrecError(f"{path}: corrupt JSON ({exc})") from exc
 
 
