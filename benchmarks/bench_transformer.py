@@ -1,7 +1,7 @@
 """Global Transformer and segment adapters on ml-100k: quality, size table, adapted vs global.
 
     python benchmarks/bench_transformer.py [--data ../shared/data/ml-100k] [--quick]
-        [--sizes 64x2,128x2,256x2,128x4] [--segments FILE.csv] [--n-segments 3]
+        [--sizes 64x2,128x2,256x2,64x4] [--segments FILE.csv] [--n-segments 3]
         [--device cpu|cuda] [--threads 2]
 
 1. The default TransformerRecommender under the protocol (fit on train with early
@@ -115,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", action="store_true",
                         help="use segrec's synthetic data (planted segments) instead of --data")
     parser.add_argument("--quick", action="store_true", help="small size table, fewer epochs")
-    parser.add_argument("--sizes", default="64x2,128x2,256x2,128x4", help="embedding_size x n_layers list")
+    parser.add_argument("--sizes", default="64x2,128x2,256x2,64x4", help="embedding_size x n_layers list")
     parser.add_argument("--segments", help="CSV user_id,segment, or 'tiers'; default KMeans")
     parser.add_argument("--n-segments", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, help="most epochs of every fit (default: the model's)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: main,sizes,adapt")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_transformer.json"))
     args = parser.parse_args(argv)
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     common = {"device": args.device, "n_threads": args.threads, "random_state": args.seed}
     if args.quick:
         common.update(epochs=30, patience=5)
+    if args.epochs:
+        common.update(epochs=args.epochs, patience=min(args.epochs, 10))
     out: dict = {
         "benchmark": "bench_transformer",
         "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     # 1. the default model under the protocol ------------------------------------
-    glob = None
+    glob, default_inner = None, None
     if "main" not in skip or "adapt" not in skip:
         model = TransformerRecommender(**common)
         t = time.perf_counter()
@@ -169,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         out["default"] = {"config": model.config.model_dump(mode="json"), **row(rep, model, fit_s),
                           "inner_valid_ndcg@10": model.inner_score_, "curve": model.curve_}
         glob = model
+        if model.inner_params_ is not None:
+            # the early-stopping run *is* the no-refit model of this size: score it for the size table
+            final = {k: v.detach().clone() for k, v in model.net_.state_dict().items()}
+            model.net_.load_state_dict(model.inner_params_)
+            r_inner = evaluate(model, split, system="transformer (no refit)")
+            model.net_.load_state_dict(final)
+            inner_s = float(sum(c["seconds"] for c in model.curve_))
+            default_inner = {"valid_ndcg@10": model.inner_score_, **row(r_inner, model, inner_s),
+                             "best_epoch": model.best_epoch_}
         d = out["default"]
         print("\nDefault TransformerRecommender (train, early-stopped on valid, refit on train ∪ valid)")
         print(f"  NDCG@10 {d['ndcg@10']:.4f} (anchor SASRec+ {ANCHOR_SASREC})  "
@@ -186,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         table = []
         for spec in sizes:
             d_model, n_layers = (int(v) for v in spec.split("x"))
+            if default_inner is not None and (d_model, n_layers) == (
+                    glob.config.embedding_size, glob.config.n_layers):
+                table.append({"size": spec, **default_inner})
+                continue
             m = TransformerRecommender(**common, embedding_size=d_model, n_layers=n_layers, refit=False)
             t = time.perf_counter()
             m.fit(split.train, valid=split.valid)
@@ -206,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             seg, how = make_segments(split, args.segments, args.n_segments, args.seed)
         adapted = AdaptedTransformerRecommender(device=args.device, n_threads=args.threads,
-                                                random_state=args.seed)
+                                                random_state=args.seed,
+                                                **({"epochs": args.epochs} if args.epochs else {}))
         t = time.perf_counter()
         adapted.fit(split.train, split.valid, segments=seg, global_model=glob)
         fit_s = time.perf_counter() - t
@@ -214,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         rep_g = evaluate(glob, split, segments=seg, system="transformer")
         ci = bootstrap_diff(rep_a, rep_g, by="segment")
         ci_all = bootstrap_diff(rep_a, rep_g)
-        info = pd.DataFrame(adapted.segment_info_).T
+        info = pd.DataFrame(adapted.segment_info_).T.drop(columns="users")
         out["adapt"] = {
             "segments": how, "config": adapted.config.model_dump(mode="json", exclude={"global_model"}),
             "rank": adapted.rank_, "param_ratio": adapted.param_ratio_, "fit_s": fit_s,
