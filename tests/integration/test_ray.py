@@ -9,6 +9,7 @@ import signal
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from segrec import generate_synthetic, temporal_split
@@ -31,7 +32,9 @@ else:
     ray = pytest.importorskip("ray")
 from segrec.distributed.ray import RayExecutor  # noqa: E402
 
-pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::segrec.errors.DataWarning")]
+pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::segrec.errors.DataWarning"),
+              # Ray Train's import of ray.data warns about its own deprecated settings
+              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 # Tiny sizes: these tests check equality and fault handling, not accuracy.
 TINY = dict(embedding_size=16, n_layers=1, n_heads=2, max_len=20, dropout=0.0, epochs=3, patience=2,
@@ -157,6 +160,20 @@ def test_a_transient_fault_is_retried(cluster, synth, local_ease, tmp_path, mode
         split.train, valid=split.valid, segments=labels, executor=ex)
     assert (tmp_path / "failed-once").exists() and model.failed_segments_ == {}
     _same_per_segment(model, local_ease, np.arange(split.train.n_users))
+
+
+def test_candidate_k_search_on_ray_equals_local(cluster):
+    from segrec.segment import KMeansSegmenter
+    from segrec.segment.select_k import select_n_segments
+
+    x = np.random.default_rng(0).normal(size=(300, 6))
+    x[:100] += 3.0
+    x[100:200] -= 3.0
+    seg = KMeansSegmenter(random_state=0)
+    a = select_n_segments(seg, x, candidates=range(2, 5))
+    b = select_n_segments(seg, x, candidates=range(2, 5), executor=RayExecutor())
+    assert a.best_k == b.best_k == 3
+    pd.testing.assert_frame_equal(a.table.drop(columns="fit_seconds"), b.table.drop(columns="fit_seconds"))
 
 
 def test_run_reports_the_segment_on_the_fallback(cluster, synth):

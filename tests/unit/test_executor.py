@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from segrec import generate_synthetic, temporal_split
+from segrec import SegrecError, generate_synthetic, temporal_split
 from segrec.cli import build_parser
 from segrec.cli.run import _overrides
 from segrec.config import RayConfig, load_config
@@ -145,7 +145,7 @@ def test_per_segment_transient_failure_is_retried(synth):
 
 def test_per_segment_bad_base_is_a_config_error_not_a_fallback(synth):
     split, labels = synth
-    with pytest.raises(Exception, match="unknown base model 'nope'"):
+    with pytest.raises(SegrecError, match="unknown base model 'nope'"):
         PerSegmentRecommender(base="nope").fit(split.train, segments=labels)
 
 

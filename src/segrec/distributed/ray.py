@@ -239,6 +239,10 @@ class RayExecutor:
         torch_mod = require("ray.train.torch", "ray")
         use_gpu = self.gpus_per_worker > 0
         resources = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if use_gpu else {})}
+        if self.storage_path is None and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+            log.warning("Ray Train on a multi-node cluster without [ray] storage_path: the checkpoint "
+                        "goes to a local temporary directory that other nodes cannot reach; set "
+                        "storage_path to a shared path or s3:// URI if the fit fails at the end")
         storage = self.storage_path or tempfile.mkdtemp(prefix="segrec-ray-train-")
         name = f"segrec-transformer-{uuid.uuid4().hex[:8]}"
         loop_config = {
@@ -326,6 +330,8 @@ def _train_transformer_worker(cfg: dict[str, Any]) -> None:
     start = time.perf_counter()
     model.fit(train, valid=valid)
     model.data_parallel_hook = None
+    # saved with the caller's config: the driver may have no GPU / another thread count
+    model.config = config
     metrics = {"rank": rank, "best_epoch": int(model.best_epoch_), "seconds": time.perf_counter() - start}
     if rank != 0:
         ray.train.report(metrics)
