@@ -91,3 +91,30 @@ def test_sigkill_during_save_keeps_the_previous_artifact(tmp_path, kind):
 
 def teardown_module(module):
     print(f"\ncrash-safety siblings checked: {dict(CASES)}")
+
+
+def test_crash_between_the_swap_steps_keeps_the_old_artifact(tmp_path, monkeypatch):
+    """A kill after the old artifact is renamed aside but before the new one is in place.
+
+    SIGKILL rarely lands in that microsecond, so an exception from the first
+    ``os.rename`` of the commit stands in for it: ``path`` must still be complete.
+    """
+    import segrec.io as sio
+
+    out = tmp_path / "artifact"
+    with sio.atomic_dir(out) as tmp:
+        (tmp / "a.json").write_text('{"v": 1}')
+    real_rename = os.rename
+
+    def crash(src, dst):
+        real_rename(src, dst)
+        if str(src) == str(out):
+            raise KeyboardInterrupt("killed between the two renames")
+
+    monkeypatch.setattr(sio.os, "rename", crash)
+    try:
+        with sio.atomic_dir(out) as tmp:
+            (tmp / "a.json").write_text('{"v": 2}')
+    except KeyboardInterrupt:
+        pass
+    assert sio.read_json(out / "a.json")["v"] in (1, 2)
