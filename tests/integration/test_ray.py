@@ -130,9 +130,7 @@ def test_adapters_on_ray_equal_local(cluster, synth, global_model):
             np.testing.assert_array_equal(fits[1].adapters_[k][name], value)
 
 
-@pytest.mark.parametrize("mode", ["raise", "exit"])
-def test_a_segment_failing_twice_falls_back_and_the_rest_is_kept(cluster, synth, local_ease, mode):
-    split, labels = synth
+def _check_fallback(split, labels, local_ease, mode):
     ex = FaultyExecutor(RayExecutor(max_retries=1), bad=2, mode=mode)
     model = PerSegmentRecommender(base="ease", min_segment_users=5).fit(
         split.train, valid=split.valid, segments=labels, executor=ex)
@@ -152,14 +150,20 @@ def test_a_segment_failing_twice_falls_back_and_the_rest_is_kept(cluster, synth,
     assert set(served[~ok]) == {"global"} and set(served[ok]) == {"local"}
 
 
-@pytest.mark.parametrize("mode", ["raise", "kill"])
-def test_a_transient_fault_is_retried(cluster, synth, local_ease, tmp_path, mode):
-    split, labels = synth
-    ex = FaultyExecutor(RayExecutor(max_retries=1), bad=0, mode=mode, marker=str(tmp_path / "failed-once"))
+def _check_retry(split, labels, local_ease, mode, marker):
+    ex = FaultyExecutor(RayExecutor(max_retries=1), bad=0, mode=mode, marker=str(marker))
     model = PerSegmentRecommender(base="ease", min_segment_users=5).fit(
         split.train, valid=split.valid, segments=labels, executor=ex)
-    assert (tmp_path / "failed-once").exists() and model.failed_segments_ == {}
+    assert marker.exists() and model.failed_segments_ == {}
     _same_per_segment(model, local_ease, np.arange(split.train.n_users))
+
+
+def test_a_segment_raising_twice_falls_back_and_the_rest_is_kept(cluster, synth, local_ease):
+    _check_fallback(*synth, local_ease, "raise")
+
+
+def test_a_segment_raising_once_is_retried(cluster, synth, local_ease, tmp_path):
+    _check_retry(*synth, local_ease, "raise", tmp_path / "failed-once")
 
 
 def test_candidate_k_search_on_ray_equals_local(cluster):
@@ -204,3 +208,12 @@ def test_transformer_data_parallel_on_ray_train(cluster, synth, global_model, tm
     assert recs.item_ids.shape == (3, 5)
     loaded = Recommender.load(model.save(tmp_path / "ddp"))
     np.testing.assert_array_equal(loaded.score_dense(users[:20]), model.score_dense(users[:20]))
+
+
+# Worker deaths last: each one makes Ray start (and import segrec in) a new worker process.
+def test_a_segment_whose_worker_dies_twice_falls_back(cluster, synth, local_ease):
+    _check_fallback(*synth, local_ease, "exit")  # os._exit(1) in the task, on both attempts
+
+
+def test_a_segment_whose_worker_is_killed_once_is_retried(cluster, synth, local_ease, tmp_path):
+    _check_retry(*synth, local_ease, "kill", tmp_path / "killed-once")  # SIGKILL, then a clean retry
