@@ -30,7 +30,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,7 +47,12 @@ OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", 
 _ROUTES = frozenset({"/v1/recommend", "/v1/segments", "/healthz", "/metrics", "/v1/admin/reload",
                      "/docs", "/redoc", "/openapi.json"})
 
-Id = str | int
+#: longest external id a request may carry (ids in real logs are far shorter)
+MAX_ID_LENGTH = 256
+#: largest request body in bytes; bigger bodies get 413 before they are read
+MAX_BODY_BYTES = 1 << 20
+
+Id = Annotated[str, Field(max_length=MAX_ID_LENGTH)] | int
 
 
 class RecommendRequest(BaseModel):
@@ -352,10 +357,17 @@ class _Gate:
     body buffering, which matters at hundreds of requests per second.
     """
 
-    def __init__(self, app, metrics: ServerMetrics, key: bytes | None):
+    def __init__(self, app, metrics: ServerMetrics, key: bytes | None, max_body: int = MAX_BODY_BYTES):
         self.app = app
         self.metrics = metrics
         self.key = key
+        self.max_body = max_body
+
+    def _too_large(self, scope) -> bool:
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                return not value.isdigit() or int(value) > self.max_body
+        return False
 
     def _authorised(self, scope) -> bool:
         given = b""
@@ -388,6 +400,11 @@ class _Gate:
                 status[0] = 401
                 await _send_json(send, 401, b'{"error":"unauthorized","message":"missing or wrong API key '
                                             b'(header X-API-Key)"}')
+                return
+            if self._too_large(scope):
+                status[0] = 413
+                await _send_json(send, 413, b'{"error":"too_large","message":"request body over '
+                                            + str(self.max_body).encode() + b' bytes"}')
                 return
             await self.app(scope, receive, send_wrapped)
         finally:
