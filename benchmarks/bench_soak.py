@@ -1,0 +1,177 @@
+"""Bounded soak test of `segrec serve` on loopback (issue 8, part 4).
+
+Builds a small run (EASE on synthetic data), starts ``segrec serve`` on
+127.0.0.1 in a child process, and keeps ``--concurrency`` clients posting
+``/v1/recommend`` (known users, new users from recent items, unknown users)
+for ``--duration`` seconds or ``--max-requests`` requests, whichever comes
+first. Reports requests, 5xx count (must be 0), latency p50/p99 and the
+server's RSS at start and end; prints a table and writes
+``benchmarks/results/bench_soak.json``. The server is always stopped.
+
+    python benchmarks/bench_soak.py --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results" / "bench_soak.json"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_run(out: Path, n_users: int, n_items: int) -> tuple[Path, list[str], list[str]]:
+    """Save a small EASE run; returns (run dir, user ids, item ids)."""
+    from segrec.config import load_config
+    from segrec.data.synthetic import generate_synthetic
+    from segrec.models.baselines import EASERecommender
+    from segrec.train import RunResult, save_run
+
+    data = generate_synthetic(n_users=n_users, n_items=n_items, n_segments=3, seed=0).to_interactions()
+    model = EASERecommender(reg=50.0).fit(data)
+    result = RunResult(load_config(None), data, None, np.zeros(data.n_users, np.int64),
+                       {"method": "none"}, systems={"ease": model})
+    return save_run(result, out), data.user_vocab.ids.tolist(), data.item_vocab.ids.tolist()
+
+
+async def soak(port: int, users: list[str], items: list[str], args) -> dict:
+    import httpx
+
+    rng = np.random.default_rng(0)
+    latencies: list[float] = []
+    status_counts: dict[int, int] = {}
+    errors = [0]
+    deadline = time.monotonic() + args.duration
+    budget = [args.max_requests]
+
+    def body() -> dict:
+        r = rng.random()
+        if r < 0.7:
+            return {"user_id": users[rng.integers(len(users))], "k": 10}
+        if r < 0.9:
+            return {"recent_items": [items[i] for i in rng.integers(len(items), size=5)], "k": 10}
+        return {"user_id": f"unknown-{rng.integers(1 << 30)}", "k": 10}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            start = time.perf_counter()
+            try:
+                r = await client.post("/v1/recommend", json=body())
+                status_counts[r.status_code] = status_counts.get(r.status_code, 0) + 1
+            except httpx.HTTPError:
+                errors[0] += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    limits = httpx.Limits(max_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as client:
+        await asyncio.gather(*(worker(client) for _ in range(args.concurrency)))
+    lat = np.asarray(latencies) * 1000
+    return {
+        "requests": int(sum(status_counts.values())),
+        "status_counts": {str(k): v for k, v in sorted(status_counts.items())},
+        "n_5xx": int(sum(v for k, v in status_counts.items() if k >= 500)),
+        "transport_errors": errors[0],
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load (default: 60)")
+    p.add_argument("--concurrency", type=int, default=64, help="concurrent clients (default: 64)")
+    p.add_argument("--max-requests", type=int, default=2_000_000, help="hard cap on requests sent")
+    p.add_argument("--users", type=int, default=1000, help="synthetic users")
+    p.add_argument("--items", type=int, default=500, help="synthetic items")
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run, users, items = make_run(Path(tmp) / "run", args.users, args.items)
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from segrec.cli import main; sys.exit(main(sys.argv[1:]))",
+             "serve", str(run), "--host", "127.0.0.1", "--port", str(port), "--system", "ease"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            import httpx
+
+            for _ in range(300):  # up to 60 s to come up
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None:
+                    raise SystemExit(f"server exited: {server.stderr.read()[-2000:]}")
+                time.sleep(0.2)
+            rss_start = _rss_mib(server.pid)
+            t0 = time.monotonic()
+            figures = asyncio.run(soak(port, users, items, args))
+            elapsed = time.monotonic() - t0
+            rss_end = _rss_mib(server.pid)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+    figures.update(seconds=round(elapsed, 1), rps=figures["requests"] / elapsed,
+                   rss_start_mib=round(rss_start, 1), rss_end_mib=round(rss_end, 1))
+    rows = [("requests", figures["requests"]), ("requests/s", f"{figures['rps']:.0f}"),
+            ("5xx", figures["n_5xx"]), ("transport errors", figures["transport_errors"]),
+            ("status counts", figures["status_counts"]),
+            ("latency p50 (ms)", f"{figures['p50_ms']:.1f}"),
+            ("latency p99 (ms)", f"{figures['p99_ms']:.1f}"),
+            ("server RSS start (MiB)", figures["rss_start_mib"]),
+            ("server RSS end (MiB)", figures["rss_end_mib"])]
+    print(f"soak: {args.duration:.0f} s, {args.concurrency} clients, 127.0.0.1")
+    for name, value in rows:
+        print(f"  {name:<24} {value}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "commit": _commit(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},
+        "parameters": vars(args), "figures": figures,
+    }, indent=2))
+    return 1 if figures["n_5xx"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
