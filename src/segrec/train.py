@@ -41,17 +41,27 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 
+#: Lighter Transformer / adapter settings for the built-in synthetic data only, so the
+#: demo `segrec run` fits in about two minutes on 2 CPU cores. Real data (--data) gets
+#: the models' own defaults; explicit [models.transformer] / [models.adapter] keys win.
+DEMO_TRANSFORMER = {"max_len": 50, "epochs": 30, "patience": 3}
+DEMO_ADAPTER = {"epochs": 8, "patience": 2}
+
+
 def _transformer(cfg: RunConfig) -> Recommender:
     from .models.transformer import TransformerRecommender
 
-    return TransformerRecommender(**{"random_state": cfg.seed, "device": cfg.device,
+    demo = DEMO_TRANSFORMER if cfg.data.path is None else {}
+    return TransformerRecommender(**{"random_state": cfg.seed, "device": cfg.device, **demo,
                                      **cfg.models.transformer})
 
 
 def _adapted(cfg: RunConfig) -> Recommender:
     from .models.adapters import AdaptedTransformerRecommender
 
-    return AdaptedTransformerRecommender(**{"random_state": cfg.seed, **cfg.models.adapter})
+    demo = DEMO_ADAPTER if cfg.data.path is None else {}
+    return AdaptedTransformerRecommender(**{"random_state": cfg.seed, "device": cfg.device, **demo,
+                                            **cfg.models.adapter})
 
 
 def _als(cfg: RunConfig) -> Recommender:

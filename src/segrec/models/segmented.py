@@ -179,7 +179,7 @@ class SegmentedRecommender(Recommender):
             # segment on the held-out part (valid, or the last 10% of each user's train).
             inner_train, inner_valid = inner_sets(train, valid)
             stage: dict[str, Recommender] = {}
-            for name, proto in self.tiers.items():
+            for name, proto in self._fit_order():
                 pre = (prefitted or {}).get(name)
                 # a prefitted tier fitted with this same valid part may have kept its
                 # train-only version: reuse it rather than training it again
@@ -198,11 +198,15 @@ class SegmentedRecommender(Recommender):
         self.new_user_tier_ = self.config.rules.new_users if self.config.policy == "rules" else None
         # Stage 2: the final tiers, fitted on train with valid (-> train ∪ valid).
         self.tiers_: dict[str, Recommender] = dict(prefitted or {})
-        for name, proto in self.tiers.items():
+        for name, proto in self._fit_order():
             if name in self.tiers_:
                 continue
             m = proto.with_params()
             self.tiers_[name] = m.fit(train, valid=valid, **_fit_params(m, segments, self.tiers_))
+
+    def _fit_order(self) -> list[tuple[str, Recommender]]:
+        """Tiers in fit order: those that build on the global model come after it."""
+        return sorted(self.tiers.items(), key=lambda kv: bool(getattr(kv[1], "needs_global", False)))
 
     # -------------------------------------------------------------- routing
     def _choose(self, table: pd.DataFrame | None, segments: np.ndarray, lengths: np.ndarray,
