@@ -433,8 +433,9 @@ def _as_id_strings(ids: pd.Series) -> pd.Series:
         values = ids.to_numpy(dtype=np.float64, na_value=np.nan)
         finite = values[np.isfinite(values)]
         # e.g. int ids that became float through NaN; beyond 2**53 a float is no exact int (and
-        # Int64 refuses it), so such ids keep their float text
-        if np.array_equal(finite, np.floor(finite)) and not (np.abs(finite) >= 2.0**53).any():
+        # Int64 refuses it, as it refuses inf), so such ids keep their float text
+        exact = not (np.abs(finite) >= 2.0**53).any() and not np.isinf(values).any()
+        if exact and np.array_equal(finite, np.floor(finite)):
             return ids.astype("Int64").astype("str")
     return ids.astype("str")
 
