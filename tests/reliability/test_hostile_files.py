@@ -37,7 +37,7 @@ from segrec.errors import DataValidationError
 CASES: Counter[str] = Counter()
 
 _COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-_SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 
 # ids: short ascii, unicode (no control characters or surrogates), huge numbers, blanks
 _text = st.text(
