@@ -157,10 +157,16 @@ class SyntheticData:
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_interactions(self) -> Interactions:
-        """Run the frames through :func:`~segrec.data.load_interactions` (with both tables)."""
+        """Run the frames through :func:`~segrec.data.load_interactions` (with both tables).
+
+        Only items someone consumed enter the vocabulary (as for any file); the
+        catalogue's few never-drawn long-tail items are dropped without the warning
+        a user's own table would get, since here that is by construction.
+        """
         from .load import load_interactions
 
-        return load_interactions(self.interactions, items=self.items, users=self.users)
+        used = self.items[self.items["item_id"].isin(self.interactions["item_id"])]
+        return load_interactions(self.interactions, items=used, users=self.users)
 
     def segment_labels(self, user_vocab: Vocabulary) -> np.ndarray:
         """Planted segment per dense user of ``user_vocab``; -1 for unknown users.
