@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,15 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _common import git_commit as _commit
+
 RESULTS = Path(__file__).parent / "results"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       cwd=Path(__file__).parent).strip()
-    except Exception:
-        return "unknown"
 
 
 def _split_of(run):

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from _common import git_commit as _commit
 from segrec.cli.run import format_result
 from segrec.config import load_config
 from segrec.train import results_dict, run_experiment
@@ -37,11 +37,6 @@ ANCHORS = {
 BEST_ANCHOR = 0.1693
 
 
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

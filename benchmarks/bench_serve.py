@@ -41,15 +41,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _common import git_commit as _commit
+
 HOST = "127.0.0.1"  # loopback only, always
 
 
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       cwd=Path(__file__).parent).strip()
-    except Exception:
-        return "unknown"
 
 
 def _free_port() -> int:

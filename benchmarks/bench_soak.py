@@ -27,15 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import git_commit as _commit
+
 RESULTS = Path(__file__).parent / "results" / "bench_soak.json"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _rss_mib(pid: int) -> float:
