@@ -21,7 +21,8 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(synth_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "art"
-    code = main(["run", "--data", str(synth_dir / "interactions.csv"), "--items", str(synth_dir / "items.csv"),
+    code = main(["run", "--data", str(synth_dir / "interactions.csv"),
+                 "--items", str(synth_dir / "items.csv"),
                  "--users", str(synth_dir / "users.csv"), "--systems", CHEAP, "--segments", "3",
                  "--out", str(out), "--quiet"])
     assert code == 0

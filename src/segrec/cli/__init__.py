@@ -28,7 +28,8 @@ def _verbs():
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every verb registered."""
-    parser = argparse.ArgumentParser(prog="segrec", description="Segment-aware recommendation with large models.")
+    parser = argparse.ArgumentParser(prog="segrec",
+                                     description="Segment-aware recommendation with large models.")
     parser.add_argument("--version", action="version", version=f"segrec {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")

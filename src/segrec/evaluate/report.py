@@ -136,7 +136,8 @@ def evaluate(
     per_user = pd.DataFrame(rows)
     overall = {c: float(per_user[c].mean()) if len(per_user) else 0.0 for c in per_user if "@" in c}
     overall["coverage@10"] = coverage(top, split.test.n_items, 10)
-    return EvalReport(system or getattr(model, "name", type(model).__name__), per_user, overall, cuts, seconds)
+    name = system or getattr(model, "name", type(model).__name__)
+    return EvalReport(name, per_user, overall, cuts, seconds)
 
 
 def bootstrap_diff(
