@@ -15,7 +15,7 @@ from segrec.models.transformer import TransformerRecommender
 
 # A global model too small and too briefly trained to infer the segment in context.
 GLOBAL = dict(embedding_size=32, n_layers=1, n_heads=2, max_len=1, dropout=0.0, batch_size=64, n_threads=1,
-              learning_rate=1e-2, epochs=15, early_stopping=False)
+              learning_rate=1e-2, epochs=15, early_stopping=False, target_window=1)
 ADAPT = dict(epochs=15, learning_rate=2e-2, early_stopping=False, kl_weight=0.0, batch_size=64, n_threads=1)
 
 

@@ -26,7 +26,8 @@ def cyclic_split(n_users=60, n_items=20, length=10, seed=0):
 
 
 TINY = dict(embedding_size=16, n_layers=1, n_heads=2, max_len=12, dropout=0.0, batch_size=16,
-            learning_rate=1e-2, epochs=30, early_stopping=False, n_threads=1)
+            learning_rate=1e-2, epochs=30, early_stopping=False, n_threads=1,
+            target_window=1)
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,21 @@ def test_exclude_seen_and_target_window_learn(split):
     model = TransformerRecommender(**{**TINY, "exclude_seen": True, "target_window": 2})
     model.fit(split.train, valid=split.valid)
     assert evaluate(model, split, ks=(1, 10)).overall["recall@1"] >= 0.95
+
+
+def test_kl_term_has_finite_gradients_with_masked_items():
+    import torch
+
+    from segrec.models._seqtrain import multi_target_ce
+
+    logits = torch.randn(3, 6, requires_grad=True)
+    ref = torch.randn(3, 6)
+    masked = logits.masked_fill(torch.tensor([[True, False, False, False, False, False]] * 3), float("-inf"))
+    ref = ref.masked_fill(torch.isinf(masked.detach()), float("-inf"))
+    loss = multi_target_ce(masked, torch.tensor([[1], [2], [3]]), ref, kl_weight=1.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    # the KL term is zero when the two distributions agree
+    same = multi_target_ce(masked, torch.tensor([[1], [2], [3]]), masked.detach(), kl_weight=5.0)
+    plain = multi_target_ce(masked, torch.tensor([[1], [2], [3]]))
+    assert torch.allclose(same, plain, atol=1e-6)

@@ -111,9 +111,11 @@ def multi_target_ce(
     loss = -(picked.sum(1) / mask.sum(1).clamp(min=1)).mean()
     if ref_logits is not None and kl_weight > 0:
         ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
-        p = logp.exp()
-        # KL(p || p_ref); items masked out of both (-inf) contribute 0, not NaN
-        kl = torch.where(p > 0, p * (logp - ref_logp), torch.zeros_like(p)).sum(1).mean()
+        # KL(p || p_ref). Items masked out of both (-inf) must add 0 *and* a 0 gradient:
+        # zero them before the arithmetic (a where() after it still back-propagates NaN).
+        live = torch.isfinite(logp) & torch.isfinite(ref_logp)
+        lp, rp = logp.masked_fill(~live, 0.0), ref_logp.masked_fill(~live, 0.0)
+        kl = (lp.exp() * (lp - rp) * live).sum(1).mean()
         loss = loss + kl_weight * kl
     return loss
 

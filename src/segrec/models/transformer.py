@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class TransformerConfig(ModelConfig):
-    """Settings of :class:`TransformerRecommender` (defaults chosen on ml-100k *valid*, see README)."""
+    """Settings of :class:`TransformerRecommender`; defaults chosen on ml-100k train -> valid, not test."""
 
     embedding_size: int = Field(64, ge=4)
     """Width d of item embeddings and hidden states (divisible by ``n_heads``)."""
@@ -45,10 +45,16 @@ class TransformerConfig(ModelConfig):
     """Most recent items the model attends to; longer histories are cut into windows for training."""
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     """Dropout on embeddings, attention and residual branches."""
-    target_window: int = Field(1, ge=1)
-    """Each position learns its next ``target_window`` items (1 = plain next-item CE)."""
-    exclude_seen: bool = False
-    """Leave items already in the window out of the training softmax (they are excluded at test)."""
+    target_window: int = Field(4, ge=1)
+    """Each position learns its next ``target_window`` items (1 = plain next-item CE).
+
+    The protocol scores a *set* of future items, so a short look-ahead helps: on ml-100k
+    valid, 4 beat 1 (0.2030 vs 0.1961 NDCG@10 with ``exclude_seen``) and 8 / 10 learned slower."""
+    exclude_seen: bool = True
+    """Leave items already in the window out of the training softmax (they are excluded at test).
+
+    Matches training to the protocol's ranking, which never shows a user their fit items;
+    on ml-100k valid NDCG@10 rose from 0.1784 to 0.1961 (next-item CE, otherwise default)."""
     epochs: int = Field(200, ge=1)
     """Most epochs; with early stopping the best epoch on inner validation is used."""
     early_stopping: bool = True
