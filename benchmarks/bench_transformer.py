@@ -1,7 +1,7 @@
 """Global Transformer and segment adapters on ml-100k: quality, size table, adapted vs global.
 
     python benchmarks/bench_transformer.py [--data ../shared/data/ml-100k] [--quick]
-        [--sizes 64x2,128x2,256x2,64x4] [--segments FILE.csv] [--n-segments 3]
+        [--sizes 64x2,128x2,64x4] [--segments FILE.csv] [--n-segments 3]
         [--device cpu|cuda] [--threads 2]
 
 1. The default TransformerRecommender under the protocol (fit on train with early
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", action="store_true",
                         help="use segrec's synthetic data (planted segments) instead of --data")
     parser.add_argument("--quick", action="store_true", help="small size table, fewer epochs")
-    parser.add_argument("--sizes", default="64x2,128x2,256x2,64x4", help="embedding_size x n_layers list")
+    parser.add_argument("--sizes", default="64x2,128x2,64x4", help="embedding_size x n_layers list")
     parser.add_argument("--segments", help="CSV user_id,segment, or 'tiers'; default KMeans")
     parser.add_argument("--n-segments", type=int, default=3)
     parser.add_argument("--device", default="cpu")
