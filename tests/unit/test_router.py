@@ -268,7 +268,8 @@ def test_new_users_reach_a_sequential_tier_through_its_sequence_input(system):
                                    early_stopping=False, batch_size=32).fit(split.train)
     histories = [np.array([25, 26, 27]), np.array([], np.int64)]
     scores = score_histories(model, histories, np.array([1, 0]))
-    np.testing.assert_allclose(scores[0], model.score_histories([[25, 26, 27]])[0], rtol=1e-6)
+    # float32 scoring in two batch shapes: equal up to rounding
+    np.testing.assert_allclose(scores[0], model.score_histories([[25, 26, 27]])[0], rtol=1e-5, atol=1e-6)
     assert np.isnan(scores[1]).all()  # nothing to condition on: the router falls back
     router = Router(model, segments=labels, assigner=ProfileAssigner().fit(split.fit, labels))
     served = router.recommend(recent_items=["i25", "i26", "i27"], k=3)
