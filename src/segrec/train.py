@@ -44,7 +44,7 @@ Progress = Callable[[str], None]
 #: Lighter Transformer / adapter settings for the built-in synthetic data only, so the
 #: demo `segrec run` fits in about two minutes on 2 CPU cores. Real data (--data) gets
 #: the models' own defaults; explicit [models.transformer] / [models.adapter] keys win.
-DEMO_TRANSFORMER = {"max_len": 50, "epochs": 15, "patience": 3}
+DEMO_TRANSFORMER = {"max_len": 50, "epochs": 15, "patience": 3, "target_window": 1, "exclude_seen": False}
 DEMO_ADAPTER = {"epochs": 8, "patience": 2}
 
 
