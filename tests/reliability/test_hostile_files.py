@@ -37,7 +37,9 @@ from segrec.errors import DataValidationError
 CASES: Counter[str] = Counter()
 
 _COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: CI sees the same 300 cases every run (a failure is reproducible, never flaky)
+_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
+                     suppress_health_check=list(HealthCheck))
 
 # ids: short ascii, unicode (no control characters or surrogates), huge numbers, blanks
 _text = st.text(
@@ -129,7 +131,10 @@ def _parse_time(text: str) -> int | None:
 
 def _expected(frame: pd.DataFrame) -> list[tuple] | None:
     """(user, item, rating, timestamp) rows a correct load gives, or None if it must fail."""
-    if frame.columns.duplicated().any() or not {"user_id", "item_id"} <= set(frame.columns):
+    # a repeated *used* column is ambiguous and must fail; a repeated unused one is ignored
+    used = {"user_id", "item_id", "rating", "timestamp"}
+    repeated = set(frame.columns[frame.columns.duplicated()])
+    if repeated & used or not {"user_id", "item_id"} <= set(frame.columns):
         return None
     if len(frame) == 0:
         return None
@@ -213,8 +218,8 @@ def test_hostile_csv_loads_correctly_or_raises_data_validation_error(table, bom,
         path.write_bytes(raw)
         try:  # the independent reading: every cell as the text in the file
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-            if dup_column:
-                frame = None  # pandas renames a repeated column; a correct load must refuse it
+            if dup_column and columns and columns[0] in {"user_id", "item_id", "rating", "timestamp"}:
+                frame = None  # pandas renames a repeated column; a correct load must refuse a used one
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             frame = None
         _check(path, frame, "csv")
