@@ -162,3 +162,13 @@ def test_kl_term_has_finite_gradients_with_masked_items():
     same = multi_target_ce(masked, torch.tensor([[1], [2], [3]]), masked.detach(), kl_weight=5.0)
     plain = multi_target_ce(masked, torch.tensor([[1], [2], [3]]))
     assert torch.allclose(same, plain, atol=1e-6)
+
+
+def test_weight_averaging(split):
+    cfg = {**TINY, "ema_decay": 0.9}
+    a = TransformerRecommender(**cfg).fit(split.train, valid=split.valid)
+    b = TransformerRecommender(**cfg).fit(split.train, valid=split.valid)
+    np.testing.assert_array_equal(a._state()["net.wte.weight"], b._state()["net.wte.weight"])
+    plain = TransformerRecommender(**TINY).fit(split.train, valid=split.valid)
+    assert not np.array_equal(a._state()["net.wte.weight"], plain._state()["net.wte.weight"])
+    assert evaluate(a, split, ks=(1, 10)).overall["recall@1"] >= 0.9

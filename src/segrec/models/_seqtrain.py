@@ -35,6 +35,7 @@ class LoopSettings:
     patience: int
     target_window: int
     clip_grad: float = 1.0
+    ema_decay: float = 0.0
     device: str = "cpu"
     show_progress: bool = False
     label: str = "transformer"
@@ -182,6 +183,21 @@ def run_loop(
               {"params": no_decay, "weight_decay": 0.0}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.learning_rate)
     result = LoopResult(best_epoch=settings.epochs if validate is None else 0, best_score=float("nan"))
+    # Exponential moving average of the weights (Polyak averaging): validation, the
+    # best-epoch snapshot and the final model use the average, which is smoother than
+    # the last SGD iterate on small, noisy data. Swapped in place so `validate` sees it.
+    ema = {k: v.detach().clone() for k, v in params.items()} if settings.ema_decay else None
+    n_steps = 0
+
+    def swap_ema() -> None:
+        if ema is None:
+            return
+        with torch.no_grad():
+            for k, p in params.items():
+                live = p.detach().clone()
+                p.copy_(ema[k])
+                ema[k].copy_(live)
+
     if validate is not None:
         set_train(False)
         result.best_score = validate()  # epoch 0: the starting point counts (adapters start at the global)
@@ -206,6 +222,13 @@ def run_loop(
             if settings.clip_grad:
                 torch.nn.utils.clip_grad_norm_(list(params.values()), settings.clip_grad)
             opt.step()
+            if ema is not None:
+                n_steps += 1
+                # warm-up (as tf.train.ExponentialMovingAverage): early averages forget the init
+                beta = min(settings.ema_decay, (1 + n_steps) / (10 + n_steps))
+                with torch.no_grad():
+                    for k, p in params.items():
+                        ema[k].lerp_(p.detach(), 1.0 - beta)
             total += float(loss.detach()) * len(idx)
             n += len(idx)
         row = {"epoch": epoch, "loss": total / max(n, 1), "seconds": time.perf_counter() - start}
@@ -216,12 +239,14 @@ def run_loop(
                                 "lower learning_rate or check the data")
         if validate is not None:
             set_train(False)
+            swap_ema()
             row["ndcg@10"] = score = validate()
             if score > result.best_score:
                 result.best_score, result.best_epoch, bad = score, epoch, 0
                 result.best_params = {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
             else:
                 bad += 1
+            swap_ema()
         result.curve.append(row)
         log.info("%s epoch %d: loss %.4f%s (%.1fs)", settings.label, epoch, row["loss"],
                  f", valid NDCG@10 {row['ndcg@10']:.4f}" if "ndcg@10" in row else "", row["seconds"])
@@ -233,6 +258,7 @@ def run_loop(
     if bar is not None:
         bar.close()
     if validate is None:
+        swap_ema()  # without validation the final weights are the average
         result.best_params = {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
     set_train(False)
     return result
