@@ -10,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import glob
 import json
+import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +29,8 @@ import pandas as pd
 
 from .errors import SegrecError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "atomic_dir",
     "atomic_write_text",
@@ -32,6 +38,7 @@ __all__ = [
     "read_json",
     "read_table",
     "save_tensors",
+    "sweep_stale",
     "write_json",
     "write_table",
 ]
@@ -47,7 +54,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    owner = tmp.with_name(tmp.name + _OWNER_SUFFIX)
+    # Outside tmp on purpose: a file inside would end up in the artifact and its manifest.
+    owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
     try:
         yield tmp
         _fsync_dir(tmp)
@@ -65,6 +76,72 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        owner.unlink(missing_ok=True)
+
+
+#: Sibling file naming the process that owns a ``.name.tmp-*`` directory.
+_OWNER_SUFFIX = ".owner"
+#: Leftovers without an owner file are deleted only when untouched this long (seconds),
+#: so a save that is just starting in another process is never swept away.
+STALE_AFTER_S = 3600.0
+
+
+def _owner_alive(owner: Path) -> bool | None:
+    """True/False when ``owner`` names a process on this host; None when unknown."""
+    try:
+        info = json.loads(owner.read_text(encoding="utf-8"))
+        pid, host = int(info["pid"]), str(info["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != socket.gethostname():
+        return None  # another machine on a shared file system: cannot tell
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(path: str | os.PathLike, *, now: float | None = None) -> list[Path]:
+    """Delete what killed saves of ``path`` left behind; returns the removed paths.
+
+    A save killed mid-way (SIGKILL, power loss) leaves a ``.name.tmp-*`` directory that
+    nothing else would ever delete. One is stale when the process named in its owner
+    file is gone, or, without a readable owner file, when it is older than
+    :data:`STALE_AFTER_S`. ``.name.old-*`` directories (the previous artifact, mid-swap)
+    are removed only while ``path`` itself exists, since otherwise they are the only copy.
+    """
+    path = Path(path)
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
+        kind = entry.name[len(path.name) + 2:].split("-", 1)[0]
+        try:
+            age = now - entry.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if kind == "tmp" and entry.name.endswith(_OWNER_SUFFIX):
+            if not entry.with_name(entry.name[: -len(_OWNER_SUFFIX)]).exists() and age > 60:
+                entry.unlink(missing_ok=True)  # its directory is gone; the save ended
+            continue
+        if kind == "tmp" and entry.is_dir():
+            owner = entry.with_name(entry.name + _OWNER_SUFFIX)
+            alive = _owner_alive(owner) if owner.exists() else None
+            if alive is False or (alive is None and age > STALE_AFTER_S):
+                shutil.rmtree(entry, ignore_errors=True)
+                owner.unlink(missing_ok=True)
+                removed.append(entry)
+        elif kind == "old" and entry.is_dir() and path.exists() and age > STALE_AFTER_S:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    if removed:
+        log.info("removed %d leftover(s) of interrupted saves next to %s", len(removed), path)
+    return removed
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -128,7 +205,7 @@ def read_json(path: str | os.PathLike) -> Any:
     """Read JSON, raising :class:`SegrecError` naming the file if it is missing or bad."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError) as exc:  # the artifact "directory" is a file
         raise SegrecError(f"{path}: missing; is this a segrec artifact directory?") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # bytes that are not UTF-8 text too
         raise SegrecError(f"{path}: corrupt JSON ({exc})") from exc

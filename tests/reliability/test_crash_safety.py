@@ -21,6 +21,7 @@ from collections import Counter
 import pytest
 
 from segrec.errors import SegrecError
+from segrec.io import STALE_AFTER_S, sweep_stale
 from segrec.models.base import Recommender
 from segrec.train import load_run
 
@@ -87,6 +88,12 @@ def test_sigkill_during_save_keeps_the_previous_artifact(tmp_path, kind):
                 CASES["complete sibling"] += 1
             except SegrecError:
                 CASES["rejected sibling"] += 1
+    # The killed savers are gone, so the leftovers are garbage: sweeping (which every later
+    # save does first) removes them all. ``now`` an hour ahead also covers a kill that landed
+    # before the owner file was written.
+    sweep_stale(out, now=time.time() + 2 * STALE_AFTER_S)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}.")]
+    assert _loads(kind, out)
 
 
 def teardown_module(module):

@@ -1,0 +1,70 @@
+"""Leftovers of interrupted saves: which ``sweep_stale`` removes and which it must keep."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from segrec.io import STALE_AFTER_S, atomic_dir, sweep_stale
+
+
+def _leftover(parent, name, pid=None):
+    """A ``.name.tmp-*`` directory as a killed save leaves it, with an owner file naming ``pid``."""
+    tmp = parent / f".{name}.tmp-abc123"
+    tmp.mkdir()
+    (tmp / "half.json").write_text("{")
+    if pid is not None:
+        (parent / f"{tmp.name}.owner").write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+    return tmp
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_leftover_of_a_dead_process_is_swept(tmp_path):
+    tmp = _leftover(tmp_path, "art", pid=_dead_pid())
+    assert sweep_stale(tmp_path / "art") == [tmp]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_in_progress_in_a_live_process_is_kept(tmp_path):
+    tmp = _leftover(tmp_path, "art", pid=os.getpid())
+    assert sweep_stale(tmp_path / "art", now=time.time() + 10 * STALE_AFTER_S) == []
+    assert tmp.is_dir()
+
+
+def test_leftover_without_owner_is_kept_until_old(tmp_path):
+    tmp = _leftover(tmp_path, "art")
+    assert sweep_stale(tmp_path / "art") == []
+    assert sweep_stale(tmp_path / "art", now=time.time() + 2 * STALE_AFTER_S) == [tmp]
+
+
+def test_old_copy_is_kept_while_it_is_the_only_copy(tmp_path):
+    old = tmp_path / ".art.old-1234abcd"
+    old.mkdir()
+    later = time.time() + 2 * STALE_AFTER_S
+    assert sweep_stale(tmp_path / "art", now=later) == []  # "art" itself is missing
+    (tmp_path / "art").mkdir()
+    assert sweep_stale(tmp_path / "art", now=later) == [old]
+
+
+def test_other_artifacts_leftovers_are_not_touched(tmp_path):
+    other = _leftover(tmp_path, "art2", pid=_dead_pid())
+    assert sweep_stale(tmp_path / "art") == []
+    assert other.is_dir()
+
+
+def test_a_save_sweeps_first_and_leaves_only_the_artifact(tmp_path):
+    _leftover(tmp_path, "art", pid=_dead_pid())
+    with atomic_dir(tmp_path / "art") as tmp:
+        assert (tmp_path / f"{tmp.name}.owner").is_file()  # while saving, the owner is named
+        (tmp / "a.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert (tmp_path / "art" / "a.json").is_file()
