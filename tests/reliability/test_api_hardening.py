@@ -82,6 +82,24 @@ def test_oversized_body_is_413_before_parsing(client):
                                    headers={"content-type": "application/json"}), 413)
 
 
+def test_oversized_chunked_body_is_413(client):
+    """No Content-Length (chunked upload): the gate counts bytes as they arrive."""
+
+    def chunks():
+        for _ in range(300):
+            yield b'"i",' * 1000  # 4 KB a chunk, 1.2 MB in all
+
+    r = client.post("/v1/recommend", content=chunks(), headers={"content-type": "application/json"})
+    _assert_json_error(r, 413)
+
+
+def test_small_chunked_body_is_served(client, router):
+    body = f'{{"user_id": "{_known_user(router)}", "k": 4}}'.encode()
+    r = client.post("/v1/recommend", content=iter([body[:7], body[7:]]),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["items"]) == 4
+
+
 @pytest.mark.parametrize("body", [b"{", b"[]", b'{"user_id": {"a": 1}}', b'{"nope": 1}', b"\xff\xfe",
                                   b'{"user_id": "u", "k": 1e999}'])
 def test_malformed_bodies_are_422_json(client, body):
@@ -136,3 +154,32 @@ def test_serve_binds_loopback_by_default():
     from segrec.cli import serve as serve_cli
 
     assert 'default="127.0.0.1"' in inspect.getsource(serve_cli)
+
+
+def test_slow_recommendation_does_not_stall_other_requests(router):
+    """A large-tier request computes off the event loop: /healthz answers meanwhile."""
+    import threading
+
+    entered, release, outcome = threading.Event(), threading.Event(), {}
+
+    class Slow:
+        def __getattr__(self, name):
+            return getattr(router, name)
+
+        def recommend(self, **kwargs):
+            entered.set()
+            # set by the test only after /healthz answered; times out if the loop is blocked
+            outcome["released"] = release.wait(10)
+            return router.recommend(**kwargs)
+
+    with TestClient(create_app(Slow()), raise_server_exceptions=False) as c:
+        worker = threading.Thread(target=lambda: outcome.setdefault(
+            "response", c.post("/v1/recommend", json={"user_id": _known_user(router), "k": 2})))
+        worker.start()
+        assert entered.wait(10)
+        health = c.get("/healthz")
+        release.set()
+        worker.join(20)
+    assert health.status_code == 200
+    assert outcome["released"] is True
+    assert outcome["response"].status_code == 200

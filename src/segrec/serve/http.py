@@ -279,7 +279,10 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
             raise ConfigError(f"k must be <= {max_k}; got {body.k}", key="k")
         served = state["served"]  # read once: a reload mid-request does not affect this request
         start = time.perf_counter()
-        out = served.router.recommend(
+        # In a worker thread: a large-tier request computes for milliseconds, and on the event
+        # loop it would stall every other request and /healthz behind it (torch frees the GIL).
+        out = await run_in_threadpool(
+            served.router.recommend,
             user_id=None if body.user_id is None else str(body.user_id),
             recent_items=[str(i) for i in body.recent_items], attributes=body.attributes or None,
             k=body.k, exclude=[str(i) for i in body.exclude], exclude_seen=body.exclude_seen)
@@ -363,11 +366,31 @@ class _Gate:
         self.key = key
         self.max_body = max_body
 
-    def _too_large(self, scope) -> bool:
+    def _too_large(self, scope) -> bool | None:
+        """True/False from the Content-Length header; None when there is none (chunked)."""
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 return not value.isdigit() or int(value) > self.max_body
-        return False
+        return None
+
+    async def _read_capped(self, receive) -> bytes | None:
+        """The whole body of a request without Content-Length, or None past ``max_body``.
+
+        Chunked bodies announce no size, so they are read here (at most ``max_body`` + one
+        chunk in memory) instead of letting the app buffer an unbounded stream.
+        """
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(parts)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
 
     def _authorised(self, scope) -> bool:
         given = b""
@@ -401,7 +424,13 @@ class _Gate:
                 await _send_json(send, 401, b'{"error":"unauthorized","message":"missing or wrong API key '
                                             b'(header X-API-Key)"}')
                 return
-            if self._too_large(scope):
+            too_large = self._too_large(scope)
+            if too_large is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+                body = await self._read_capped(receive)
+                too_large = body is None
+                if body is not None:
+                    receive = _replay(body, receive)
+            if too_large:
                 status[0] = 413
                 await _send_json(send, 413, b'{"error":"too_large","message":"request body over '
                                             + str(self.max_body).encode() + b' bytes"}')
@@ -411,6 +440,19 @@ class _Gate:
             elapsed = time.perf_counter() - start
             self.metrics.observe_request(scope.get("method", ""), route, status[0], elapsed)
             self.metrics.finish()
+
+
+def _replay(body: bytes, receive):
+    """An ASGI ``receive`` that yields ``body`` once, then defers to the real one (disconnects)."""
+    sent = [False]
+
+    async def replayed():
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 async def _send_json(send, status: int, body: bytes) -> None:
