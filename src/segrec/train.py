@@ -310,6 +310,23 @@ def _compare(result: RunResult) -> None:
             result.comparisons[f"{a} - {b}"] = pd.concat([overall, by_seg])
 
 
+def adaptation_table(result: RunResult) -> pd.DataFrame:
+    """Per segment: the adapter's inner-valid NDCG@10 against the global model's, and its epochs.
+
+    Empty when no adapted Transformer was fitted. ``adapted`` is False where no adapter
+    epoch beat θ_shared on validation, so the segment is served by the global model.
+    """
+    model = result.systems.get("adapted_transformer")
+    info = getattr(model, "segment_info_", None)
+    if not info:
+        return pd.DataFrame()
+    table = pd.DataFrame.from_dict(info, orient="index").rename_axis("segment").sort_index()
+    table["adapted"] = [int(k) in model.adapters_ for k in table.index]
+    keep = [c for c in ("users", "valid_ndcg_global", "valid_ndcg_adapted", "best_epoch", "adapted")
+            if c in table]
+    return table[keep]
+
+
 def results_dict(result: RunResult) -> dict[str, Any]:
     """JSON-able summary of a run: config, data, segmentation, metrics, CIs, timings."""
     data = result.data
@@ -325,6 +342,8 @@ def results_dict(result: RunResult) -> dict[str, Any]:
         "fit_seconds": result.fit_seconds,
         "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
         "routing": {str(k): v for k, v in getattr(result.systems.get("segmented"), "routing_", {}).items()},
+        # why each segment was (not) adapted / routed: the validation numbers the fits decided on
+        "adaptation": adaptation_table(result).reset_index().to_dict(orient="records"),
         "skipped": result.skipped,
         "failed_segments": {n: {str(k): v for k, v in f.items()} for n, f in result.failed_segments.items()},
         # per-epoch loss / validation NDCG of the neural systems, for the report (issue 7)

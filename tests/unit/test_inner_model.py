@@ -51,3 +51,50 @@ def test_router_stage_one_reuses_the_prefitted_global_tier(monkeypatch):
     assert calls == []  # neither stage trained the Transformer again
     g_rows = seg.validation_[seg.validation_.tier == "global"]
     assert g_rows["ndcg@10"].notna().all()
+
+
+def test_adapted_inner_model_is_the_tuned_adapters_on_the_inner_global(monkeypatch):
+    from segrec.models.adapters import AdaptedTransformerRecommender
+
+    synth, split = _split()
+    labels = synth.segment_labels(split.train.user_vocab)
+    glob = TransformerRecommender(embedding_size=16, epochs=2, n_threads=1)
+    glob.fit(split.train, valid=split.valid)
+    adapted = AdaptedTransformerRecommender(epochs=2, n_threads=1, min_segment_users=1)
+    adapted.fit(split.train, split.valid, segments=labels, global_model=glob)
+    inner = adapted.inner_model()
+    assert inner is not None
+    # the kept model scores inner valid exactly as the epoch choice saw it: segments whose
+    # θ_k won on validation score above their global-model score, the others equal it
+    truth, hist = split.valid.to_csr(), split.train.to_csr()
+    g_inner = glob.inner_model()
+    for k, info in adapted.segment_info_.items():
+        users = np.flatnonzero(labels == k)
+        # quick_ndcg hands the scorer row positions of the sliced matrices
+        got = quick_ndcg(lambda rows, u=users: inner.score_dense(u[rows]), hist[users], truth[users])
+        g_score = quick_ndcg(lambda rows, u=users: g_inner.score_dense(u[rows]), hist[users], truth[users])
+        if info["best_epoch"] > 0:
+            assert np.isclose(got, info["valid_ndcg_adapted"], atol=1e-5)
+            assert k in inner.adapters_
+        else:
+            assert np.isclose(got, info["valid_ndcg_global"], atol=1e-5) and k not in inner.adapters_
+        assert np.isclose(g_score, info["valid_ndcg_global"], atol=1e-5)
+
+    # and the router's stage 1 takes it instead of training adapters again
+    calls = []
+    original = AdaptedTransformerRecommender._fit
+    monkeypatch.setattr(AdaptedTransformerRecommender, "_fit",
+                        lambda self, *a, **kw: (calls.append(1), original(self, *a, **kw))[1])
+    seg = SegmentedRecommender({"global": TransformerRecommender(embedding_size=16, epochs=2, n_threads=1),
+                                "adapted": AdaptedTransformerRecommender(epochs=2, n_threads=1),
+                                "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid, segments=labels, prefitted={"global": glob, "adapted": adapted})
+    assert calls == []
+    assert seg.validation_[seg.validation_.tier == "adapted"]["ndcg@10"].notna().all()
+    # other segments than the adapters were fitted for: not reused (θ_k would be misassigned)
+    seg2 = SegmentedRecommender({"global": TransformerRecommender(embedding_size=16, epochs=2, n_threads=1),
+                                 "adapted": AdaptedTransformerRecommender(epochs=2, n_threads=1),
+                                 "popularity": PopularityRecommender()})
+    seg2.fit(split.train, valid=split.valid, segments=1 - labels,
+             prefitted={"global": glob, "adapted": adapted})
+    assert calls == [1]

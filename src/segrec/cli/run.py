@@ -106,6 +106,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def format_result(result) -> str:
     """The human-readable comparison: overall table, per segment, CIs, routing."""
+    from ..train import adaptation_table
+
     lines = []
     d = result.data
     lines.append(f"data: {d.source}  users={d.n_users} items={d.n_items} interactions={len(d)}")
@@ -127,6 +129,10 @@ def format_result(result) -> str:
         sizes = next(iter(result.reports.values())).by("segment")["users"]
         by_seg.insert(0, "users", sizes)
         lines += ["", "== NDCG@10 per segment ==", by_seg.to_string()]
+        adaptation = adaptation_table(result)
+        if len(adaptation):
+            lines += ["", "== segment adapters on validation (inner split; epoch 0 = θ_shared kept) ==",
+                      adaptation.to_string()]
         for name, ci in result.comparisons.items():
             lines += ["", f"== {name}: NDCG@10 difference, 95% bootstrap CI ==", ci.to_string()]
         routed = getattr(result.systems.get("segmented"), "routing_", None)

@@ -409,6 +409,9 @@ class AdaptedTransformerRecommender(Recommender):
             else:
                 todo[k] = np.flatnonzero(self.segments_ == k)
         epochs = {k: c.epochs for k in todo}
+        # θ_k at the best epoch on the inner split: with the global model's inner weights
+        # this is the train-only adapted model that ``inner_model`` hands to the router
+        self._inner_adapters: dict[int, dict[str, np.ndarray]] | None = {} if tune else None
         if tune:
             # shared weights + histories go to the executor once; each task selects its users
             results = executor.map(tune_adapter_task, [(k, u) for k, u in todo.items()],
@@ -419,6 +422,8 @@ class AdaptedTransformerRecommender(Recommender):
                 if self._failed(k, res):
                     continue
                 epochs[k] = res.best_epoch
+                if res.best_epoch > 0:
+                    self._inner_adapters[k] = res.params
                 self.segment_info_[k].update(valid_ndcg_global=res.global_score,
                                              valid_ndcg_adapted=res.best_score, tune_seconds=res.seconds)
                 log.info("segment %d (%d users): inner-valid NDCG@10 %.4f global -> %.4f adapted "
@@ -437,6 +442,30 @@ class AdaptedTransformerRecommender(Recommender):
                 self.segment_info_[k]["seconds"] = res.seconds
                 self.adapters_[k] = res.params
         self.fit_seconds_ = time.perf_counter() - start
+
+    def inner_model(self) -> AdaptedTransformerRecommender | None:
+        """The adapted model as trained on the inner train part only, if fit kept it.
+
+        The global model's train-only weights plus each segment's θ_k at its early-stopped
+        epoch on the inner split (the very adapters that chose the epochs), so the segment
+        router's stage 1 scores valid honestly without training adapters again. None after
+        ``load``, without early stopping, or when the global model kept no inner weights.
+        """
+        check_is_fitted(self)
+        inner_adapters = getattr(self, "_inner_adapters", None)
+        g = self.global_.inner_model() if inner_adapters is not None else None
+        if g is None:
+            return None
+        model = type(self)(self.config)
+        model.global_ = g
+        model.user_vocab_, model.item_vocab_, model.seen_ = g.user_vocab_, g.item_vocab_, g.seen_
+        model.segments_ = self.segments_
+        model.adapters_ = dict(inner_adapters)
+        model.rank_, model.param_ratio_ = self.rank_, self.param_ratio_
+        model.segment_info_ = self.segment_info_
+        model.failed_segments_ = self.failed_segments_
+        model.fit_seconds_ = 0.0
+        return model
 
     def _failed(self, k: int, res: Any) -> bool:
         """Record a segment whose task failed on every attempt; it keeps the global model."""

@@ -184,6 +184,9 @@ class SegmentedRecommender(Recommender):
                 # a prefitted tier fitted with this same valid part may have kept its
                 # train-only version: reuse it rather than training it again
                 kept = pre.inner_model() if pre is not None and valid is not None else None
+                kept_segments = getattr(kept, "segments_", None)
+                if kept_segments is not None and not np.array_equal(kept_segments, segments):
+                    kept = None  # fitted per other segments: its θ_k would be misassigned
                 if kept is not None:
                     stage[name] = kept
                     continue
