@@ -166,6 +166,9 @@ def test_slow_recommendation_does_not_stall_other_requests(router):
         def __getattr__(self, name):
             return getattr(router, name)
 
+        def heavy(self, user_id, has_recent_items):
+            return True  # as a Transformer tier would be: computed off the event loop
+
         def recommend(self, **kwargs):
             entered.set()
             # set by the test only after /healthz answered; times out if the loop is blocked

@@ -288,3 +288,20 @@ def test_cli_rules_flag_parses_into_a_rules_config():
         parse_rules("huge=global")
     with pytest.raises(SegrecError, match="is not KEY=TIER"):
         parse_rules("heavy")
+
+
+def test_heavy_requests_are_those_a_costly_tier_may_serve(system, monkeypatch):
+    data, split, labels, seg = system
+    # make the global tier look like a Transformer (far over HEAVY_FLOPS), the rest stay cheap
+    from segrec.route import router as router_mod
+
+    monkeypatch.setattr(seg.tiers_["global"], "flops_per_request",
+                        lambda n_history=None: 10 * router_mod.HEAVY_FLOPS)
+    routed = seg.reroute(routing={0: "global", 1: "local"})
+    router = Router(routed, assigner=ProfileAssigner().fit(split.fit, labels))
+    assert router._heavy["global"] and not router._heavy["local"] and not router._heavy["popularity"]
+    assert router.heavy("u0", False)                 # segment 0 -> the heavy global tier
+    assert not router.heavy("u31", False)            # segment 1 -> the local tier
+    assert router.heavy("brand-new", True)           # new user with items: may land on "global"
+    assert not router.heavy("brand-new", False)      # nothing to score: popularity
+    assert not router.heavy(None, False)

@@ -35,6 +35,10 @@ from .assign import ProfileAssigner
 
 __all__ = ["Router", "Served", "fast_scores", "top_k_row"]
 
+#: FLOPs per request above which a model counts as heavy (about a millisecond of CPU and up):
+#: the HTTP server computes such requests in a worker thread, cheaper ones on the event loop
+HEAVY_FLOPS = 5e6
+
 #: tier names reported when no model tier served the request
 SEGMENT_POPULARITY = "segment_popularity"
 POPULARITY = "popularity"
@@ -108,6 +112,14 @@ def fast_scores(model: Recommender, user: int, segment: int) -> np.ndarray | Non
     return None
 
 
+def _is_heavy(model: Recommender) -> bool:
+    """Mean FLOPs per request over fit users above :data:`HEAVY_FLOPS` (unknown cost: heavy)."""
+    try:
+        return bool(np.mean(model.flops_per_request()) > HEAVY_FLOPS)
+    except Exception:  # noqa: BLE001 - a cost estimate must never break serving
+        return True
+
+
 def top_k_row(row: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k best finite scores of one row, best first, ties to the lower index.
 
@@ -171,6 +183,8 @@ class Router:
         self._item_index = {it: i for i, it in enumerate(model.item_vocab_.ids)}
         self._item_ids = model.item_vocab_.ids
         self._seen = seen
+        tiers = model.tiers_ if self.segmented else {model.name: model}
+        self._heavy = {name: _is_heavy(m) for name, m in tiers.items()}
 
     # -------------------------------------------------------------- lookups
     @property
@@ -196,6 +210,18 @@ class Router:
                                  "POST /v1/recommend with recent_items or attributes serves new users")
         seg = int(self.segments[u])
         return (seg if seg >= 0 else None), (self.tier_of_segment(seg) if seg >= 0 else self.model.name)
+
+    def heavy(self, user_id: str | None, has_recent_items: bool) -> bool:
+        """Whether a request may be scored by a heavy tier (see :data:`HEAVY_FLOPS`).
+
+        Known users: their routed tier. New users with items: any heavy tier (which one
+        depends on the segment they are placed in). Everyone else gets popularity.
+        """
+        u = self._user_index.get(str(user_id)) if user_id is not None else None
+        if u is not None:
+            tier = self.tier_of_segment(int(self.segments[u])) if self.segmented else self.model.name
+            return self._heavy.get(tier, True)
+        return has_recent_items and any(self._heavy.values())
 
     def item_indices(self, item_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Dense indices of known items (order kept) and the unknown ids."""
