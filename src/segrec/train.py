@@ -171,6 +171,26 @@ def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
     return data, synth.segment_labels(data.user_vocab)
 
 
+def item_text_embeddings(data: Interactions, cfg: RunConfig, embedder: Any = None) -> np.ndarray:
+    """Item embeddings (dense item order) from the items table's title and categories.
+
+    The same pretrained language model and cache as the segmentation's text features,
+    for a Transformer configured with ``item_init = "text"``.
+
+    Raises:
+        ConfigError: The data has no items table, or it has no text columns.
+    """
+    from .errors import ConfigError
+    from .features.text import SentenceTransformerEmbedder, embed_cached, item_texts
+
+    table = data.item_table
+    if table is None or not {"title", "categories"} & set(table.columns):
+        raise ConfigError("item_init = 'text' needs an items table with a title or categories column "
+                          "(segrec run --items FILE); or set item_init = 'random'", key="item_init")
+    texts = item_texts(table, data.n_items)
+    return embed_cached(embedder or SentenceTransformerEmbedder(), texts, cfg.segmentation.embedding_cache)
+
+
 def segment_users(train: Interactions, cfg: RunConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """Segment the users of ``train`` as configured; returns labels per dense user and info."""
     from .segment import segment_interactions
@@ -254,6 +274,9 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
             log.warning("skipping %s: %s", name, exc)
             continue
         params: dict[str, Any] = {}
+        if getattr(getattr(model, "config", None), "item_init", None) == "text":
+            say(f"{name}: item embeddings from item texts")
+            model.set_item_init(item_text_embeddings(train, cfg))
         if getattr(model, "segment_aware", False):
             params["segments"] = segments
         if getattr(model, "needs_global", False) and "transformer" in result.systems:

@@ -172,3 +172,27 @@ def test_weight_averaging(split):
     plain = TransformerRecommender(**TINY).fit(split.train, valid=split.valid)
     assert not np.array_equal(a._state()["net.wte.weight"], plain._state()["net.wte.weight"])
     assert evaluate(a, split, ks=(1, 10)).overall["recall@1"] >= 0.9
+
+
+def test_run_starts_the_transformer_from_item_texts(monkeypatch):
+    """[models.transformer] item_init = "text": the run embeds the items table's texts for it."""
+    import warnings
+
+    from segrec.config import load_config
+    from segrec.features import text as text_mod
+    from segrec.testing import random_interactions
+    from segrec.train import run_experiment
+
+    monkeypatch.setattr(text_mod, "SentenceTransformerEmbedder", lambda: text_mod.HashingEmbedder(dim=24))
+    tiny = {"item_init": "text", "embedding_size": 8, "epochs": 1, "early_stopping": False, "n_threads": 1}
+    cfg = load_config(None, data={"synthetic_users": 60, "synthetic_items": 40, "synthetic_segments": 2},
+                      segmentation={"text": False, "n_segments": 2},
+                      models={"systems": ("transformer",), "transformer": tiny})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_experiment(cfg)
+        model = result.systems["transformer"]
+        texts = text_mod.item_texts(result.data.item_table, result.data.n_items)
+        assert np.array_equal(model._item_init, text_mod.HashingEmbedder(dim=24).encode(texts))
+        with pytest.raises(ConfigError, match="needs an items table"):
+            run_experiment(cfg, data=random_interactions())
