@@ -366,7 +366,8 @@ def results_dict(result: RunResult) -> dict[str, Any]:
         "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
         "routing": {str(k): v for k, v in getattr(result.systems.get("segmented"), "routing_", {}).items()},
         # why each segment was (not) adapted / routed: the validation numbers the fits decided on
-        "adaptation": adaptation_table(result).reset_index().to_dict(orient="records"),
+        "adaptation": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+                       for r in adaptation_table(result).reset_index().to_dict(orient="records")],
         "skipped": result.skipped,
         "failed_segments": {n: {str(k): v for k, v in f.items()} for n, f in result.failed_segments.items()},
         # per-epoch loss / validation NDCG of the neural systems, for the report (issue 7)

@@ -252,3 +252,18 @@ def test_dashboard_without_a_saved_report(run_dir):
     with TestClient(create_app(router)) as c:
         page = c.get("/").text
     assert "No report for this artifact" in page and page.count("<tr>") == K + 1
+
+
+def test_adapter_validation_table_renders_when_adapters_ran(payload, run_dir):
+    # this run fitted no adapters: no table, and results.json says so with an empty list
+    assert payload["adaptation"] == [] and 'id="adaptation"' not in render_report(payload)
+    assert json.loads((run_dir / "results.json").read_text())["adaptation"] == []
+    rows = [{"segment": 0, "users": 120, "valid_ndcg_global": 0.2684, "valid_ndcg_adapted": 0.2773,
+             "best_epoch": 6, "adapted": True},
+            {"segment": 1, "users": 30, "valid_ndcg_global": 0.2490, "valid_ndcg_adapted": None,
+             "best_epoch": 0, "adapted": False}]
+    page = render_report({**payload, "adaptation": rows})
+    table = page[page.index('id="adaptation"'):]
+    table = table[:table.index("</table>")]
+    assert "0.2773" in table and "0.2684" in table and "θ_shared kept" in table
+    assert table.count("<tr") == 3  # header + one row per segment

@@ -287,6 +287,13 @@ def _routing(model: Any) -> dict[str, Any] | None:
     return out
 
 
+def _adaptation(result: Any) -> list[dict[str, Any]]:
+    """Per segment: the adapter's validation NDCG@10 against θ_shared's (empty without adapters)."""
+    from ..train import adaptation_table
+
+    return adaptation_table(result).reset_index().to_dict(orient="records")
+
+
 def _curves(result: Any) -> dict[str, list[dict[str, float]]]:
     curves: dict[str, list[dict[str, float]]] = {}
     for name, model in result.systems.items():
@@ -350,6 +357,7 @@ def build_report_data(
         },
         "terciles": _terciles(result),
         "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
+        "adaptation": _adaptation(result),
         "costs": _costs(result, costs),
         "routing": routing,
         "curves": _curves(result),
@@ -418,6 +426,7 @@ def payload_from_results(results: dict[str, Any], manifest: dict[str, Any] | Non
             "ndcg_by_segment": {"metric": METRIC, "n_boot": 0, "rows": seg_rows},
             "terciles": {"cuts": cuts, "users": {}, "rows": terc_rows},
             "comparisons": results.get("comparisons", {}),
+            "adaptation": results.get("adaptation", []),
             "costs": [
                 {
                     "system": n,

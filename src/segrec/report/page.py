@@ -297,6 +297,30 @@ def _accuracy(p: dict[str, Any]) -> str:
             '<h3>Paired differences</h3><p class="note">Paired bootstrap over users; green: the CI is '
             "above zero, red: below.</p>" + comps
         )
+    adapt = p.get("adaptation") or []
+    if adapt:
+        arow = [
+            [
+                f"{_swatch(r['segment'])}segment {r['segment']}",
+                _f(r.get("users")),
+                _f(r.get("valid_ndcg_global")),
+                _f(r.get("valid_ndcg_adapted")),
+                _f(r.get("best_epoch")),
+                "yes" if r.get("adapted") else "no: θ_shared kept",
+            ]
+            for r in adapt
+        ]
+        comps += (
+            "<h3>Segment adapters on validation</h3><p class=\"note\">Each segment's θ_k is trained on "
+            "the inner train part and kept only if an epoch beats the shared model's validation "
+            "NDCG@10 (epoch 0 = no adapter).</p>"
+            + _table(
+                ["segment", "users", "valid NDCG@10 θ_shared", "valid NDCG@10 adapted", "epochs", "adapted"],
+                arow,
+                table_id="adaptation",
+                numeric={1, 2, 3, 4},
+            )
+        )
     return (
         f'<section id="accuracy"><h2>Accuracy (test, full ranking)</h2>{table}{fig}'
         f"<h3>{escape(nbs['metric'])} per segment, 95% CI</h3>{by_seg}{comps}</section>"
