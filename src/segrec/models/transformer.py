@@ -77,7 +77,9 @@ class TransformerConfig(ModelConfig):
     clip_grad: float = Field(1.0, ge=0)
     """Gradient-norm clip (0 = off)."""
     item_init: Literal["random", "text"] = "random"
-    """``text``: start item embeddings from the array given to :meth:`TransformerRecommender.fit`."""
+    """``text``: start item embeddings from the array given to :meth:`TransformerRecommender.fit`
+    (``segrec run`` passes MiniLM embeddings of the items' titles and categories). Not the
+    default: on ml-100k valid it gave 0.2062 NDCG@10 against 0.2070 from random."""
     device: str = "cpu"
     """Torch device, e.g. ``cpu`` or ``cuda``; bf16 autocast is used on CUDA."""
     n_threads: int | None = Field(None, ge=1)
