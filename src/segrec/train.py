@@ -202,7 +202,8 @@ def segment_users(train: Interactions, cfg: RunConfig) -> tuple[np.ndarray, dict
 
 
 def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
-                   progress: Progress | None = None, executor: Executor | None = None) -> RunResult:
+                   progress: Progress | None = None, executor: Executor | None = None,
+                   bars: bool = False) -> RunResult:
     """Fit every configured system on one split and evaluate them all by the protocol.
 
     Args:
@@ -211,11 +212,13 @@ def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
         progress: Called with a short message before each step (the CLI shows it).
         executor: Where per-segment fits run and how the global Transformer trains;
             None builds one from ``cfg.ray`` (local by default) and closes it at the end.
+        bars: Per-epoch progress bars (loss, validation NDCG@10) for the models that
+            train in epochs, unless the config sets their ``show_progress`` itself.
     """
     own = executor is None
     executor = make_executor(cfg.ray) if own else executor
     try:
-        return _run(cfg, data, progress, executor)
+        return _run(cfg, data, progress, executor, bars)
     finally:
         if own and hasattr(executor, "close"):
             executor.close()
@@ -241,7 +244,7 @@ def fit_system(model: Recommender, train: Interactions, valid: Interactions | No
 
 
 def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
-         executor: Executor) -> RunResult:
+         executor: Executor, bars: bool = False) -> RunResult:
     say = progress or (lambda msg: log.info(msg))
     unknown = [n for n in cfg.models.systems if n not in SYSTEMS and n != "segmented"]
     if unknown:  # fail before any expensive step
@@ -273,6 +276,9 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
             result.skipped[name] = str(exc)
             log.warning("skipping %s: %s", name, exc)
             continue
+        explicit = {**cfg.models.transformer, **cfg.models.adapter}
+        if bars and "show_progress" in model.Config.model_fields and "show_progress" not in explicit:
+            model = model.with_params(show_progress=True)  # a long fit should not look hung
         params: dict[str, Any] = {}
         if getattr(getattr(model, "config", None), "item_init", None) == "text":
             say(f"{name}: item embeddings from item texts")

@@ -196,3 +196,23 @@ def test_run_starts_the_transformer_from_item_texts(monkeypatch):
         assert np.array_equal(model._item_init, text_mod.HashingEmbedder(dim=24).encode(texts))
         with pytest.raises(ConfigError, match="needs an items table"):
             run_experiment(cfg, data=random_interactions())
+
+
+def test_run_turns_on_epoch_bars_unless_the_config_says_otherwise(capsys):
+    import warnings
+
+    from segrec.config import load_config
+    from segrec.train import run_experiment
+
+    tiny = {"embedding_size": 8, "epochs": 2, "n_threads": 1}
+    over = {"data": {"synthetic_users": 60, "synthetic_items": 40, "synthetic_segments": 2},
+            "segmentation": {"text": False, "n_segments": 2}, "split": {"no_split": True}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(None, **over, models={"systems": ("transformer",), "transformer": tiny})
+        on = run_experiment(cfg, bars=True)
+        assert on.systems["transformer"].config.show_progress
+        assert "transformer" in capsys.readouterr().err  # tqdm's bar, labelled with the model
+        off = run_experiment(load_config(None, **over, models={
+            "systems": ("transformer",), "transformer": {**tiny, "show_progress": False}}), bars=True)
+        assert not off.systems["transformer"].config.show_progress

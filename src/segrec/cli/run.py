@@ -94,7 +94,8 @@ def run_command(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    result = run_experiment(cfg, progress=progress)
+    # bars only on a terminal: in a log file tqdm's carriage returns are noise
+    result = run_experiment(cfg, progress=progress, bars=not args.quiet and sys.stderr.isatty())
     out = save_run(result, args.out)
     print(format_result(result))
     print(f"\nartifacts: {out}/  (results.json, systems/, segments.parquet)")
