@@ -286,7 +286,7 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
         if served.router.heavy(user_id, bool(body.recent_items)):
             # In a worker thread: a heavy-tier request computes for milliseconds, and on the event
             # loop it would stall every other request and /healthz behind it (torch frees the GIL).
-            # Cheap ones stay on the loop: the thread hop would cost them ~25% of throughput.
+            # Cheap ones stay on the loop: in bench_serve the thread hop cost them 28-38% of throughput.
             out = await run_in_threadpool(served.router.recommend, **request)
         else:
             out = served.router.recommend(**request)
