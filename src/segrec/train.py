@@ -268,6 +268,7 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
     result = RunResult(cfg, data, split, segments, seg_info)
 
     names = [n for n in cfg.models.systems if n != "segmented"]
+    explicit = {**cfg.models.transformer, **cfg.models.adapter}  # settings the config fixes itself
     for name in names:
         say(f"fitting {name}")
         try:
@@ -276,7 +277,6 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
             result.skipped[name] = str(exc)
             log.warning("skipping %s: %s", name, exc)
             continue
-        explicit = {**cfg.models.transformer, **cfg.models.adapter}
         if bars and "show_progress" in model.Config.model_fields and "show_progress" not in explicit:
             model = model.with_params(show_progress=True)  # a long fit should not look hung
         params: dict[str, Any] = {}
@@ -356,6 +356,12 @@ def adaptation_table(result: RunResult) -> pd.DataFrame:
     return table[keep]
 
 
+def adaptation_records(result: RunResult) -> list[dict[str, Any]]:
+    """:func:`adaptation_table` as JSON-able rows (NaN, e.g. of a segment too small to tune, as None)."""
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+            for row in adaptation_table(result).reset_index().to_dict(orient="records")]
+
+
 def results_dict(result: RunResult) -> dict[str, Any]:
     """JSON-able summary of a run: config, data, segmentation, metrics, CIs, timings."""
     data = result.data
@@ -371,9 +377,8 @@ def results_dict(result: RunResult) -> dict[str, Any]:
         "fit_seconds": result.fit_seconds,
         "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
         "routing": {str(k): v for k, v in getattr(result.systems.get("segmented"), "routing_", {}).items()},
-        # why each segment was (not) adapted / routed: the validation numbers the fits decided on
-        "adaptation": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
-                       for r in adaptation_table(result).reset_index().to_dict(orient="records")],
+        # why each segment was (not) adapted: the validation numbers the fit decided on
+        "adaptation": adaptation_records(result),
         "skipped": result.skipped,
         "failed_segments": {n: {str(k): v for k, v in f.items()} for n, f in result.failed_segments.items()},
         # per-epoch loss / validation NDCG of the neural systems, for the report (issue 7)

@@ -287,13 +287,6 @@ def _routing(model: Any) -> dict[str, Any] | None:
     return out
 
 
-def _adaptation(result: Any) -> list[dict[str, Any]]:
-    """Per segment: the adapter's validation NDCG@10 against θ_shared's (empty without adapters)."""
-    from ..train import adaptation_table
-
-    return adaptation_table(result).reset_index().to_dict(orient="records")
-
-
 def _curves(result: Any) -> dict[str, list[dict[str, float]]]:
     curves: dict[str, list[dict[str, float]]] = {}
     for name, model in result.systems.items():
@@ -328,6 +321,7 @@ def build_report_data(
         A JSON-able dict (see :func:`segrec.report.render_report`).
     """
     from .. import __version__
+    from ..train import adaptation_records  # here, not at the top: train imports this module
 
     cfg = result.config
     n_boot = int(n_boot or cfg.evaluate.n_boot)
@@ -357,7 +351,7 @@ def build_report_data(
         },
         "terciles": _terciles(result),
         "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
-        "adaptation": _adaptation(result),
+        "adaptation": adaptation_records(result),
         "costs": _costs(result, costs),
         "routing": routing,
         "curves": _curves(result),
