@@ -45,8 +45,8 @@ RESULTS = Path(__file__).parent / "results"
 def _split_of(run):
     """The run's protocol split, rebuilt from its config; refuses data that changed."""
     from segrec.config import RunConfig
+    from segrec.experiment import load_data
     from segrec.split import temporal_split
-    from segrec.train import load_data
 
     cfg = RunConfig.model_validate(run.manifest["config"])
     data, _ = load_data(cfg)
@@ -133,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "bench_frontier.json"))
     args = parser.parse_args(argv)
 
+    from segrec.artifacts import load_run
     from segrec.evaluate import evaluate
     from segrec.evaluate.cost import cost_table, measure_latency
     from segrec.route import routing_summary
-    from segrec.train import load_run
 
     start = time.perf_counter()
     if args.threads:

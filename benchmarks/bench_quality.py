@@ -6,7 +6,7 @@
 ``--data synthetic`` runs the built-in data of ``segrec run`` (planted segments with their
 own tastes: where segment adaptation should pay); the anchor rows apply to ml-100k only.
 
-Fits the same systems as ``segrec run`` (through ``segrec.train.run_experiment``),
+Fits the same systems as ``segrec run`` (through ``segrec.experiment.run_experiment``),
 prints the overall table (NDCG/Recall/HR/MRR@10, NDCG/Recall@20, Cov@10, NDCG@10
 per activity tercile, fit seconds), per-segment NDCG@10 with 95% bootstrap CIs of
 the segment-aware systems against their global counterparts, and the relative
@@ -27,7 +27,7 @@ import pandas as pd
 from _common import git_commit as _commit
 from segrec.cli.run import format_result
 from segrec.config import load_config
-from segrec.train import results_dict, run_experiment
+from segrec.experiment import results_dict, run_experiment
 
 #: NDCG@10 of ../shared/ANCHORS.md (ml-100k, same protocol), for the side-by-side.
 ANCHORS = {

@@ -233,8 +233,10 @@ def _server_tier_times(text: str) -> dict[str, float]:
 
 def _synthetic_run(out: Path) -> Path:
     """A small routed run (popularity / EASE / local EASE, planted segments) for machines without ml-100k."""
+    from segrec.artifacts import save_run
     from segrec.config import load_config
     from segrec.data.synthetic import generate_synthetic
+    from segrec.experiment import RunResult
     from segrec.models import (
         EASERecommender,
         PerSegmentRecommender,
@@ -242,7 +244,6 @@ def _synthetic_run(out: Path) -> Path:
         SegmentedRecommender,
     )
     from segrec.split import temporal_split
-    from segrec.train import RunResult, save_run
 
     syn = generate_synthetic(n_users=2000, n_items=1000, n_segments=4, seed=0)
     data = syn.to_interactions()

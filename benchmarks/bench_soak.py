@@ -49,10 +49,11 @@ def _free_port() -> int:
 
 def make_run(out: Path, n_users: int, n_items: int) -> tuple[Path, list[str], list[str]]:
     """Save a small EASE run; returns (run dir, user ids, item ids)."""
+    from segrec.artifacts import save_run
     from segrec.config import load_config
     from segrec.data.synthetic import generate_synthetic
+    from segrec.experiment import RunResult
     from segrec.models.baselines import EASERecommender
-    from segrec.train import RunResult, save_run
 
     data = generate_synthetic(n_users=n_users, n_items=n_items, n_segments=3, seed=0).to_interactions()
     model = EASERecommender(reg=50.0).fit(data)

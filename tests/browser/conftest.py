@@ -56,8 +56,9 @@ def browser():
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A saved run of the cheap systems on tiny synthetic data (text features off: no MiniLM load)."""
+    from segrec.artifacts import save_run
     from segrec.config import load_config
-    from segrec.train import run_experiment, save_run
+    from segrec.experiment import run_experiment
 
     cfg = load_config(None, data={"synthetic_users": 300, "synthetic_items": 150, "synthetic_segments": 3},
                       segmentation={"text": False, "n_segments": 3}, models={"systems": CHEAP},

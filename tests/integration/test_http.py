@@ -14,8 +14,10 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from segrec.artifacts import save_run  # noqa: E402
 from segrec.config import load_config  # noqa: E402
 from segrec.data.synthetic import generate_synthetic  # noqa: E402
+from segrec.experiment import RunResult  # noqa: E402
 from segrec.models import (  # noqa: E402
     EASERecommender,
     PerSegmentRecommender,
@@ -24,7 +26,6 @@ from segrec.models import (  # noqa: E402
 )
 from segrec.serve import create_app  # noqa: E402
 from segrec.split import temporal_split  # noqa: E402
-from segrec.train import RunResult, save_run  # noqa: E402
 
 
 def _build_run(out, seed=0):

@@ -15,6 +15,7 @@ import pytest
 from segrec import generate_synthetic, temporal_split
 from segrec.config import load_config
 from segrec.distributed import LocalExecutor
+from segrec.experiment import results_dict, run_experiment
 from segrec.models import (
     EASERecommender,
     PerSegmentRecommender,
@@ -24,7 +25,6 @@ from segrec.models import (
 )
 from segrec.models.adapters import AdaptedTransformerRecommender
 from segrec.models.transformer import TransformerRecommender
-from segrec.train import results_dict, run_experiment
 
 if os.environ.get("SEGREC_REQUIRE_RAY"):  # CI (.ci/run): a missing Ray extra is a failure
     import ray

@@ -13,11 +13,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from segrec.artifacts import load_run
 from segrec.cli import main
 from segrec.errors import MissingDependencyError, SegrecError
 from segrec.report import build_report_data, load_report_data, render_report, write_report
 from segrec.report.collect import BOOTSTRAP_MAX_USERS, mean_ci
-from segrec.train import load_run
 
 K = 3
 CHEAP = "popularity,ease,local_ease,segmented"
@@ -171,7 +171,7 @@ def test_build_report_data_without_evaluation_is_json_safe():
     import warnings
 
     from segrec.config import load_config
-    from segrec.train import run_experiment
+    from segrec.experiment import run_experiment
 
     cfg = load_config(None, data={"synthetic_users": 60, "synthetic_items": 40, "synthetic_segments": 2},
                       split={"no_split": True}, segmentation={"text": False, "n_segments": 2},

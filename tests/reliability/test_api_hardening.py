@@ -17,12 +17,13 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from segrec.artifacts import load_run, save_run  # noqa: E402
 from segrec.config import load_config  # noqa: E402
+from segrec.experiment import RunResult  # noqa: E402
 from segrec.models.baselines import EASERecommender  # noqa: E402
 from segrec.serve import create_app  # noqa: E402
 from segrec.serve import http as serve_http  # noqa: E402
 from segrec.testing import random_interactions  # noqa: E402
-from segrec.train import RunResult, load_run, save_run  # noqa: E402
 
 KEY = "s3cret-key"
 

@@ -20,10 +20,10 @@ from collections import Counter
 
 import pytest
 
+from segrec.artifacts import load_run
 from segrec.errors import SegrecError
 from segrec.io import STALE_AFTER_S, sweep_stale
 from segrec.models.base import Recommender
-from segrec.train import load_run
 
 CHILD = textwrap.dedent("""
     import sys, warnings
@@ -31,7 +31,8 @@ CHILD = textwrap.dedent("""
     from segrec.config import load_config
     from segrec.models.baselines import EASERecommender
     from segrec.testing import random_interactions
-    from segrec.train import RunResult, save_run
+    from segrec.artifacts import save_run
+    from segrec.experiment import RunResult
 
     warnings.simplefilter("ignore")
     import logging; logging.disable(logging.WARNING)

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from segrec.artifacts import load_run
 from segrec.cli import main
-from segrec.train import load_run
 
 SYSTEMS = ["popularity", "ease", "local_ease", "segmented"]
 _MAIN = "import sys; from segrec.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -14,12 +14,13 @@ import shutil
 import numpy as np
 import pytest
 
+from segrec.artifacts import load_run, save_run
 from segrec.config import load_config
 from segrec.errors import SegrecError
+from segrec.experiment import RunResult
 from segrec.models.base import Recommender
 from segrec.models.baselines import EASERecommender
 from segrec.testing import random_interactions
-from segrec.train import RunResult, load_run, save_run
 
 
 @pytest.fixture(scope="module")

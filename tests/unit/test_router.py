@@ -8,15 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from segrec.artifacts import load_run, save_run
 from segrec.config import load_config
 from segrec.errors import ConfigError, SegrecError, UnknownIDError
+from segrec.experiment import RunResult
 from segrec.models import EASERecommender, PerSegmentRecommender, PopularityRecommender, SegmentedRecommender
 from segrec.route import RulesConfig, choose_accuracy, choose_budget, choose_rules, routing_summary
 from segrec.route.assign import ProfileAssigner
 from segrec.route.policy import segment_activity
 from segrec.route.router import Router
 from segrec.split import temporal_split
-from segrec.train import RunResult, load_run, save_run
 from segrec.types import Interactions, Vocabulary
 
 

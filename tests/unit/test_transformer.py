@@ -179,9 +179,9 @@ def test_run_starts_the_transformer_from_item_texts(monkeypatch):
     import warnings
 
     from segrec.config import load_config
+    from segrec.experiment import run_experiment
     from segrec.features import text as text_mod
     from segrec.testing import random_interactions
-    from segrec.train import run_experiment
 
     monkeypatch.setattr(text_mod, "SentenceTransformerEmbedder", lambda: text_mod.HashingEmbedder(dim=24))
     tiny = {"item_init": "text", "embedding_size": 8, "epochs": 1, "early_stopping": False, "n_threads": 1}
@@ -202,7 +202,7 @@ def test_run_turns_on_epoch_bars_unless_the_config_says_otherwise(capsys):
     import warnings
 
     from segrec.config import load_config
-    from segrec.train import run_experiment
+    from segrec.experiment import run_experiment
 
     tiny = {"embedding_size": 8, "epochs": 2, "n_threads": 1}
     over = {"data": {"synthetic_users": 60, "synthetic_items": 40, "synthetic_segments": 2},

@@ -27,9 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def recommend_command(args: argparse.Namespace) -> int:
     """Write recommendations (or list systems)."""
+    from ..artifacts import load_run
     from ..errors import SegrecError
     from ..io import atomic_write_text
-    from ..train import load_run
 
     run = load_run(args.artifacts)
     if args.list:

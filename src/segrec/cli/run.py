@@ -79,9 +79,10 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the main job and print its tables."""
+    from ..artifacts import save_run
     from ..config import load_config
     from ..errors import SegrecError
-    from ..train import run_experiment, save_run
+    from ..experiment import run_experiment
 
     for flag in ("data", "items", "users"):
         value = getattr(args, flag)
@@ -98,6 +99,8 @@ def run_command(args: argparse.Namespace) -> int:
     result = run_experiment(cfg, progress=progress, bars=not args.quiet and sys.stderr.isatty())
     out = save_run(result, args.out)
     print(format_result(result))
+    print("\n== where the time went (wall / CPU seconds, peak memory of each stage) ==")
+    print(result.stages.format())
     print(f"\nartifacts: {out}/  (results.json, systems/, segments.parquet)")
     if (out / "report.html").is_file():
         print(f"report: {out / 'report.html'}  (self-contained; open it in a browser)")
@@ -107,7 +110,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def format_result(result) -> str:
     """The human-readable comparison: overall table, per segment, CIs, routing."""
-    from ..train import adaptation_table
+    from ..experiment import adaptation_table
 
     lines = []
     d = result.data

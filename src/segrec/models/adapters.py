@@ -459,6 +459,7 @@ class AdaptedTransformerRecommender(Recommender):
         model = type(self)(self.config)
         model.global_ = g
         model.user_vocab_, model.item_vocab_, model.seen_ = g.user_vocab_, g.item_vocab_, g.seen_
+        model.fitted_on_ = g.fitted_on_  # θ_k were tuned on the same inner train part
         model.segments_ = self.segments_
         model.adapters_ = dict(inner_adapters)
         model.rank_, model.param_ratio_ = self.rank_, self.param_ratio_

@@ -62,6 +62,12 @@ class Recommender:
         self.user_vocab_: Vocabulary | None = None
         self.item_vocab_: Vocabulary | None = None
         self.seen_: sp.csr_matrix | None = None
+        #: wall seconds of the parts of the last fit, e.g. ``tuning_s`` / ``refit_s`` (the run's
+        #: cost breakdown shows them); each model records what it has
+        self.fit_timings_: dict[str, float] = {}
+        #: fingerprint of the data the last fit learned from (train ∪ valid), so a composite can
+        #: tell whether a kept inner model was fitted on the very inner split it needs
+        self.fitted_on_: str | None = None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
@@ -92,10 +98,12 @@ class Recommender:
         full = train if valid is None or len(valid) == 0 else train.concat(valid)
         self.user_vocab_ = None
         self.item_vocab_ = None
+        self.fit_timings_ = {}
         self._fit(train, None if valid is None or len(valid) == 0 else valid, **fit_params)
         self.user_vocab_ = full.user_vocab
         self.item_vocab_ = full.item_vocab
         self.seen_ = full.to_csr()
+        self.fitted_on_ = full.fingerprint()
         return self
 
     def _fit(self, train: Interactions, valid: Interactions | None, **fit_params: Any) -> None:

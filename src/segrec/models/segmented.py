@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -177,13 +178,18 @@ class SegmentedRecommender(Recommender):
         if routing is None:
             # Stage 1: every tier fitted on the inner train part only and scored per
             # segment on the held-out part (valid, or the last 10% of each user's train).
+            start = time.perf_counter()
             inner_train, inner_valid = inner_sets(train, valid)
+            inner_print = inner_train.fingerprint()
             stage: dict[str, Recommender] = {}
             for name, proto in self._fit_order():
                 pre = (prefitted or {}).get(name)
-                # a prefitted tier fitted with this same valid part may have kept its
-                # train-only version: reuse it rather than training it again
-                kept = pre.inner_model() if pre is not None and valid is not None else None
+                # A prefitted tier may have kept its version fitted on this very inner train
+                # part (also with no valid set: both carve the same last 10% per user):
+                # reuse it rather than training it again (issue 12: no work done twice).
+                kept = pre.inner_model() if pre is not None else None
+                if kept is not None and kept.fitted_on_ != inner_print:
+                    kept = None
                 kept_segments = getattr(kept, "segments_", None)
                 if kept_segments is not None and not np.array_equal(kept_segments, segments):
                     kept = None  # fitted per other segments: its θ_k would be misassigned
@@ -197,15 +203,18 @@ class SegmentedRecommender(Recommender):
             costs = tier_costs(stage, segments, inner_train.user_counts().astype(np.float64), users)
             self.validation_ = table.merge(costs, on=["segment", "tier"], how="left")
             routing = self._choose(self.validation_, segments, inner_train.user_counts(), set(stage))
+            self.fit_timings_["routing_s"] = time.perf_counter() - start
         self.routing_ = {int(k): str(v) for k, v in routing.items()}
         self.new_user_tier_ = self.config.rules.new_users if self.config.policy == "rules" else None
         # Stage 2: the final tiers, fitted on train with valid (-> train ∪ valid).
+        start = time.perf_counter()
         self.tiers_: dict[str, Recommender] = dict(prefitted or {})
         for name, proto in self._fit_order():
             if name in self.tiers_:
                 continue
             m = proto.with_params()
             self.tiers_[name] = m.fit(train, valid=valid, **_fit_params(m, segments, self.tiers_))
+        self.fit_timings_["final_tiers_s"] = time.perf_counter() - start
 
     def _fit_order(self) -> list[tuple[str, Recommender]]:
         """Tiers in fit order: those that build on the global model come after it."""

@@ -239,16 +239,20 @@ class TransformerRecommender(Recommender):
         if c.early_stopping:
             inner_train, inner_valid = inner_sets(train, valid)
             net, result = self._train(inner_train, c.epochs, inner_valid)
+            self.fit_timings_["tuning_s"] = time.perf_counter() - start
             self.curve_ = result.curve
             self.inner_params_ = result.best_params
             self.inner_score_ = result.best_score
             # kept (not saved) so inner_model() can score the inner valid part without refitting
-            self._inner_data = (Histories.from_interactions(inner_train, c.max_len), inner_train.to_csr())
+            self._inner_data = (Histories.from_interactions(inner_train, c.max_len), inner_train.to_csr(),
+                                inner_train.fingerprint())
             self.best_epoch_ = max(result.best_epoch, 1)
             log.info("%s: best inner-valid NDCG@10 %.4f at epoch %d", self.name, result.best_score,
                      self.best_epoch_)
             if c.refit:
+                refit_start = time.perf_counter()
                 net, _ = self._train(full, self.best_epoch_, None)
+                self.fit_timings_["refit_s"] = time.perf_counter() - refit_start
         else:
             net, result = self._train(full, c.epochs, None)
             self.best_epoch_ = c.epochs
@@ -272,7 +276,7 @@ class TransformerRecommender(Recommender):
         net.load_state_dict({**self.net_.state_dict(), **self.inner_params_})
         model = type(self)(self.config)
         model.net_ = net.to(self.config.device).eval()
-        model.histories_, model.seen_ = inner
+        model.histories_, model.seen_, model.fitted_on_ = inner
         model.user_vocab_, model.item_vocab_ = self.user_vocab_, self.item_vocab_
         model.inner_params_ = None
         model.best_epoch_, model.curve_, model.fit_seconds_ = self.best_epoch_, self.curve_, 0.0

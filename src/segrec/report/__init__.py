@@ -57,8 +57,8 @@ def write_report(source: Any, path: str | Path, **options: Any) -> Path:
     """Write the self-contained HTML report of a run.
 
     Args:
-        source: A :class:`~segrec.train.RunResult`, a payload dict, or a run
-            directory written by :func:`segrec.train.save_run`.
+        source: A :class:`~segrec.experiment.RunResult`, a payload dict, or a run
+            directory written by :func:`segrec.artifacts.save_run`.
         path: The HTML file to write (atomically: a reader never sees half a page).
         **options: Passed to :func:`build_report_data` for a RunResult (``n_boot``,
             ``costs``, ``max_map_users``).

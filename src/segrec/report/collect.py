@@ -311,7 +311,7 @@ def build_report_data(
     """The report payload of a finished run.
 
     Args:
-        result: A :class:`~segrec.train.RunResult`.
+        result: A :class:`~segrec.experiment.RunResult`.
         costs: system -> ``n_parameters``, ``flops_per_request``, ``memory_bytes``
             (as written to the manifest); None computes them.
         n_boot: Bootstrap resamples per CI (default: the run config's ``evaluate.n_boot``).
@@ -321,7 +321,7 @@ def build_report_data(
         A JSON-able dict (see :func:`segrec.report.render_report`).
     """
     from .. import __version__
-    from ..train import adaptation_records  # here, not at the top: train imports this module
+    from ..experiment import adaptation_records
 
     cfg = result.config
     n_boot = int(n_boot or cfg.evaluate.n_boot)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from typing import Any, Literal, Self
 
@@ -158,9 +159,13 @@ class SegmentationPipeline:
         cache_dir: str | os.PathLike | None = None,
     ) -> Self:
         """Fit features on ``data`` (fit data only) and segment its users; returns self."""
+        start = time.perf_counter()
         if self.features is None:
             self.features = default_features(data, text=text, embedder=embedder, cache_dir=cache_dir)
         self.features_: UserFeatures = self.features.fit_transform(data)
+        #: wall seconds of the two parts (the run's cost breakdown shows them)
+        self.timings_ = {"features_s": time.perf_counter() - start}
+        start = time.perf_counter()
         self.method_selection_ = None
         if self.segmenter is None:
             from .select_k import select_method
@@ -183,6 +188,7 @@ class SegmentationPipeline:
                 },
             )
         self.segmentation_ = seg
+        self.timings_["segmenter_s"] = time.perf_counter() - start
         return self
 
     def assign(self, data: Interactions) -> np.ndarray:

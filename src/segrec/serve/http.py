@@ -127,7 +127,7 @@ class _Served:
 
 def _default_loader(**router_options: Any) -> Callable[[Path], Any]:
     def load(path: Path):
-        from ..train import load_run
+        from ..artifacts import load_run
 
         return load_run(path).router(**router_options)
 
@@ -151,7 +151,7 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
     """Build the FastAPI app serving a run directory (or a ready Router).
 
     Args:
-        source: Run directory written by :func:`segrec.train.save_run`, or a Router.
+        source: Run directory written by :func:`segrec.artifacts.save_run`, or a Router.
         loader: ``path -> Router`` used at start and on reload (default:
             ``load_run(path).router(**router_options)``, checksums verified).
         api_key: When set, every route except health and docs needs header

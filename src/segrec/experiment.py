@@ -1,0 +1,343 @@
+"""The experiment: data -> split -> segments -> every system fitted -> evaluated and compared.
+
+``run_experiment(config, data)`` is what ``segrec run`` and
+``benchmarks/bench_quality.py`` call, so the CLI and the benchmark report the same
+numbers. Saving and loading the result is :mod:`segrec.artifacts`; the systems
+themselves are built by :mod:`segrec.systems`. Every stage is timed
+(:mod:`segrec.stages`), so a run says where its time and memory went.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import RunConfig
+from .distributed.executor import Executor, make_executor
+from .errors import MissingDependencyError, SegrecError
+from .evaluate import EvalReport, bootstrap_diff, evaluate
+from .models import Recommender, SegmentedRecommender
+from .split import temporal_split
+from .stages import StageLog
+from .systems import SYSTEMS, TIERS, build_system, known_systems
+from .types import Interactions, Split
+
+__all__ = ["RunResult", "adaptation_records", "adaptation_table", "load_data", "results_dict",
+           "run_experiment"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced.
+
+    Attributes:
+        config: The resolved run config.
+        data: The full dataset.
+        split: The protocol split (None with ``no_split``).
+        segments: int array (n_users,), segment per dense user.
+        segmentation: Method, K and quality figures of the segmentation.
+        systems: name -> fitted Recommender.
+        reports: name -> EvalReport on the test part (empty with ``no_split``).
+        comparisons: name -> DataFrame of bootstrap CIs (per segment and overall).
+        fit_seconds: name -> wall seconds of ``fit``.
+        skipped: name -> why the system was not run; also ``"<system> segment <k>"`` for a
+            segment whose per-segment fit failed on every attempt (issue 6).
+        failed_segments: system -> {segment: why}: segments served by the fallback
+            because their per-segment task failed on every attempt.
+        stages: Wall time, CPU time and peak memory of every stage of the run.
+    """
+
+    config: RunConfig
+    data: Interactions
+    split: Split | None
+    segments: np.ndarray
+    segmentation: dict[str, Any]
+    systems: dict[str, Recommender] = field(default_factory=dict)
+    reports: dict[str, EvalReport] = field(default_factory=dict)
+    comparisons: dict[str, pd.DataFrame] = field(default_factory=dict)
+    fit_seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed_segments: dict[str, dict[int, str]] = field(default_factory=dict)
+    stages: StageLog = field(default_factory=StageLog)
+
+    def table(self) -> pd.DataFrame:
+        """One row per evaluated system: overall metrics, terciles and fit time."""
+        rows = []
+        for name, rep in self.reports.items():
+            act = rep.by("activity")["ndcg@10"]
+            rows.append({"system": name, **{k: rep.overall[k] for k in (
+                "ndcg@10", "recall@10", "hit_rate@10", "mrr@10", "ndcg@20", "recall@20", "coverage@10")},
+                **{f"ndcg@10 {t}": act.get(t, np.nan) for t in ("light", "medium", "heavy")},
+                "fit_s": self.fit_seconds.get(name, np.nan)})
+        return pd.DataFrame(rows).set_index("system") if rows else pd.DataFrame()
+
+    def best_system(self) -> str:
+        """The system with the highest test NDCG@10, else ``segmented`` or the first fitted."""
+        if self.reports:
+            return max(self.reports, key=lambda n: self.reports[n].overall["ndcg@10"])
+        return "segmented" if "segmented" in self.systems else next(iter(self.systems))
+
+
+def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
+    """The run's dataset: the configured file, or the built-in synthetic data.
+
+    Returns:
+        ``(interactions, true_segments)``; true segments only for synthetic data.
+    """
+    from .data import load_interactions
+    from .data.synthetic import generate_synthetic
+
+    if cfg.data.path:
+        return load_interactions(cfg.data.path, items=cfg.data.items, users=cfg.data.users), None
+    synth = generate_synthetic(n_users=cfg.data.synthetic_users, n_items=cfg.data.synthetic_items,
+                               n_segments=cfg.data.synthetic_segments, seed=cfg.seed)
+    data = dataclasses.replace(synth.to_interactions(), source=(
+        f"built-in synthetic data ({cfg.data.synthetic_users} users, {cfg.data.synthetic_items} items, "
+        f"{cfg.data.synthetic_segments} planted segments, seed {cfg.seed})"))
+    return data, synth.segment_labels(data.user_vocab)
+
+
+def item_text_embeddings(data: Interactions, cfg: RunConfig, embedder: Any = None) -> np.ndarray:
+    """Item embeddings (dense item order) from the items table's title and categories.
+
+    The same pretrained language model and cache as the segmentation's text features,
+    for a Transformer configured with ``item_init = "text"``.
+
+    Raises:
+        ConfigError: The data has no items table, or it has no text columns.
+    """
+    from .errors import ConfigError
+    from .features.text import SentenceTransformerEmbedder, embed_cached, item_texts
+
+    table = data.item_table
+    if table is None or not {"title", "categories"} & set(table.columns):
+        raise ConfigError("item_init = 'text' needs an items table with a title or categories column "
+                          "(segrec run --items FILE); or set item_init = 'random'", key="item_init")
+    texts = item_texts(table, data.n_items)
+    return embed_cached(embedder or SentenceTransformerEmbedder(), texts, cfg.segmentation.embedding_cache)
+
+
+def segment_users(train: Interactions, cfg: RunConfig) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
+    """Segment the users of ``train`` as configured.
+
+    Returns:
+        ``(labels per dense user, summary, timings)``; timings split the wall time into
+        ``features_s`` (incl. text embeddings) and ``segmenter_s`` (incl. automatic K).
+    """
+    from .segment import SegmentationPipeline
+
+    s = cfg.segmentation
+    pipe = SegmentationPipeline.build(s.method, n_segments=s.n_segments, random_state=cfg.seed)
+    pipe.fit(train, text=s.text, cache_dir=s.embedding_cache)
+    seg = pipe.segmentation_
+    return np.asarray(seg.labels, dtype=np.int64), seg.summary(), dict(pipe.timings_)
+
+
+def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
+                   progress: Progress | None = None, executor: Executor | None = None,
+                   bars: bool = False) -> RunResult:
+    """Fit every configured system on one split and evaluate them all by the protocol.
+
+    Args:
+        cfg: The run config.
+        data: The dataset; None loads it as ``cfg.data`` says.
+        progress: Called with a short message before each step (the CLI shows it).
+        executor: Where per-segment fits run and how the global Transformer trains;
+            None builds one from ``cfg.ray`` (local by default) and closes it at the end.
+        bars: Per-epoch progress bars (loss, validation NDCG@10) for the models that
+            train in epochs, unless the config sets their ``show_progress`` itself.
+    """
+    own = executor is None
+    executor = make_executor(cfg.ray) if own else executor
+    try:
+        return _run(cfg, data, progress, executor, bars)
+    finally:
+        if own and hasattr(executor, "close"):
+            executor.close()
+
+
+def fit_system(model: Recommender, train: Interactions, valid: Interactions | None,
+               params: dict[str, Any], executor: Executor) -> Recommender:
+    """Fit one system, handing it the executor where it can use one.
+
+    Per-segment models (``uses_executor``) get ``executor=``; a model that trains
+    data-parallel (``supports_data_parallel``, the Transformer) goes through
+    ``executor.fit_data_parallel`` when the executor has it (Ray Train under the Ray executor).
+
+    Returns:
+        The fitted model (a new object when it was trained data-parallel).
+    """
+    if getattr(model, "uses_executor", False):
+        params = {**params, "executor": executor}
+    parallel = getattr(executor, "fit_data_parallel", None)
+    if parallel is not None and getattr(model, "supports_data_parallel", False) and not params:
+        return parallel(model, train, valid=valid)
+    return model.fit(train, valid=valid, **params)
+
+
+def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
+         executor: Executor, bars: bool = False) -> RunResult:
+    say = progress or (lambda msg: log.info(msg))
+    unknown = [n for n in cfg.models.systems if n not in SYSTEMS and n != "segmented"]
+    if unknown:  # fail before any expensive step
+        raise SegrecError(f"unknown system {unknown[0]!r}; known: {known_systems()}")
+    stages = StageLog()
+    truth = None
+    if data is None:
+        say("loading data")
+        with stages.stage("load"):
+            data, truth = load_data(cfg)
+    if cfg.split.no_split:
+        split = None
+        train, valid = data, None
+    else:
+        with stages.stage("split"):
+            split = temporal_split(data, cfg.split.ratios)
+        train, valid = split.train, split.valid
+    say(f"segmenting {train.n_users} users")
+    with stages.stage("segmentation") as row:
+        segments, seg_info, timings = segment_users(train, cfg)
+        row.detail.update(timings)
+    if truth is not None:  # synthetic data: how well were the planted segments recovered?
+        from sklearn.metrics import adjusted_rand_score
+
+        seg_info = {**seg_info, "planted_ari": float(adjusted_rand_score(truth, segments))}
+    result = RunResult(cfg, data, split, segments, seg_info, stages=stages)
+
+    names = [n for n in cfg.models.systems if n != "segmented"]
+    explicit = {**cfg.models.transformer, **cfg.models.adapter}  # settings the config fixes itself
+    for name in names:
+        say(f"fitting {name}")
+        try:
+            model = build_system(name, cfg)
+        except (ImportError, MissingDependencyError) as exc:
+            result.skipped[name] = str(exc)
+            log.warning("skipping %s: %s", name, exc)
+            continue
+        if bars and "show_progress" in model.Config.model_fields and "show_progress" not in explicit:
+            model = model.with_params(show_progress=True)  # a long fit should not look hung
+        params: dict[str, Any] = {}
+        if getattr(getattr(model, "config", None), "item_init", None) == "text":
+            say(f"{name}: item embeddings from item texts")
+            with stages.stage(f"text embeddings for {name}"):
+                model.set_item_init(item_text_embeddings(train, cfg))
+        if getattr(model, "segment_aware", False):
+            params["segments"] = segments
+        if getattr(model, "needs_global", False) and "transformer" in result.systems:
+            params["global_model"] = result.systems["transformer"]
+        with stages.stage(f"fit {name}") as row:
+            model = fit_system(model, train, valid, params, executor)
+        row.detail.update(model.fit_timings_)
+        result.fit_seconds[name] = row.seconds
+        result.systems[name] = model
+        _note_failures(result, name, model)
+    if "segmented" in cfg.models.systems:
+        tiers = {tier: build_system(sys_name, cfg) for tier, sys_name in TIERS.items()
+                 if sys_name in result.systems}
+        if "global" not in tiers:  # no Transformer: EASE is the large tier
+            tiers["global"] = build_system("ease", cfg)
+        say(f"fitting segmented (routing {len(tiers)} tiers: {', '.join(tiers)})")
+        prefitted = {tier: result.systems[TIERS[tier]] for tier in tiers if TIERS.get(tier) in result.systems}
+        with stages.stage("fit segmented (routing)") as row:
+            seg_model = SegmentedRecommender(tiers).fit(train, valid=valid, segments=segments,
+                                                        prefitted=prefitted)
+        row.detail.update(seg_model.fit_timings_)
+        # tiers reused from the rows above: count their fit time too, honestly
+        result.fit_seconds["segmented"] = row.seconds + sum(
+            result.fit_seconds.get(TIERS[t], 0.0) for t in prefitted)
+        result.systems["segmented"] = seg_model
+    if split is not None:
+        for name, model in result.systems.items():
+            say(f"evaluating {name}")
+            with stages.stage(f"evaluate {name}"):
+                result.reports[name] = evaluate(model, split, segments=segments, ks=cfg.evaluate.ks,
+                                                system=name)
+        with stages.stage("bootstrap comparisons"):
+            _compare(result)
+    return result
+
+
+def _note_failures(result: RunResult, name: str, model: Recommender) -> None:
+    """Record segments whose per-segment fit failed on every attempt (served by the fallback)."""
+    failed = dict(getattr(model, "failed_segments_", None) or {})
+    if not failed:
+        return
+    result.failed_segments[name] = {int(k): str(v) for k, v in failed.items()}
+    for seg, why in sorted(failed.items()):
+        result.skipped[f"{name} segment {seg}"] = f"{why}; its users are served by the global model"
+        log.warning("%s: segment %s falls back to the global model: %s", name, seg, why)
+
+
+def _compare(result: RunResult) -> None:
+    """Bootstrap CIs of the segment-aware systems against their global counterparts."""
+    pairs = [("adapted_transformer", "transformer"), ("segmented", "transformer"),
+             ("local_ease", "ease"), ("segmented", "ease")]
+    for a, b in pairs:
+        if a in result.reports and b in result.reports:
+            ra, rb = result.reports[a], result.reports[b]
+            overall = bootstrap_diff(ra, rb, n_boot=result.config.evaluate.n_boot, seed=result.config.seed)
+            by_seg = bootstrap_diff(ra, rb, by="segment", n_boot=result.config.evaluate.n_boot,
+                                    seed=result.config.seed)
+            by_seg.index = [f"segment {s}" for s in by_seg.index]
+            result.comparisons[f"{a} - {b}"] = pd.concat([overall, by_seg])
+
+
+def adaptation_table(result: RunResult) -> pd.DataFrame:
+    """Per segment: the adapter's inner-valid NDCG@10 against the global model's, and its epochs.
+
+    Empty when no adapted Transformer was fitted. ``adapted`` is False where no adapter
+    epoch beat θ_shared on validation, so the segment is served by the global model.
+    """
+    model = result.systems.get("adapted_transformer")
+    info = getattr(model, "segment_info_", None)
+    if not info:
+        return pd.DataFrame()
+    table = pd.DataFrame.from_dict(info, orient="index").rename_axis("segment").sort_index()
+    table["adapted"] = [int(k) in model.adapters_ for k in table.index]
+    keep = [c for c in ("users", "valid_ndcg_global", "valid_ndcg_adapted", "best_epoch", "adapted")
+            if c in table]
+    return table[keep]
+
+
+def adaptation_records(result: RunResult) -> list[dict[str, Any]]:
+    """:func:`adaptation_table` as JSON-able rows (NaN, e.g. of a segment too small to tune, as None)."""
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+            for row in adaptation_table(result).reset_index().to_dict(orient="records")]
+
+
+def results_dict(result: RunResult) -> dict[str, Any]:
+    """JSON-able summary of a run: config, data, segmentation, metrics, CIs, timings."""
+    data = result.data
+    return {
+        "config": result.config.model_dump(mode="json"),
+        "data": {"source": data.source, "users": data.n_users, "items": data.n_items,
+                 "interactions": len(data), "fingerprint": data.fingerprint()},
+        "segmentation": result.segmentation,
+        "segment_sizes": {str(k): int(v) for k, v in zip(*np.unique(result.segments, return_counts=True),
+                                                          strict=True)},
+        "systems": {n: {**rep.to_dict(), "fit_seconds": result.fit_seconds.get(n)}
+                    for n, rep in result.reports.items()},
+        "fit_seconds": result.fit_seconds,
+        # where the run's time and memory went, stage by stage (issue 12)
+        "stages": result.stages.to_records(),
+        "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
+        "routing": {str(k): v for k, v in getattr(result.systems.get("segmented"), "routing_", {}).items()},
+        # why each segment was (not) adapted: the validation numbers the fit decided on
+        "adaptation": adaptation_records(result),
+        "skipped": result.skipped,
+        "failed_segments": {n: {str(k): v for k, v in f.items()} for n, f in result.failed_segments.items()},
+        # per-epoch loss / validation NDCG of the neural systems, for the report (issue 7)
+        "training_curves": {n: list(getattr(m, "curve_", None) or []) for n, m in result.systems.items()
+                            if getattr(m, "curve_", None)},
+        "best_system": result.best_system() if result.systems else None,
+    }

@@ -1,0 +1,48 @@
+import time
+
+import numpy as np
+
+from segrec.stages import StageLog, peak_rss_mb
+
+
+def test_stage_records_wall_cpu_and_detail():
+    log = StageLog()
+    with log.stage("busy", rows=3) as row:
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.05:  # burn CPU, so cpu_seconds is measurably > 0
+            pass
+        row.detail["tuning_s"] = 0.01
+    (stage,) = log.stages
+    assert stage.name == "busy" and stage.seconds >= 0.05 and stage.cpu_seconds > 0.02
+    rec = log.to_records()[0]
+    assert rec["stage"] == "busy" and rec["rows"] == 3 and rec["tuning_s"] == 0.01
+    assert log.seconds("busy") == stage.seconds and log.seconds("absent") == 0.0
+    text = log.format()
+    assert text.splitlines()[0].startswith("stage") and "busy" in text and "tuning_s" in text
+
+
+def test_peak_memory_is_per_stage_and_covers_children():
+    log = StageLog()
+    with log.stage("outer"):
+        with log.stage("big"):
+            block = np.ones(40_000_000 // 8)  # 40 MB touched
+            block += 1
+            del block
+        with log.stage("small"):
+            pass
+    outer, big, small = log.stages
+    assert big.peak_rss_mb >= small.peak_rss_mb
+    assert outer.peak_rss_mb >= big.peak_rss_mb  # a parent holds at least what its children held
+    if log.peak_is_per_stage:  # Linux with a writable /proc/self/clear_refs: per-stage peaks
+        assert big.peak_rss_mb - small.peak_rss_mb > 30
+    assert peak_rss_mb() > 0
+
+
+def test_a_failing_stage_is_still_recorded():
+    log = StageLog()
+    try:
+        with log.stage("boom"):
+            raise ValueError("x")
+    except ValueError:
+        pass
+    assert [s.name for s in log.stages] == ["boom"] and log.stages[0].seconds >= 0
