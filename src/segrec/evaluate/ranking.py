@@ -115,9 +115,19 @@ def hit_matrix(top_items: np.ndarray, truth: sp.csr_matrix, users: np.ndarray) -
     return np.isin(query, truth_keys) & (top_items >= 0)
 
 
-def quick_ndcg(score_fn, train_csr: sp.csr_matrix, valid_csr: sp.csr_matrix, k: int = 10) -> float:
-    """Mean NDCG@k on ``valid`` with ``train`` items excluded; used for tuning."""
-    users = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
+def quick_ndcg(score_fn, train_csr: sp.csr_matrix, valid_csr: sp.csr_matrix, k: int = 10,
+               users: np.ndarray | None = None) -> float:
+    """Mean NDCG@k on ``valid`` with ``train`` items excluded; used for tuning.
+
+    Args:
+        score_fn: Dense user ids (b,) -> scores (b, n_items).
+        train_csr, valid_csr: sparse (n_users, n_items) seen and held-out items.
+        k: Cut-off.
+        users: Users to score (each must have validation items); default all that have some.
+    """
+    if users is None:
+        users = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
+    users = np.asarray(users, dtype=np.int64)
     if len(users) == 0:
         return 0.0
     items, _ = rank_in_chunks(score_fn, users, k, seen=train_csr)
