@@ -189,3 +189,47 @@ def test_itemknn_tuning_table_matches_a_fit_per_k(synth):
     direct = [quick_ndcg(ItemKNNRecommender(k=k).fit(synth[0])._score, train, valid) for k in grid]
     assert [r["ndcg@10"] for r in model.tuning_] == pytest.approx(direct, abs=1e-12)
     assert model.k_ == grid[int(np.argmax(direct))]
+
+
+def test_per_segment_models_on_touched_items_score_exactly_as_on_the_full_catalogue(synth, tmp_path):
+    from segrec.models import PerSegmentRecommender, Recommender
+    from segrec.models.local import ItemSubsetRecommender
+
+    train, valid = synth
+    full = train.concat(valid)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, train.n_users)
+    for base, params in (("ease", {"reg": 20.0}), ("itemknn", {"k": 10}), ("popularity", {})):
+        restricted = PerSegmentRecommender(base=base, base_params=params, min_segment_users=5).fit(
+            train, valid=valid, segments=labels)
+        plain = PerSegmentRecommender(base=base, base_params=params, min_segment_users=5,
+                                      restrict_items=False).fit(train, valid=valid, segments=labels)
+        subs = list(restricted.models_.values())
+        assert all(isinstance(m, ItemSubsetRecommender) for m in subs)  # no segment touches all 80
+        assert all(len(m.item_index_) < full.n_items for m in subs)
+        users = np.arange(train.n_users)
+        np.testing.assert_allclose(restricted.score_dense(users), plain.score_dense(users), rtol=1e-5,
+                                   atol=1e-6)
+        rows = full.to_csr()[:7]
+        for s, m in restricted.models_.items():
+            np.testing.assert_allclose(m.score_histories(rows), plain.models_[s].score_histories(rows),
+                                       rtol=1e-5, atol=1e-6)
+            assert m.n_parameters() <= plain.models_[s].n_parameters()
+            if base == "ease":  # dense weights: (touched x touched) instead of (n_items x n_items)
+                assert m.n_parameters() == len(m.item_index_) ** 2
+        restricted.save(tmp_path / base)
+        back = Recommender.load(tmp_path / base)
+        np.testing.assert_array_equal(back.score_dense(users), restricted.score_dense(users))
+        a, b = back.recommend(["u001", "u150"], k=5), plain.recommend(["u001", "u150"], k=5)
+        assert a.item_ids.tolist() == b.item_ids.tolist()
+
+
+def test_a_segment_that_touches_every_item_keeps_the_plain_model(synth):
+    from segrec.models import EASERecommender, PerSegmentRecommender
+
+    train, valid = synth
+    labels = np.zeros(train.n_users, np.int64)
+    model = PerSegmentRecommender(base="ease", base_params={"reg": 20.0}, min_segment_users=5).fit(
+        train, valid=valid, segments=labels)
+    touched = np.unique(train.concat(valid).items)
+    assert len(touched) == train.n_items and isinstance(model.models_[0], EASERecommender)

@@ -3,7 +3,7 @@
 from .adapters import AdaptedTransformerRecommender
 from .base import ModelConfig, Recommender, check_is_fitted
 from .baselines import EASERecommender, ItemKNNRecommender, PopularityRecommender
-from .local import PerSegmentRecommender
+from .local import ItemSubsetRecommender, PerSegmentRecommender
 from .mf import ALSRecommender
 from .multvae import MultVAERecommender
 from .segmented import SegmentedRecommender
@@ -19,6 +19,7 @@ MODELS: dict[str, type[Recommender]] = {
         ALSRecommender,
         MultVAERecommender,
         PerSegmentRecommender,
+        ItemSubsetRecommender,
         SegmentedRecommender,
         TransformerRecommender,
         AdaptedTransformerRecommender,
@@ -30,6 +31,7 @@ __all__ = [
     "AdaptedTransformerRecommender",
     "EASERecommender",
     "ItemKNNRecommender",
+    "ItemSubsetRecommender",
     "MODELS",
     "ModelConfig",
     "MultVAERecommender",

@@ -2,6 +2,14 @@
 
 The per-segment fits are independent, so they run through an executor
 (:mod:`segrec.distributed`): one after another here by default, or as Ray tasks.
+
+A segment's users rarely touch the whole catalogue, and an item nobody in the segment
+touched has an all-zero row and column in an item-item model fitted on the segment
+(EASE, ItemKNN) and a zero count (popularity). So such a segment's model is fitted on
+the items its users touched only (:class:`ItemSubsetRecommender`) and mapped back to
+the full catalogue for scoring, with those zeros: the same scores for the same
+settings, while memory and save size follow the segment's own items (K segments no
+longer hold K full n_items^2 matrices).
 """
 
 from __future__ import annotations
@@ -11,14 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
 from ..distributed.executor import Executor, LocalExecutor, TaskFailure, raise_if_all_failed
 from ..errors import SegrecError
-from ..types import Interactions
+from ..types import Interactions, Vocabulary
 from .base import ModelConfig, Recommender
 
-__all__ = ["PerSegmentRecommender"]
+__all__ = ["ItemSubsetRecommender", "PerSegmentRecommender"]
+
+#: Base models for which an untouched item's score is exactly 0, so fitting them on the
+#: touched items only and scoring the others 0 is the same model.
+RESTRICTABLE = frozenset({"ease", "itemknn", "popularity"})
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +45,10 @@ class PerSegmentConfig(ModelConfig):
     """Config overrides for each per-segment model."""
     min_segment_users: int = Field(20, ge=1)
     """Segments with fewer users get no local model (their users score NaN -> fallback)."""
+    restrict_items: bool = True
+    """Fit an item-item base (``ease``, ``itemknn``, ``popularity``) of a segment on only the
+    items its users touched (:class:`ItemSubsetRecommender`): same scores, memory and save
+    size of the segment's own items."""
 
 
 class PerSegmentRecommender(Recommender):
@@ -145,4 +162,105 @@ def fit_segment_model(shared: tuple, segment: int) -> Recommender:
     members = (labels == segment) & (train.user_counts() > 0)
     sub_train = train.subset(members[train.users])
     sub_valid = None if valid is None else valid.subset(members[valid.users])
+    if config.restrict_items and config.base in RESTRICTABLE:
+        touched = np.unique(np.concatenate([sub_train.items, [] if sub_valid is None else sub_valid.items]))
+        if len(touched) < train.n_items:
+            return ItemSubsetRecommender(base=config.base, base_params=config.base_params).fit(
+                sub_train, valid=sub_valid)
     return _build_base(config).fit(sub_train, valid=sub_valid)
+
+
+class ItemSubsetConfig(ModelConfig):
+    """Settings of :class:`ItemSubsetRecommender`."""
+
+    base: str = "ease"
+    """Saved name of the model fitted on the sub-catalogue (one of :data:`RESTRICTABLE`)."""
+    base_params: dict[str, Any] = Field(default_factory=dict)
+    """Config overrides of that model."""
+
+
+class ItemSubsetRecommender(Recommender):
+    """A ``base`` model fitted on the items its data touches, scored over the whole catalogue.
+
+    Untouched items score 0, exactly what the item-item bases of :data:`RESTRICTABLE`
+    give them when fitted on the full catalogue (all-zero rows and columns), so the
+    model is the same while its weights are (touched x touched). Per-segment models use
+    it (:class:`PerSegmentRecommender`); fitted alone it behaves like ``base``.
+
+    Attributes:
+        item_index_: int64 (n_sub,), the dense catalogue ids of the touched items, sorted.
+        inner_: The ``base`` model over the sub-catalogue (same users).
+    """
+
+    Config = ItemSubsetConfig
+    name = "item_subset"
+
+    def _make_inner(self) -> Recommender:
+        from . import MODELS
+
+        if self.config.base not in RESTRICTABLE:
+            raise SegrecError(f"ItemSubsetRecommender: base {self.config.base!r} cannot be restricted to "
+                              f"touched items exactly; use one of {sorted(RESTRICTABLE)}")
+        return MODELS[self.config.base](**self.config.base_params)
+
+    def _fit(self, train: Interactions, valid: Interactions | None, **_: Any) -> None:
+        inner = self._make_inner()
+        parts = [train] if valid is None else [train, valid]
+        self.item_index_ = np.unique(np.concatenate([p.items for p in parts])).astype(np.int64)
+        vocab = Vocabulary(train.item_vocab.ids[self.item_index_])
+        local_train, local_valid = (None if p is None else self._restrict(p, vocab) for p in (train, valid))
+        self.inner_ = inner.fit(local_train, valid=local_valid)
+        self.fit_timings_.update(self.inner_.fit_timings_)
+
+    def _restrict(self, data: Interactions, vocab: Vocabulary) -> Interactions:
+        """The same rows with item ids of the sub-catalogue (every item of ``data`` is in it)."""
+        return Interactions.from_arrays(
+            data.users, np.searchsorted(self.item_index_, data.items), ratings=data.ratings,
+            timestamps=data.timestamps, user_vocab=data.user_vocab, item_vocab=vocab, source=data.source)
+
+    def _local_rows(self, rows) -> sp.csr_matrix:
+        """Sparse catalogue rows -> rows over the sub-catalogue (untouched items dropped)."""
+        rows = sp.csr_matrix(rows, dtype=np.float32)
+        local_of = np.full(rows.shape[1], -1, np.int64)
+        local_of[self.item_index_] = np.arange(len(self.item_index_))
+        pos = local_of[rows.indices]
+        keep = pos >= 0
+        row_ids = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))[keep]
+        indptr = np.r_[0, np.cumsum(np.bincount(row_ids, minlength=rows.shape[0]))]
+        return sp.csr_matrix((rows.data[keep], pos[keep], indptr),
+                             shape=(rows.shape[0], len(self.item_index_)))
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return self.score_histories(self.seen_[users])
+
+    def score_histories(self, rows) -> np.ndarray:
+        """Scores (n, n_items) for sparse catalogue rows; items outside the sub-catalogue score 0."""
+        local = self.inner_.score_histories(self._local_rows(rows))
+        out = np.zeros((local.shape[0], len(self.item_vocab_)), np.float32)
+        out[:, self.item_index_] = local
+        return out
+
+    def flops_per_request(self, n_history=None):
+        """The base's FLOPs on the sub-catalogue, ranked over the whole catalogue."""
+        from ..evaluate.cost import _h
+
+        h = _h(self, n_history)
+        return self.inner_.flops_per_request(h) + float(len(self.item_vocab_) - len(self.item_index_))
+
+    # -------------------------------------------------------------- artifacts
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"item_index": self.item_index_,
+                **{f"inner.{k}": v for k, v in self.inner_._state().items()}}
+
+    def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.item_index_ = np.asarray(tensors["item_index"], np.int64)
+        inner = self._make_inner()
+        inner.user_vocab_ = self.user_vocab_
+        inner.item_vocab_ = Vocabulary(self.item_vocab_.ids[self.item_index_])
+        inner.seen_ = self._local_rows(self.seen_)
+        inner._set_state({k[len("inner."):]: v for k, v in tensors.items() if k.startswith("inner.")},
+                         meta.get("inner", {}))
+        self.inner_ = inner
+
+    def _meta(self) -> dict[str, Any]:
+        return {"inner": self.inner_._meta()}
