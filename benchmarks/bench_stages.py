@@ -18,8 +18,10 @@ once under ``--work`` by this script's own segrec; the stage processes import se
     python benchmarks/bench_stages.py --label before --src /tmp/base/src --timeout 900
 
 A stage past ``--timeout`` seconds or ``--max-rss-gb`` resident memory is stopped and
-reported as such. Prints a table and ``uptime`` beside every row; writes
-``benchmarks/results/bench_stages.json`` (rows of other labels are kept).
+reported as such. ``--profile`` runs each stage under cProfile and prints its top functions
+(cumulative time), the profile this benchmark's changes started from. Prints a table and
+``uptime`` beside every row; writes ``benchmarks/results/bench_stages.json`` (rows of other
+labels are kept).
 """
 
 from __future__ import annotations
@@ -89,13 +91,14 @@ def _rss_kb(pid: int) -> int:
         return 0
 
 
-def run_stage(stage: str, folder: Path, src: str, timeout: float, max_rss_gb: float) -> dict:
+def run_stage(stage: str, folder: Path, src: str, timeout: float, max_rss_gb: float,
+              profile: bool = False) -> dict:
     """One stage in a fresh process (``--child``); kills it past the time or memory limit."""
     out = folder / f".{stage}.json"
     out.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": src}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", stage, "--folder", str(folder),
-           "--result", str(out)]
+           "--result", str(out), *(["--profile"] if profile else [])]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     status, peak = "ok", 0
@@ -110,6 +113,8 @@ def run_stage(stage: str, folder: Path, src: str, timeout: float, max_rss_gb: fl
             break
         time.sleep(0.1)
     log = proc.communicate()[0]
+    if profile:
+        print(log)
     row = {"stage": stage, "status": status, "wall_s": round(time.perf_counter() - start, 1)}
     if status == "ok" and proc.returncode != 0:
         last = log.strip().splitlines()[-1] if log.strip() else ""
@@ -122,8 +127,24 @@ def run_stage(stage: str, folder: Path, src: str, timeout: float, max_rss_gb: fl
 
 
 # ------------------------------------------------------------------ child side
-def child(stage: str, folder: Path, result: Path) -> None:
+def child(stage: str, folder: Path, result: Path, profile: bool = False) -> None:
     """Load the fit data, run one stage, write its seconds and memory to ``result``."""
+    if profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            _child(stage, folder, result)
+        finally:
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+        return
+    _child(stage, folder, result)
+
+
+def _child(stage: str, folder: Path, result: Path) -> None:
     import resource
     import tempfile
     import warnings
@@ -213,12 +234,13 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per stage")
     ap.add_argument("--max-rss-gb", type=float, default=10.0, help="resident memory per stage")
     ap.add_argument("--out", default=str(HERE / "results" / "bench_stages.json"))
+    ap.add_argument("--profile", action="store_true", help="print each stage's cProfile top functions")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, Path(args.folder), Path(args.result))
+        child(args.child, Path(args.folder), Path(args.result), args.profile)
         return
 
     sys.path.insert(0, str(HERE))
@@ -233,7 +255,7 @@ def main() -> None:
         for stage in args.stages.split(","):
             before = uptime()
             row = {"label": args.label, "dataset": name, "uptime_before": before,
-                   **run_stage(stage, folder, args.src, args.timeout, args.max_rss_gb),
+                   **run_stage(stage, folder, args.src, args.timeout, args.max_rss_gb, args.profile),
                    "uptime_after": uptime(), "src": args.src}
             rows.append(row)
             extra = {k: v for k, v in row.items() if k not in (

@@ -122,9 +122,14 @@ class SentenceTransformerEmbedder:
 
     Args:
         model_path: Model directory; None uses the bundled all-MiniLM-L6-v2.
-        batch_size: Texts per forward pass.
+        batch_size: Texts per forward pass (the model sorts texts by length, so a large
+            batch pads little: 128 was ~15% faster than 64 on ml-100k titles).
         device: Torch device string.
         normalize: L2-normalise the embeddings (cosine geometry).
+        n_threads: Torch intra-op threads while encoding (restored afterwards); None keeps
+            torch's setting. Default 1: on the shared 2-core box, encoding ml-100k's 1,682
+            titles took 14 s on one thread and 49 s on two (load 9), and a catalogue of 19k
+            items is embedded at about 2k tokens/s per free core.
 
     Raises:
         MissingDependencyError: On first use, if sentence-transformers (extra
@@ -135,12 +140,14 @@ class SentenceTransformerEmbedder:
         self,
         model_path: str | os.PathLike | None = None,
         *,
-        batch_size: int = 64,
+        batch_size: int = 128,
         device: str = "cpu",
         normalize: bool = True,
+        n_threads: int | None = 1,
     ):
         self.model_path = None if model_path is None else Path(model_path)
         self.batch_size = int(batch_size)
+        self.n_threads = n_threads
         self.device = device
         self.normalize = bool(normalize)
         name = "all-MiniLM-L6-v2" if model_path is None else Path(model_path).resolve().name
@@ -161,14 +168,22 @@ class SentenceTransformerEmbedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``; float32 (len(texts), dim)."""
+        import torch
+
         model = self._load()
-        out = model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=self.normalize,
-            show_progress_bar=False,
-        )
+        before = torch.get_num_threads()
+        if self.n_threads is not None:
+            torch.set_num_threads(int(self.n_threads))
+        try:
+            out = model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=self.normalize,
+                show_progress_bar=False,
+            )
+        finally:
+            torch.set_num_threads(before)
         return np.asarray(out, dtype=np.float32)
 
 

@@ -1,33 +1,36 @@
-"""EASE's closed form at scale: one factorisation for a whole λ grid, few full-size copies.
+"""EASE's closed form at scale: bounded tuning, few full-size copies, a memory check.
 
 EASE (Steck, WWW 2019) is ``B = I - P / diag(P)`` with ``P = (X'X + λI)^-1`` and a zero
 diagonal. This module computes it without the costs that made it the slowest stage of a
 default run on a 9.7k / 17.6k-item catalogue (385 s / 1,053 s at >= 8 GB, issue 12):
 
-* **Final weights** (:func:`ease_weights`) from whichever Gram matrix is smaller. With
-  more items than users, Woodbury's identity ``P = (I - X'(XX' + λI)^-1 X) / λ`` needs only
-  the m x m user Gram, and ``B = C / (1 - diag C)`` with ``C = X'(XX' + λI)^-1 X`` comes
-  from two sparse products (the 17.6k-item music log: one 1.9k-square inverse instead of
-  a 17.6k-square one). Otherwise the item Gram is factorised **in place** in float32
-  (LAPACK ``potrf`` + ``potri`` on the one n x n buffer that becomes ``B``), so the peak is
-  one n x n float32 matrix (1.4 GB at 19k items), not the four float64 copies of
-  ``np.linalg.inv``.
-* **λ tuning** (:func:`ease_reg_path`) with **one** eigendecomposition for the whole
-  grid: of the user Gram ``XX' = U diag(s) U'`` when users are fewer, else of the item
-  Gram ``X'X = V diag(e) V'``; every λ then costs one (users x r) @ (r x items) product
-  for the scored validation users, and nothing is inverted per candidate. The scored
-  validation users are a fixed random sample beyond
-  :data:`~segrec.models.tuning.MAX_SCORED_USERS` (never on ml-100k-sized data). Where even the smaller
-  side exceeds :data:`TUNE_EXACT_MAX`, λ is chosen on the sub-catalogue of the
-  :data:`TUNE_EXACT_MAX` most-interacted items (their co-occurrence counts are exact
-  there); the final fit always uses the whole catalogue.
+* **Whichever Gram matrix is smaller.** With clearly fewer users than items, Woodbury's
+  identity ``P = (I - X'(XX' + λI)^-1 X) / λ`` needs only the m x m user Gram:
+  ``B = C / (1 - diag C)`` with ``C = X'(XX' + λI)^-1 X`` comes from two sparse products
+  (the 17.6k-item music log: a 1.9k-square inverse instead of a 17.6k-square one), and
+  scoring validation users needs no n x n matrix at all. Otherwise the item Gram is
+  inverted **in place** (LAPACK ``potrf`` + ``potri`` on the one n x n buffer that
+  becomes ``B``; float32 above :data:`FLOAT64_MAX_ITEMS` items), so the peak is one
+  n x n matrix (1.4 GB at 19k items), not the four float64 copies of ``np.linalg.inv``.
+* **Bounded λ tuning** (:func:`ease_reg_path`). The Gram matrix is built once for the
+  grid; each λ then costs one Cholesky inverse of the smaller side (measured on this
+  2-core box, one thread: a 4096-square float32 inverse takes 1.2 s, a symmetric
+  eigendecomposition 8.6 s in float32 and 19.5 s in float64, so one eigendecomposition
+  for the grid would cost more than the six inverses it saves). The scored validation
+  users are a fixed random sample beyond :data:`~segrec.models.tuning.MAX_SCORED_USERS`
+  (never on ml-100k-sized data). Where even the smaller side exceeds
+  :data:`TUNE_EXACT_MAX`, λ is chosen on the sub-catalogue of the most-interacted
+  :data:`TUNE_EXACT_MAX` items (their co-occurrence counts are exact there); the final fit
+  always uses the whole catalogue.
+* **One BLAS thread** for all of it: on this shared 2-core box OpenBLAS's second thread
+  made a 2048-square Cholesky 80x slower under load (8 s instead of 0.1 s), while it
+  gains at most 2x on an idle one.
 
 Scores equal the direct formula's up to float rounding (tests compare them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -35,38 +38,29 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 
 from .. import resources
 from ..evaluate.ranking import quick_ndcg
 from ..resources import format_bytes
 from .tuning import scored_users
 
-__all__ = ["TUNE_EXACT_MAX", "ease_memory", "ease_reg_path", "ease_weights"]
+__all__ = ["FLOAT64_MAX_ITEMS", "TUNE_EXACT_MAX", "ease_memory", "ease_reg_path", "ease_weights"]
 
 log = logging.getLogger(__name__)
 
-#: Largest side (users or items) of the Gram matrix eigendecomposed for exact λ tuning;
-#: beyond it, λ is chosen on the most-interacted items' sub-catalogue of this size.
+#: Largest side (users or items) of the Gram matrix λ is tuned on exactly; beyond it, λ is
+#: chosen on the most-interacted items' sub-catalogue of this size (6 inverses: ~7 s).
 TUNE_EXACT_MAX = 4096
-#: Catalogues up to this size are solved in float64 (cheap, and bit-for-bit the old path's
-#: precision); larger ones in float32, half the memory of float64.
-FLOAT64_MAX_ITEMS = 4096
+#: Gram matrices up to this side are solved in float64 (cheap: 0.25 s at 2048; the old precision);
+#: larger ones in float32, half the memory.
+FLOAT64_MAX_ITEMS = 2048
 _BLOCK = 1024
-#: Below this matrix side BLAS runs on one thread: on a busy 2-core machine OpenBLAS's
-#: spinning threads made a 943-square eigh take 5 s instead of 0.26 s (0.9 s / 0.1 s quiet).
-SINGLE_THREAD_BELOW = 3000
 _REMEDY = ("drop rarely-interacted items from the data (e.g. items with fewer than 5 interactions), "
            "leave 'ease' and 'local_ease' out of the systems, or run on a machine with more memory")
 
 
 # ------------------------------------------------------------------ helpers
-def _threads(side: int):
-    """One BLAS thread for small factorisations (see :data:`SINGLE_THREAD_BELOW`)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, "blas") if side < SINGLE_THREAD_BELOW else contextlib.nullcontext()
-
-
 def _binary(x: sp.spmatrix) -> sp.csr_matrix:
     x = sp.csr_matrix(x, dtype=np.float32, copy=True)
     x.sum_duplicates()
@@ -107,10 +101,9 @@ def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
     inv, info = potri(c, lower=0, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"inverse from the Cholesky factor failed (info={info})")
-    if not np.shares_memory(inv, a):  # LAPACK wrapper copied after all: keep the result
+    if not np.shares_memory(inv, a):  # the LAPACK wrapper copied after all: keep the result
         a[:] = inv.T
-    # the F-ordered upper triangle is a's lower triangle
-    _mirror_lower(a)
+    _mirror_lower(a)  # the F-ordered upper triangle is a's lower triangle
     return a
 
 
@@ -123,19 +116,113 @@ def _use_dual(m: int, n: int) -> bool:
     return m <= 0.6 * n
 
 
+def _dtype(side: int):
+    return np.float64 if side <= FLOAT64_MAX_ITEMS else np.float32
+
+
 def ease_memory(m: int, n: int) -> int:
     """Peak bytes of :func:`ease_weights` for ``m`` active users and ``n`` items."""
-    item = 8 if n <= FLOAT64_MAX_ITEMS else 4
     if _use_dual(m, n):
-        return n * n * 4 + n * m * 4 + 2 * m * m * 8
-    return n * n * item + n * _BLOCK * 12
+        return n * n * 4 + n * m * 12 + 2 * m * m * 8
+    return n * n * np.dtype(_dtype(n)).itemsize + n * _BLOCK * 12
 
 
-def _check_memory(m: int, n: int, what: str) -> None:
+def _check_memory(m: int, n: int, what: str, extra: int = 0) -> None:
     resources.require_memory(
-        ease_memory(m, n),
+        ease_memory(m, n) + extra,
         what=f"{what} on {n:,} items ({n:,} x {n:,} item-item weights, {format_bytes(n * n * 4)} "
              f"in float32)", remedy=_REMEDY)
+
+
+class _Solver:
+    """EASE on one interaction matrix for any λ: its Gram matrix is built once.
+
+    Args:
+        x: Binary sparse (n_users, n_items); empty rows are ignored.
+    """
+
+    def __init__(self, x: sp.csr_matrix):
+        self.x_all = x
+        self.active = np.flatnonzero(np.diff(x.indptr) > 0)
+        self.x = x[self.active]
+        m, self.n = self.x.shape
+        self.dual = _use_dual(m, self.n)
+        if self.dual:
+            self.gram = _gram_into(self.x.astype(np.float64), np.empty((m, m)))  # XX'
+            self.xt = self.x.T.tocsr()  # (n, m)
+        else:
+            dt = _dtype(self.n)
+            self.gram = _gram_into(self.x.T.tocsr().astype(dt), np.empty((self.n, self.n), dt))  # X'X
+
+    # ------------------------------------------------------------ primal
+    def _p_inverse(self, reg: float, consume: bool) -> np.ndarray:
+        p = self.gram if consume else self.gram.copy()
+        if consume:
+            self.gram = None
+        p.flat[:: self.n + 1] += reg
+        return _inverse_spd_inplace(p)
+
+    # -------------------------------------------------------------- dual
+    def _k_inverse(self, reg: float) -> np.ndarray:
+        k = self.gram.copy()
+        k.flat[:: len(k) + 1] += reg
+        return _inverse_spd_inplace(k)  # (XX' + λI)^-1
+
+    def _diag_c(self, t: np.ndarray) -> np.ndarray:
+        """diag(X' (XX'+λI)^-1 X) from ``t = X' (XX'+λI)^-1``, summed in float64 over stored entries."""
+        rows = np.repeat(np.arange(self.n), np.diff(self.xt.indptr))
+        return np.bincount(rows, weights=t[rows, self.xt.indices], minlength=self.n)
+
+    # ----------------------------------------------------------- results
+    def weights(self, reg: float, *, consume: bool = False) -> np.ndarray:
+        """B (float32, n x n, zero diagonal); ``consume`` lets the primal invert its Gram in place."""
+        n = self.n
+        if self.dual:
+            t = np.asarray(self.xt @ self._k_inverse(reg))  # X' (XX' + λI)^-1, (n, m)
+            diag_c = self._diag_c(t)
+            t32 = np.ascontiguousarray(t.T, dtype=np.float32)  # (m, n)
+            del t
+            c = np.asarray(self.xt.astype(np.float32) @ t32)  # C, (n, n) float32
+            del t32
+            # P = (I - C) / λ, so for i != j: B_ij = -P_ij / P_jj = C_ij / (1 - C_jj)
+            scale = (1.0 / (1.0 - diag_c)).astype(np.float32)
+            for lo in range(0, n, _BLOCK):
+                np.multiply(c[lo:lo + _BLOCK], scale[None, :], out=c[lo:lo + _BLOCK])
+            c.flat[:: n + 1] = 0.0
+            return c
+        p = self._p_inverse(reg, consume)
+        d = np.diag(p).copy()
+        for lo in range(0, n, _BLOCK):  # B = -P / diag(P), column-wise, in place
+            np.divide(p[lo:lo + _BLOCK], -d[None, :], out=p[lo:lo + _BLOCK])
+        p.flat[:: n + 1] = 0.0
+        return p if p.dtype == np.float32 else p.astype(np.float32)
+
+    def scorer(self, reg: float):
+        """Score function (dense users of ``x`` -> (b, n_items) float32) of EASE with λ = ``reg``."""
+        if not self.dual:
+            b = self.weights(reg)
+            return lambda users: np.asarray(self.x_all[users] @ b, dtype=np.float32)
+        # x_u B = (x_u C) / (1 - diag C) off the diagonal, and x_u C = (XX')_u (XX' + λI)^-1 X
+        # for a user u of X: no n x n matrix is formed
+        kinv = self._k_inverse(reg)
+        den = 1.0 - self._diag_c(np.asarray(self.xt @ kinv))
+        row_of = np.full(self.x_all.shape[0], -1, np.int64)
+        row_of[self.active] = np.arange(len(self.active))
+
+        def score(users: np.ndarray) -> np.ndarray:
+            pos = row_of[users]
+            out = np.zeros((len(users), self.n), np.float32)
+            ok = np.flatnonzero(pos >= 0)
+            if len(ok):
+                r = self.gram[pos[ok]] @ kinv  # (b, m)
+                xc = np.asarray(self.xt @ r.T).T  # (b, n) = r @ X
+                out[ok] = xc / den
+                own = self.x_all[users[ok]]  # B has a zero diagonal: drop x_u C's own-item terms
+                rr = np.repeat(np.arange(len(ok)), np.diff(own.indptr))
+                out[ok[rr], own.indices] = 0.0  # seen items are masked by the ranking anyway
+            return out
+
+        return score
 
 
 # ------------------------------------------------------------------ weights
@@ -154,100 +241,15 @@ def ease_weights(x: sp.spmatrix, reg: float, *, what: str = "EASE") -> np.ndarra
         ResourceError: The weights would not fit in the machine's available memory.
     """
     x = _binary(x)
-    x = x[np.diff(x.indptr) > 0]  # users without rows add nothing to either Gram
-    m, n = x.shape
+    m, n = int((np.diff(x.indptr) > 0).sum()), x.shape[1]
     _check_memory(m, n, what)
     if m == 0:
         return np.zeros((n, n), np.float32)
-    dual = _use_dual(m, n)
-    with _threads(m if dual else n):
-        return _dual_weights(x, float(reg)) if dual else _primal_weights(x, float(reg))
-
-
-def _primal_weights(x: sp.csr_matrix, reg: float) -> np.ndarray:
-    n = x.shape[1]
-    dtype = np.float64 if n <= FLOAT64_MAX_ITEMS else np.float32
-    p = _gram_into(x.T.tocsr().astype(dtype), np.empty((n, n), dtype))
-    p.flat[:: n + 1] += reg
-    _inverse_spd_inplace(p)
-    d = np.diag(p).copy()
-    # B = -P / diag(P), column-wise, in place
-    for lo in range(0, n, _BLOCK):
-        np.divide(p[lo:lo + _BLOCK], -d[None, :], out=p[lo:lo + _BLOCK])
-    p.flat[:: n + 1] = 0.0
-    return p if p.dtype == np.float32 else p.astype(np.float32)
-
-
-def _dual_weights(x: sp.csr_matrix, reg: float) -> np.ndarray:
-    m, n = x.shape
-    k = _gram_into(x.astype(np.float64), np.empty((m, m), np.float64))
-    k.flat[:: m + 1] += reg
-    _inverse_spd_inplace(k)  # (XX' + λI)^-1, m x m
-    xt = x.T.tocsr()  # (n, m)
-    t = np.asarray(xt @ k, dtype=np.float64)  # X' (XX' + λI)^-1, (n, m)
-    del k
-    # diag(C)_j = x_j' (XX' + λI)^-1 x_j, summed in float64 over the stored entries of column j
-    rows = np.repeat(np.arange(n), np.diff(xt.indptr))
-    diag_c = np.bincount(rows, weights=t[rows, xt.indices], minlength=n)
-    t32 = np.ascontiguousarray(t.T, dtype=np.float32)  # (m, n)
-    del t
-    c = np.asarray(xt.astype(np.float32) @ t32)  # C = X' (XX' + λI)^-1 X, (n, n) float32
-    del t32
-    # P = (I - C) / λ, so for i != j: B_ij = -P_ij / P_jj = C_ij / (1 - C_jj)
-    scale = (1.0 / (1.0 - diag_c)).astype(np.float32)
-    for lo in range(0, n, _BLOCK):
-        np.multiply(c[lo:lo + _BLOCK], scale[None, :], out=c[lo:lo + _BLOCK])
-    c.flat[:: n + 1] = 0.0
-    return c
+    with threadpool_limits(1, "blas"):
+        return _Solver(x).weights(float(reg), consume=True)
 
 
 # ------------------------------------------------------------------- tuning
-class _Path:
-    """Scores ``num / den`` of every λ from one eigendecomposition (see the module docstring)."""
-
-    def __init__(self, x: sp.csr_matrix, users: np.ndarray):
-        m, n = x.shape
-        active = np.flatnonzero(np.diff(x.indptr) > 0)
-        xa = x[active]
-        self.n = n
-        self.dual = _use_dual(len(active), n)
-        if self.dual:
-            # XX' = U diag(s) U'; (x_u P)_j ∝ -(U_u diag(s/(s+λ)) Z)_j with Z = U'X, and
-            # λ P_jj = 1 - sum_k Z_kj^2 / (s_k + λ)
-            s, u = np.linalg.eigh(_gram_into(xa.astype(np.float64), np.empty((len(active),) * 2)))
-            self.e = np.maximum(s, 0.0)
-            self.q = np.asarray(xa.T.tocsr() @ u)  # Z' (n, r)
-            row_of = np.full(m, -1, np.int64)
-            row_of[active] = np.arange(len(active))
-            pos = row_of[users]
-            self.f = np.where(pos[:, None] >= 0, u[np.maximum(pos, 0)], 0.0)  # (b, r)
-        else:
-            # X'X = V diag(e) V'; x_u P = (x_u V) diag(1/(e+λ)) V', P_jj = sum_k V_jk^2 / (e_k + λ)
-            e, v = np.linalg.eigh(_gram_into(xa.T.tocsr().astype(np.float64), np.empty((n, n))))
-            self.e = np.maximum(e, 0.0)
-            self.q = v
-            self.f = np.asarray(x[users] @ v)  # (b, r)
-        self.q2 = self.q**2
-        self.row = np.full(m, -1, np.int64)
-        self.row[users] = np.arange(len(users))
-
-    def scorer(self, reg: float):
-        """Score function (dense users -> (b, n_items)) of EASE with λ = ``reg``."""
-        if self.dual:
-            a = self.e / (self.e + reg)
-            den = 1.0 - self.q2 @ (1.0 / (self.e + reg))
-        else:
-            a = -1.0 / (self.e + reg)
-            den = self.q2 @ (1.0 / (self.e + reg))
-        den = np.where(np.abs(den) > 1e-300, den, 1e-300)
-
-        def score(users: np.ndarray) -> np.ndarray:
-            idx = self.row[users]
-            return ((self.f[idx] * a) @ self.q.T / den).astype(np.float32)
-
-        return score
-
-
 def ease_reg_path(
     train: sp.spmatrix,
     valid: sp.spmatrix,
@@ -256,7 +258,7 @@ def ease_reg_path(
     k: int = 10,
     random_state: int = 0,
 ) -> tuple[list[float], dict[str, Any]]:
-    """Inner-validation NDCG@k of EASE for every λ in ``regs``, from one eigendecomposition.
+    """Inner-validation NDCG@k of EASE for every λ in ``regs``, from one Gram matrix.
 
     Args:
         train: sparse (n_users, n_items) inner-train rows (binary).
@@ -266,28 +268,26 @@ def ease_reg_path(
         random_state: Seed of the validation-user sample (used only at scale).
 
     Returns:
-        ``(ndcg per λ, info)``; ``info`` says how it was computed (``side``, ``items``
-        (the catalogue tuned on), ``scored_users``).
+        ``(ndcg per λ, info)``; ``info`` says how it was computed (``side``: the Gram
+        matrix inverted, ``items``: the sub-catalogue tuned on, if any, ``scored_users``).
     """
     x, v = _binary(train), _binary(valid)
-    m, n = x.shape
+    n = x.shape[1]
     info: dict[str, Any] = {}
-    m_active = int((np.diff(x.indptr) > 0).sum())
-    if min(m_active, n) > TUNE_EXACT_MAX:
+    m = int((np.diff(x.indptr) > 0).sum())
+    if min(m, n) > TUNE_EXACT_MAX:
         # λ on the sub-catalogue of the most-interacted items: exact co-occurrences there
         counts = np.asarray(x.sum(0)).ravel()
         top = np.sort(np.argsort(-counts, kind="stable")[:TUNE_EXACT_MAX])
         x, v = x[:, top].tocsr(), v[:, top].tocsr()
+        info["items"] = f"top {len(top)} of {n} by interactions"
         n = len(top)
-        info["items"] = f"top {n} of {counts.size} by interactions"
-        m_active = int((np.diff(x.indptr) > 0).sum())
-    r = min(m_active, n)
+        m = int((np.diff(x.indptr) > 0).sum())
     users = scored_users(v, seed=random_state)
     info["scored_users"] = int(len(users))
-    resources.require_memory(8 * (3 * r * r + 3 * n * r + len(users) * r + _BLOCK * n),
-                             what=f"tuning EASE's λ on {n:,} items", remedy=_REMEDY)
-    with _threads(r):
-        path = _Path(x, users)
-        scores = [quick_ndcg(path.scorer(float(reg)), x, v, k=k, users=users) for reg in regs]
-    info["side"] = "users" if path.dual else "items"
+    _check_memory(m, n, "tuning EASE's λ", extra=ease_memory(m, n))  # the Gram and one inverse
+    with threadpool_limits(1, "blas"):
+        solver = _Solver(x)
+        info["side"] = "users" if solver.dual else "items"
+        scores = [quick_ndcg(solver.scorer(float(reg)), x, v, k=k, users=users) for reg in regs]
     return scores, info
