@@ -9,7 +9,8 @@ sentence-transformers model directory works too. :class:`HashingEmbedder` is a
 deterministic, dependency-free stand-in for tests and quick runs.
 
 Embeddings are cached on disk by content hash (model identity + texts) as
-safetensors, in a directory the caller passes in.
+safetensors, in a directory the caller passes in; repeated texts are encoded once. The
+encoder runs on one torch thread by default (:class:`SentenceTransformerEmbedder`).
 
 Example:
     >>> emb = HashingEmbedder(dim=16)
@@ -202,7 +203,7 @@ def embed_cached(embedder: TextEmbedder, texts: list[str], cache_dir: str | os.P
         float32 array of shape (len(texts), dim).
     """
     if cache_dir is None:
-        return np.asarray(embedder.encode(list(texts)), dtype=np.float32)
+        return _encode_unique(embedder, texts)
     from ..io import load_tensors, save_tensors
 
     h = hashlib.sha256(embedder.identity.encode())
@@ -217,12 +218,23 @@ def embed_cached(embedder: TextEmbedder, texts: list[str], cache_dir: str | os.P
                 return emb
         except Exception as exc:  # a corrupt cache must never break a run
             log.warning("ignoring unreadable embedding cache %s: %s", path, exc)
-    emb = np.asarray(embedder.encode(list(texts)), dtype=np.float32)
+    emb = _encode_unique(embedder, texts)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_tensors(tmp, {"embeddings": emb})
     os.replace(tmp, path)
     return emb
+
+
+def _encode_unique(embedder: TextEmbedder, texts: list[str]) -> np.ndarray:
+    """Embed each distinct text once (catalogues repeat titles, e.g. empty ones), in first-seen order."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(pd.Series(list(texts), dtype=object), use_na_sentinel=False)
+    if len(uniques) == len(texts):  # nothing repeats: encode as given (the same batches as ever)
+        return np.asarray(embedder.encode(list(texts)), dtype=np.float32)
+    log.info("text embeddings: %d distinct of %d texts", len(uniques), len(texts))
+    return np.asarray(embedder.encode([str(t) for t in uniques]), dtype=np.float32)[codes]
 
 
 def item_texts(item_table, n_items: int, columns: tuple[str, ...] = ("title", "categories")) -> list[str]:
