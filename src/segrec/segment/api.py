@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import DataWarning, MissingDependencyError, SegmentationError
 from ..features import FeaturePipeline, FeaturesConfig, NewUsers, TextEmbedder, UserFeatures
 from ..types import Interactions
-from .base import Segmentation, Segmenter, check_is_fitted
+from .base import Segmentation, Segmenter, check_is_fitted, single_thread_below
 from .gmm import GMMSegmenter
 from .hierarchical import AgglomerativeSegmenter
 from .kmeans import KMeansSegmenter
@@ -162,7 +162,9 @@ class SegmentationPipeline:
         start = time.perf_counter()
         if self.features is None:
             self.features = default_features(data, text=text, embedder=embedder, cache_dir=cache_dir)
-        self.features_: UserFeatures = self.features.fit_transform(data)
+        # the SVD and scaling are small dense work per user: one thread (see single_thread_below)
+        with single_thread_below(data.n_users * 512):
+            self.features_: UserFeatures = self.features.fit_transform(data)
         #: wall seconds of the two parts (the run's cost breakdown shows them)
         self.timings_ = {"features_s": time.perf_counter() - start}
         start = time.perf_counter()
