@@ -110,10 +110,11 @@ def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
 def _use_dual(m: int, n: int) -> bool:
     """Work with the m x m user Gram (Woodbury) rather than the n x n item Gram?
 
-    The dual costs about m^3 + 2 m^2 n, the primal n^3; the dual also holds an n x m
-    buffer next to the n x n result, so it is taken only when it is clearly cheaper.
+    The dual costs one m-square inverse plus two sparse products (nnz * (m + n)), the
+    primal one n-square inverse; the dual also holds n x m buffers next to the n x n
+    result, so it is taken only when it is clearly cheaper.
     """
-    return m <= 0.6 * n
+    return m <= 0.75 * n
 
 
 def _dtype(side: int):
@@ -123,7 +124,8 @@ def _dtype(side: int):
 def ease_memory(m: int, n: int) -> int:
     """Peak bytes of :func:`ease_weights` for ``m`` active users and ``n`` items."""
     if _use_dual(m, n):
-        return n * n * 4 + n * m * 12 + 2 * m * m * 8
+        item = np.dtype(_dtype(m)).itemsize
+        return n * n * 4 + n * m * (item + 4) + 2 * m * m * item
     return n * n * np.dtype(_dtype(n)).itemsize + n * _BLOCK * 12
 
 
@@ -148,8 +150,9 @@ class _Solver:
         m, self.n = self.x.shape
         self.dual = _use_dual(m, self.n)
         if self.dual:
-            self.gram = _gram_into(self.x.astype(np.float64), np.empty((m, m)))  # XX'
-            self.xt = self.x.T.tocsr()  # (n, m)
+            dt = _dtype(m)
+            self.gram = _gram_into(self.x.astype(dt), np.empty((m, m), dt))  # XX'
+            self.xt = self.x.T.tocsr().astype(dt)  # (n, m)
         else:
             dt = _dtype(self.n)
             self.gram = _gram_into(self.x.T.tocsr().astype(dt), np.empty((self.n, self.n), dt))  # X'X
@@ -171,7 +174,7 @@ class _Solver:
     def _diag_c(self, t: np.ndarray) -> np.ndarray:
         """diag(X' (XX'+λI)^-1 X) from ``t = X' (XX'+λI)^-1``, summed in float64 over stored entries."""
         rows = np.repeat(np.arange(self.n), np.diff(self.xt.indptr))
-        return np.bincount(rows, weights=t[rows, self.xt.indices], minlength=self.n)
+        return np.bincount(rows, weights=t[rows, self.xt.indices].astype(np.float64), minlength=self.n)
 
     # ----------------------------------------------------------- results
     def weights(self, reg: float, *, consume: bool = False) -> np.ndarray:
@@ -289,5 +292,36 @@ def ease_reg_path(
     with threadpool_limits(1, "blas"):
         solver = _Solver(x)
         info["side"] = "users" if solver.dual else "items"
-        scores = [quick_ndcg(solver.scorer(float(reg)), x, v, k=k, users=users) for reg in regs]
+        scores = _unimodal_walk(lambda reg: quick_ndcg(solver.scorer(float(reg)), x, v, k=k, users=users),
+                                list(regs))
+    info["evaluated"] = int(np.isfinite(scores).sum())
     return scores, info
+
+
+def _unimodal_walk(score, grid: list[float]) -> list[float]:
+    """Scores of the grid's candidates, evaluating only those a walk uphill needs.
+
+    Validation NDCG over a coarse λ grid rises to one peak and falls (ml-100k:
+    .131 .134 .133 .128 .123 .121 over 50..2000); start at the two middle candidates,
+    step towards the better one while it keeps improving, and stop at the first drop:
+    3-4 inverses instead of 6, the same argmax on a single-peaked curve (ties go to the
+    smaller λ, the earlier candidate, as in a full scan). Unevaluated candidates are NaN.
+    """
+    out = [float("nan")] * len(grid)
+    if len(grid) <= 2:
+        return [score(g) for g in grid]
+    order = sorted(range(len(grid)), key=lambda i: grid[i])
+
+    def at(j: int) -> float:  # j indexes the sorted order
+        if np.isnan(out[order[j]]):
+            out[order[j]] = score(grid[order[j]])
+        return out[order[j]]
+
+    lo = (len(grid) - 1) // 2
+    best, step = (lo + 1, 1) if at(lo + 1) > at(lo) else (lo, -1)
+    while 0 <= best + step < len(grid):
+        nxt, cur = at(best + step), at(best)
+        if not (nxt > cur or (step < 0 and nxt == cur)):  # walking down, a tie takes the smaller λ
+            break
+        best += step
+    return out
