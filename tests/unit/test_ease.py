@@ -258,3 +258,27 @@ def test_a_segment_that_touches_every_item_keeps_the_plain_model(synth):
         train, valid=valid, segments=labels)
     touched = np.unique(train.concat(valid).items)
     assert len(touched) == train.n_items and isinstance(model.models_[0], EASERecommender)
+
+
+def test_a_segment_over_the_item_cap_keeps_its_most_interacted_items(synth, tmp_path):
+    from segrec.models import PerSegmentRecommender, Recommender
+
+    train, valid = synth
+    labels = np.zeros(train.n_users, np.int64)
+    model = PerSegmentRecommender(base="ease", base_params={"reg": 20.0}, min_segment_users=5,
+                                  max_segment_items=30).fit(train, valid=valid, segments=labels)
+    sub = model.models_[0]
+    counts = np.bincount(train.concat(valid).items, minlength=train.n_items)
+    assert len(sub.item_index_) == 30 and sub.items_dropped_ == train.n_items - 30
+    assert counts[sub.item_index_].min() >= np.sort(counts)[-30]  # the 30 most interacted
+    assert sub.n_parameters() == 30 * 30
+    scores = model.score_dense(np.arange(train.n_users))
+    dropped = np.setdiff1d(np.arange(train.n_items), sub.item_index_)
+    assert (scores[:, dropped] == 0).all() and np.abs(scores[:, sub.item_index_]).sum() > 0
+    back = Recommender.load(model.save(tmp_path / "capped"))
+    np.testing.assert_array_equal(back.score_dense(np.arange(train.n_users)), scores)
+    assert back.models_[0].items_dropped_ == sub.items_dropped_
+    rec = back.recommend(["u001"], k=5).item_ids[0]
+    fit = train.concat(valid)
+    seen = set(fit.item_vocab.ids[fit.history(int(fit.user_vocab.index(["u001"])[0]))].tolist())
+    assert not seen & set(rec.tolist())  # seen items are excluded, also the dropped ones
