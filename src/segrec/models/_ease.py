@@ -16,7 +16,8 @@ default run on a 9.7k / 17.6k-item catalogue (385 s / 1,053 s at >= 8 GB, issue 
   grid; each λ then costs one Cholesky inverse of the smaller side (measured on this
   2-core box, one thread: a 4096-square float32 inverse takes 1.2 s, a symmetric
   eigendecomposition 8.6 s in float32 and 19.5 s in float64, so one eigendecomposition
-  for the grid would cost more than the six inverses it saves). The scored validation
+  for the grid would cost more than the six inverses it saves), and a walk uphill from
+  the grid's middle evaluates 3-4 of the 6 candidates (:func:`_unimodal_walk`). The scored validation
   users are a fixed random sample beyond :data:`~segrec.models.tuning.MAX_SCORED_USERS`
   (never on ml-100k-sized data). Where even the smaller side exceeds
   :data:`TUNE_EXACT_MAX`, λ is chosen on the sub-catalogue of the most-interacted
@@ -261,7 +262,7 @@ def ease_reg_path(
     k: int = 10,
     random_state: int = 0,
 ) -> tuple[list[float], dict[str, Any]]:
-    """Inner-validation NDCG@k of EASE for every λ in ``regs``, from one Gram matrix.
+    """Inner-validation NDCG@k of EASE for the λ in ``regs`` a walk uphill needs, from one Gram matrix.
 
     Args:
         train: sparse (n_users, n_items) inner-train rows (binary).
@@ -271,8 +272,10 @@ def ease_reg_path(
         random_state: Seed of the validation-user sample (used only at scale).
 
     Returns:
-        ``(ndcg per λ, info)``; ``info`` says how it was computed (``side``: the Gram
-        matrix inverted, ``items``: the sub-catalogue tuned on, if any, ``scored_users``).
+        ``(ndcg per λ, info)``, NaN for candidates the walk did not need (``np.nanargmax``
+        is the full scan's choice on a single-peaked curve); ``info`` says how it was
+        computed (``side``: the Gram matrix inverted, ``items``: the sub-catalogue tuned
+        on, if any, ``scored_users``, ``evaluated``).
     """
     x, v = _binary(train), _binary(valid)
     n = x.shape[1]
