@@ -28,7 +28,7 @@ from pydantic import Field
 from ..errors import ModelFitError, require
 from ..types import Interactions
 from .base import ModelConfig, Recommender
-from .tuning import coordinate_search, grid_search
+from .tuning import grid_search
 
 __all__ = ["ALSConfig", "ALSRecommender", "als_update"]
 
@@ -93,16 +93,16 @@ class ALSRecommender(Recommender):
     def _fit(self, train: Interactions, valid: Interactions | None) -> None:
         cfg = self.config
         grid: dict[str, tuple] = {}
-        if cfg.reg is None:  # swept first: it decides more than the size (ml-100k's tuning table)
-            grid["reg"] = cfg.reg_grid
         if cfg.embedding_size is None:
             grid["embedding_size"] = cfg.embedding_size_grid
+        if cfg.reg is None:
+            grid["reg"] = cfg.reg_grid
         best: dict[str, Any] = {}
         self.tuning_ = None
         if grid:
-            # one parameter at a time (8 fits of the default 4 x 3 grid instead of 12)
-            search = coordinate_search if len(grid) > 1 else grid_search
-            best, self.tuning_ = search(self, grid, train, valid)
+            # the full grid: one parameter at a time stopped at (32, 1.0) on ml-100k's fit
+            # data where the grid's best is (128, 10); reg and size interact
+            best, self.tuning_ = grid_search(self, grid, train, valid)
         self.embedding_size_ = int(best.get("embedding_size", cfg.embedding_size))
         self.reg_ = float(best.get("reg", cfg.reg))
         self.backend_ = _resolve_backend(cfg.backend)
