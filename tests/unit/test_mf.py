@@ -99,4 +99,3 @@ def test_ml100k_close_to_anchor(ml100k):
     ndcg = evaluate(model.fit(split.train, valid=split.valid), split).overall["ndcg@10"]
     # ANCHORS.md: implicit ALS (32 factors, reg 0.01, 15 it.) 0.1457; seeds 0-4 give 0.141-0.144.
     assert abs(ndcg - 0.1457) / 0.1457 < 0.03, ndcg
-
