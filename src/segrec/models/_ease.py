@@ -16,8 +16,10 @@ default run on a 9.7k / 17.6k-item catalogue (385 s / 1,053 s at >= 8 GB, issue 
   grid; each λ then costs one Cholesky inverse of the smaller side (measured on this
   2-core box, one thread: a 4096-square float32 inverse takes 1.2 s, a symmetric
   eigendecomposition 8.6 s in float32 and 19.5 s in float64, so one eigendecomposition
-  for the grid would cost more than the six inverses it saves), and a walk uphill from
-  the grid's middle evaluates 3-4 of the 6 candidates (:func:`_unimodal_walk`). The scored validation
+  for the grid would cost more than the six inverses it saves). Every candidate is
+  scored: the inner-validation curve is not single-peaked (amazon-scientific:
+  .1021 .1016 .1018 .1007 .1000 .0999 over 50..2000), so a walk uphill from the grid's
+  middle would pick 200 where the scan picks 50. The scored validation
   users are a fixed random sample beyond :data:`~segrec.models.tuning.MAX_SCORED_USERS`
   (never on ml-100k-sized data). Where even the smaller side exceeds
   :data:`TUNE_EXACT_MAX`, λ is chosen on the sub-catalogue of the most-interacted
@@ -262,7 +264,7 @@ def ease_reg_path(
     k: int = 10,
     random_state: int = 0,
 ) -> tuple[list[float], dict[str, Any]]:
-    """Inner-validation NDCG@k of EASE for the λ in ``regs`` a walk uphill needs, from one Gram matrix.
+    """Inner-validation NDCG@k of EASE for every λ in ``regs``, from one Gram matrix.
 
     Args:
         train: sparse (n_users, n_items) inner-train rows (binary).
@@ -272,10 +274,8 @@ def ease_reg_path(
         random_state: Seed of the validation-user sample (used only at scale).
 
     Returns:
-        ``(ndcg per λ, info)``, NaN for candidates the walk did not need (``np.nanargmax``
-        is the full scan's choice on a single-peaked curve); ``info`` says how it was
-        computed (``side``: the Gram matrix inverted, ``items``: the sub-catalogue tuned
-        on, if any, ``scored_users``, ``evaluated``).
+        ``(ndcg per λ, info)``; ``info`` says how it was computed (``side``: the Gram
+        matrix inverted, ``items``: the sub-catalogue tuned on, if any, ``scored_users``).
     """
     x, v = _binary(train), _binary(valid)
     n = x.shape[1]
@@ -295,36 +295,6 @@ def ease_reg_path(
     with threadpool_limits(1, "blas"):
         solver = _Solver(x)
         info["side"] = "users" if solver.dual else "items"
-        scores = _unimodal_walk(lambda reg: quick_ndcg(solver.scorer(float(reg)), x, v, k=k, users=users),
-                                list(regs))
-    info["evaluated"] = int(np.isfinite(scores).sum())
+        scores = [quick_ndcg(solver.scorer(float(reg)), x, v, k=k, users=users) for reg in regs]
     return scores, info
 
-
-def _unimodal_walk(score, grid: list[float]) -> list[float]:
-    """Scores of the grid's candidates, evaluating only those a walk uphill needs.
-
-    Validation NDCG over a coarse λ grid rises to one peak and falls (ml-100k:
-    .131 .134 .133 .128 .123 .121 over 50..2000); start at the two middle candidates,
-    step towards the better one while it keeps improving, and stop at the first drop:
-    3-4 inverses instead of 6, the same argmax on a single-peaked curve (ties go to the
-    smaller λ, the earlier candidate, as in a full scan). Unevaluated candidates are NaN.
-    """
-    out = [float("nan")] * len(grid)
-    if len(grid) <= 2:
-        return [score(g) for g in grid]
-    order = sorted(range(len(grid)), key=lambda i: grid[i])
-
-    def at(j: int) -> float:  # j indexes the sorted order
-        if np.isnan(out[order[j]]):
-            out[order[j]] = score(grid[order[j]])
-        return out[order[j]]
-
-    lo = (len(grid) - 1) // 2
-    best, step = (lo + 1, 1) if at(lo + 1) > at(lo) else (lo, -1)
-    while 0 <= best + step < len(grid):
-        nxt, cur = at(best + step), at(best)
-        if not (nxt > cur or (step < 0 and nxt == cur)):  # walking down, a tie takes the smaller λ
-            break
-        best += step
-    return out

@@ -199,12 +199,11 @@ class EASERecommender(_ItemItemModel):
             inner_train, inner_valid = inner_sets(train, valid)
             scores, self.tuning_info_ = ease_reg_path(inner_train.to_csr(), inner_valid.to_csr(),
                                                       self.config.reg_grid)
-            # the candidates the search evaluated (see _ease._unimodal_walk), in grid order
             self.tuning_ = [{"reg": r, "ndcg@10": sc} for r, sc in zip(self.config.reg_grid, scores,
-                                                                        strict=True) if np.isfinite(sc)]
+                                                                        strict=True)]
             for row in self.tuning_:
                 log.info("EASE reg=%g: inner-valid NDCG@10 %.4f", row["reg"], row["ndcg@10"])
-            self.reg_ = float(self.config.reg_grid[int(np.nanargmax(scores))])  # ties: the earlier one
+            self.reg_ = float(self.config.reg_grid[int(np.argmax(scores))])  # ties: the earlier one
             self.fit_timings_["tuning_s"] = time.perf_counter() - start
         else:
             self.reg_ = self.config.reg
