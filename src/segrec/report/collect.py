@@ -266,8 +266,8 @@ def _routing(model: Any) -> dict[str, Any] | None:
         return None
     cfg = model.config
     out: dict[str, Any] = {
-        "policy": cfg.policy,
-        "default_tier": cfg.default_tier,
+        "policy": cfg.policy.kind,
+        "default_tier": cfg.policy.default_tier,
         "fallback": list(cfg.fallback),
         "routing": {int(s): t for s, t in routing.items()},
         "validation": [],
@@ -280,7 +280,7 @@ def _routing(model: Any) -> dict[str, Any] | None:
 
         segs = sorted(int(s) for s in table["segment"].unique())
         options = [(f"all {t}", {s: t for s in segs}) for t in table["tier"].unique()]
-        options.append((f"{cfg.policy} (chosen)", {int(s): t for s, t in routing.items()}))
+        options.append((f"{cfg.policy.kind} (chosen)", {int(s): t for s, t in routing.items()}))
         for label, choice in options:
             summary = routing_summary(table, choice)
             out["options"].append({"name": label, METRIC: summary[METRIC], "flops": summary.get("flops")})

@@ -6,6 +6,7 @@ Example:
     >>> seg.summary()["sizes"]  # doctest: +SKIP
     >>> pipe = SegmentationPipeline.build("gmm", n_segments=6).fit(split.train)  # doctest: +SKIP
     >>> pipe.assign_new(NewUsers(["new"], histories=[["50", "181"]]))  # doctest: +SKIP
+    >>> pipe.place([["50", "181"]], [{"age": 25}]).segments  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Self
 
 import numpy as np
+import pandas as pd
 
-from ..errors import DataWarning, MissingDependencyError, SegmentationError
+from ..errors import ConfigError, DataWarning, MissingDependencyError, SegmentationError
 from ..features import FeaturePipeline, FeaturesConfig, NewUsers, TextEmbedder, UserFeatures
 from ..types import Interactions
 from .base import Segmentation, Segmenter, check_is_fitted
@@ -32,6 +36,7 @@ from .vae import VAESegmenter
 __all__ = [
     "METHODS",
     "SEGMENTERS",
+    "Placement",
     "SegmentationPipeline",
     "default_features",
     "make_segmenter",
@@ -104,31 +109,56 @@ class SegmentationPipeline:
     """Features + segmenter, fitted together; places brand-new users.
 
     Args:
-        features: An unfitted :class:`FeaturePipeline`.
+        features: An unfitted :class:`FeaturePipeline`, or None for :func:`default_features`
+            of the fit data.
         segmenter: An unfitted segmenter, or None with ``method="auto"`` to choose one.
         method_candidates: Segmenters tried when ``segmenter`` is None.
         criterion: How K / the method is chosen (see ``select_n_segments``).
+        text: With ``features=None``: use the item-text block when available.
+        embedder: With ``features=None``: the text encoder (None = MiniLM, offline).
+        cache_dir: With ``features=None``: the item-embedding cache directory.
 
     Attributes:
-        features_: The fitted users' :class:`UserFeatures`.
+        features_: The fitted users' :class:`UserFeatures` (not kept by ``save``).
         segmenter_: The fitted segmenter.
         segmentation_: Its :class:`Segmentation`.
         method_selection_: The method comparison when the method was chosen.
+        attribute_names_: The fit users table's attribute columns (what a new user may carry).
     """
 
     def __init__(
         self,
-        features: FeaturePipeline,
+        features: FeaturePipeline | None = None,
         segmenter: Segmenter | None = None,
         *,
         method_candidates: dict[str, Segmenter] | None = None,
         criterion: str = "silhouette",
+        text: bool = True,
+        embedder: TextEmbedder | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ):
         self.features = features
         self.segmenter = segmenter
         self.method_candidates = method_candidates
         self.criterion = criterion
+        self.text, self.embedder, self.cache_dir = text, embedder, cache_dir
         self.segmentation_: Segmentation | None = None
+        self.segmenter_: Segmenter | None = None
+
+    def __repr__(self) -> str:
+        what = (self.segmenter if self.segmenter is not None
+                else f"auto {sorted(self.method_candidates or {})}")
+        return f"SegmentationPipeline({what}, features={self.features!r})"
+
+    def clone(self) -> SegmentationPipeline:
+        """An unfitted copy with the same settings (default features are rebuilt at fit)."""
+        features = None if self.features is None else FeaturePipeline(
+            self.features.config, embedder=self.features.embedder, cache_dir=self.features.cache_dir)
+        return SegmentationPipeline(
+            features, None if self.segmenter is None else self.segmenter.with_params(),
+            method_candidates=None if self.method_candidates is None else {
+                k: v.with_params() for k, v in self.method_candidates.items()},
+            criterion=self.criterion, text=self.text, embedder=self.embedder, cache_dir=self.cache_dir)
 
     @classmethod
     def build(
@@ -139,27 +169,37 @@ class SegmentationPipeline:
         random_state: int = 0,
         features: FeaturePipeline | None = None,
         criterion: str = "silhouette",
+        text: bool = True,
+        embedder: TextEmbedder | None = None,
+        cache_dir: str | os.PathLike | None = None,
         **params: Any,
     ) -> SegmentationPipeline:
         """A pipeline for a method name; ``features=None`` uses :func:`default_features` at fit time."""
         common = {"n_segments": n_segments, "random_state": random_state, **params}
         if method != "tiers" and criterion != "silhouette":
             common["k_criterion"] = criterion
+        where = {"criterion": criterion, "text": text, "embedder": embedder, "cache_dir": cache_dir}
         if method == "auto":
             cands = {m: make_segmenter(m, **common) for m in AUTO_METHODS}
-            return cls(features, None, method_candidates=cands, criterion=criterion)
-        return cls(features, make_segmenter(method, **common), criterion=criterion)
+            return cls(features, None, method_candidates=cands, **where)
+        return cls(features, make_segmenter(method, **common), **where)
 
     def fit(
         self,
         data: Interactions,
         *,
-        text: bool = True,
+        text: bool | None = None,
         embedder: TextEmbedder | None = None,
         cache_dir: str | os.PathLike | None = None,
     ) -> Self:
-        """Fit features on ``data`` (fit data only) and segment its users; returns self."""
+        """Fit features on ``data`` (fit data only) and segment its users; returns self.
+
+        ``text``, ``embedder`` and ``cache_dir`` override the constructor's for this fit.
+        """
         start = time.perf_counter()
+        text = self.text if text is None else text
+        embedder = self.embedder if embedder is None else embedder
+        cache_dir = self.cache_dir if cache_dir is None else cache_dir
         if self.features is None:
             self.features = default_features(data, text=text, embedder=embedder, cache_dir=cache_dir)
         self.features_: UserFeatures = self.features.fit_transform(data)
@@ -189,6 +229,9 @@ class SegmentationPipeline:
             )
         self.segmentation_ = seg
         self.timings_["segmenter_s"] = time.perf_counter() - start
+        table = data.user_table
+        self.attribute_names_ = [] if table is None else [str(c) for c in table.columns
+                                                           if c not in ATTRIBUTE_ID_COLUMNS]
         return self
 
     def assign(self, data: Interactions) -> np.ndarray:
@@ -200,6 +243,115 @@ class SegmentationPipeline:
         """Segments of brand-new users from their attributes and/or a few items."""
         check_is_fitted(self.segmenter_)
         return self.segmenter_.assign(self.features.transform_new(new))
+
+    # ------------------------------------------------------------ new users
+    @property
+    def attribute_names(self) -> list[str]:
+        """Attributes a new user may carry: the fit users table's columns (ids excluded)."""
+        check_is_fitted(self.segmenter_)
+        return list(self.attribute_names_)
+
+    @property
+    def uses_attributes(self) -> bool:
+        """Whether attributes move a new user (the features have a demographics block)."""
+        return self._demographics() is not None
+
+    def _demographics(self):
+        return next((b for b in self.features.blocks_ if b.name == "demographics"), None)
+
+    def _informative(self, attributes: dict[str, Any]) -> bool:
+        """Whether any attribute moves the user: a used numeric column or a known level of a category."""
+        block = self._demographics()
+        if block is None:
+            return False
+        for col, value in attributes.items():
+            if value is None:
+                continue
+            if col in block.numeric_:
+                return True
+            if col in block.levels_ and str(value) in block.levels_[col]:
+                return True  # an unseen value carries no information about the segment
+        return False
+
+    def check_attributes(self, attributes: dict[str, Any]) -> None:
+        """Raise :class:`ConfigError` naming unknown attribute keys or non-numeric numeric values."""
+        check_is_fitted(self.segmenter_)
+        unknown = sorted(set(attributes) - set(self.attribute_names_))
+        if unknown:
+            known = ", ".join(self.attribute_names_) or "none (the run had no users table)"
+            raise ConfigError(f"unknown attribute(s) {unknown}; known: {known}", key="attributes")
+        block = self._demographics()
+        for col, value in attributes.items():
+            if block is not None and col in block.numeric_ and value is not None:
+                try:
+                    float(value)
+                except (TypeError, ValueError):
+                    raise ConfigError(f"attribute {col!r} must be a number; got {value!r}",
+                                      key=f"attributes.{col}") from None
+
+    def place(self, histories: list[list[str]],
+              attributes: list[dict[str, Any] | None] | None = None) -> Placement:
+        """Place brand-new users in segments the way their fit-user twins were.
+
+        Args:
+            histories: External item ids per user, oldest first (unknown ids are ignored).
+            attributes: Attribute dict per user (keys from :attr:`attribute_names`), or None.
+
+        Returns:
+            A :class:`Placement`; segment -1 where neither items nor attributes carry
+            information about the user.
+        """
+        check_is_fitted(self.segmenter_)
+        n = len(histories)
+        attrs = list(attributes) if attributes is not None else [None] * n
+        vocab = self.features.item_vocab_
+        has_items = np.array([bool(len(h)) and bool((vocab.index(list(h)) >= 0).any()) for h in histories])
+        has_attrs = np.array([self._informative(a or {}) for a in attrs], dtype=bool)
+        table = pd.DataFrame([dict(a or {}) for a in attrs], index=range(n)) if has_attrs.any() else None
+        feats = self.features.transform_new(NewUsers([f"new-{i}" for i in range(n)], table, histories))
+        segments = self.segmenter_.assign(feats).astype(np.int64)
+        member = self.segmenter_.membership(feats)
+        confidence = np.full(n, None, dtype=object) if member is None else member.max(1).astype(object)
+        only = np.where(has_items, "items", np.where(has_attrs, "attributes", "none"))
+        evidence = np.where(has_items & has_attrs, "items+attributes", only).astype(object)
+        none = evidence == "none"
+        segments[none] = -1
+        confidence[none] = None
+        return Placement(segments, confidence, evidence)
+
+    # ------------------------------------------------------------ artifacts
+    def save_into(self, directory: str | os.PathLike) -> None:
+        """Write the fitted pipeline (features and segmenter state) into an existing directory."""
+        from ._persist import save_pipeline
+
+        save_pipeline(self, Path(directory))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> SegmentationPipeline:
+        """Read what :meth:`save_into` wrote; never unpickles."""
+        from ._persist import load_pipeline
+
+        return load_pipeline(Path(directory), SEGMENTERS, cls)
+
+
+#: users-table columns that identify users rather than describe them
+ATTRIBUTE_ID_COLUMNS = ("user_id", "id")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where brand-new users were placed.
+
+    Attributes:
+        segments: int64 (n,), the segment (-1 when nothing was known about the user).
+        confidence: object (n,), the segmenter's membership probability of that segment
+            where it has one (GMM), else None.
+        evidence: object (n,): ``items``, ``attributes``, ``items+attributes`` or ``none``.
+    """
+
+    segments: np.ndarray
+    confidence: np.ndarray
+    evidence: np.ndarray
 
 
 def segment_interactions(
