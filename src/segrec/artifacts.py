@@ -122,17 +122,9 @@ def _file_table(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def _costs(systems: dict[str, Recommender]) -> dict[str, dict[str, float]]:
-    from .evaluate.cost import memory_bytes
+    from .evaluate.cost import cost_figures
 
-    costs = {}
-    for name, model in systems.items():
-        try:
-            costs[name] = {"n_parameters": int(model.n_parameters()),
-                           "flops_per_request": float(np.mean(model.flops_per_request())),
-                           "memory_bytes": int(memory_bytes(model))}
-        except Exception as exc:  # cost accounting must never lose a finished run
-            log.warning("no cost figures for %s: %s", name, exc)
-    return costs
+    return cost_figures(systems)
 
 
 def _manifest(result: RunResult, summary: dict[str, Any], root: Path,

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-__all__ = ["RunConfig", "load_config"]
+__all__ = ["RunConfig", "first_error", "load_config"]
 
 
 class _Section(BaseModel):
@@ -180,7 +180,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{source}: {key}: {err['msg']} (got {err.get('input')!r})",
-                          path=source, key=key) from exc
+        key, problem = first_error(exc)
+        raise ConfigError(f"{source}: {key}: {problem}", path=source, key=key) from exc
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """The dotted key of a pydantic error's first problem, and the problem with the value given."""
+    err = exc.errors()[0]
+    return ".".join(str(p) for p in err["loc"]), f"{err['msg']} (got {err.get('input')!r})"

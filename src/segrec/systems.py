@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .config import RunConfig
+from .config import RunConfig, first_error
 from .errors import ConfigError, SegrecError
 from .models import (
     AdaptedTransformerRecommender,
@@ -113,10 +113,8 @@ def _validated(cls: type, table: str, values: dict[str, Any]) -> Any:
     try:
         return cls.model_validate(values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"[models.{table}] {key}: {err['msg']} (got {err.get('input')!r})",
-                          key=f"models.{table}.{key}") from None
+        key, problem = first_error(exc)
+        raise ConfigError(f"[models.{table}] {key}: {problem}", key=f"models.{table}.{key}") from None
 
 
 def check_model_tables(cfg: RunConfig) -> None:

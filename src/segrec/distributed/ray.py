@@ -209,6 +209,26 @@ class RayExecutor:
         return out
 
     # ---------------------------------------------------- data-parallel fit
+    def _trainer(self, ray: Any, loop_config: dict[str, Any], storage: str) -> Any:
+        """A TorchTrainer running :func:`_train_transformer_worker` on ``workers`` DDP workers."""
+        train_mod = require("ray.train", "ray")
+        torch_mod = require("ray.train.torch", "ray")
+        use_gpu = loop_config["use_gpu"]
+        resources = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if use_gpu else {})}
+        if self.storage_path is None and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+            log.warning("Ray Train on a multi-node cluster without [ray] storage_path: the checkpoint "
+                        "goes to a local temporary directory that other nodes cannot reach; set "
+                        "storage_path to a shared path or s3:// URI if the fit fails at the end")
+        name = f"segrec-transformer-{uuid.uuid4().hex[:8]}"
+        return torch_mod.TorchTrainer(
+            _train_transformer_worker,
+            train_loop_config=loop_config,
+            torch_config=torch_mod.TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=train_mod.ScalingConfig(num_workers=self.workers, use_gpu=use_gpu,
+                                                   resources_per_worker=resources),
+            run_config=train_mod.RunConfig(name=name, storage_path=storage),
+        )
+
     def fit_data_parallel(self, model: Any, train: Any, *, valid: Any = None, context: Any = None) -> Any:
         """Fit a TransformerRecommender with Ray Train's TorchTrainer on ``workers`` DDP workers.
 
@@ -244,16 +264,8 @@ class RayExecutor:
         worker_context = None if context is None else context.with_changes(
             executor=None, progress=None, stages=None, shared={})
         ray = self._ray()
-        train_mod = require("ray.train", "ray")
-        torch_mod = require("ray.train.torch", "ray")
         use_gpu = self.gpus_per_worker > 0
-        resources = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if use_gpu else {})}
-        if self.storage_path is None and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
-            log.warning("Ray Train on a multi-node cluster without [ray] storage_path: the checkpoint "
-                        "goes to a local temporary directory that other nodes cannot reach; set "
-                        "storage_path to a shared path or s3:// URI if the fit fails at the end")
         storage = self.storage_path or tempfile.mkdtemp(prefix="segrec-ray-train-")
-        name = f"segrec-transformer-{uuid.uuid4().hex[:8]}"
         loop_config = {
             "data": ray.put((train, valid, worker_context)),  # once, read by every worker
             "model_class": cls,
@@ -261,14 +273,7 @@ class RayExecutor:
             "use_gpu": use_gpu,
             "threads": max(1, int(self.cpus_per_worker)),
         }
-        trainer = torch_mod.TorchTrainer(
-            _train_transformer_worker,
-            train_loop_config=loop_config,
-            torch_config=torch_mod.TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=train_mod.ScalingConfig(num_workers=self.workers, use_gpu=use_gpu,
-                                                   resources_per_worker=resources),
-            run_config=train_mod.RunConfig(name=name, storage_path=storage),
-        )
+        trainer = self._trainer(ray, loop_config, storage)
         start = time.perf_counter()
         log.info("Ray Train: %d %s worker(s) fitting the Transformer", self.workers,
                  "GPU" if use_gpu else "CPU")

@@ -19,6 +19,7 @@ module only measures and aggregates.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,12 +32,15 @@ from .ranking import mask_seen, top_k
 
 __all__ = [
     "CostReport",
+    "cost_figures",
     "cost_table",
     "history_lengths",
     "measure_cost",
     "measure_latency",
     "memory_bytes",
 ]
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------- parameters
@@ -55,6 +59,23 @@ def memory_bytes(model: Any) -> int:
     if sp.issparse(seen):
         total += int(seen.data.nbytes + seen.indices.nbytes + seen.indptr.nbytes)
     return total + sum(memory_bytes(m) for m in model.sub_models())
+
+
+def cost_figures(systems: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Parameters, mean analytic FLOPs per request and memory of each named fitted model.
+
+    A model whose figures cannot be computed is left out with a warning in the log:
+    cost accounting must never lose a finished run.
+    """
+    costs = {}
+    for name, model in systems.items():
+        try:
+            costs[name] = {"n_parameters": int(model.n_parameters()),
+                           "flops_per_request": float(np.mean(model.flops_per_request())),
+                           "memory_bytes": int(memory_bytes(model))}
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("no cost figures for %s: %s", name, exc)
+    return costs
 
 
 def history_lengths(model: Any) -> np.ndarray:
