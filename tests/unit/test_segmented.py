@@ -83,6 +83,11 @@ def test_validation_routing_picks_the_better_tier_and_round_trips(tmp_path):
     again = Recommender.load(tmp_path / "m")
     np.testing.assert_array_equal(again.recommend(["u0", "u45"], k=3).item_ids, recs.item_ids)
     assert again.routing_ == seg.routing_
+    # a loaded composite clones with its tiers (issue 13), and the clone refits to the same model
+    clone = again.with_params()
+    assert set(clone.tiers) == set(seg.tiers_) and clone.tiers_ is None
+    clone.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
+    np.testing.assert_array_equal(clone.recommend(["u0", "u45"], k=3).item_ids, recs.item_ids)
 
 
 def test_routing_without_valid_uses_an_inner_split_and_labels_are_checked():

@@ -142,6 +142,7 @@ class SegmentedRecommender(ServingMixin, Recommender):
         out.segments_ = (np.full(len(model.user_vocab_), -1, np.int64) if segments is None
                          else np.asarray(segments, np.int64))
         out.segmenter_, out.tiers_, out.routing_ = segmenter, {name: model}, {}
+        out.segmenter = segmenter
         out.new_user_tier_ = None
         return out
 
@@ -369,7 +370,6 @@ class SegmentedRecommender(ServingMixin, Recommender):
     def _load_extra(self, directory: Path) -> None:
         meta = read_json(directory / "model.json")["meta"]
         self.tiers_ = {name: Recommender.load(directory / "tiers" / name) for name in meta["tiers"]}
-        self.tiers, self.routing, self.segmenter = {}, None, None
         val = directory / "validation.parquet"
         self.validation_ = read_table(val) if val.exists() else None
         self.segmenter_ = None
@@ -377,4 +377,6 @@ class SegmentedRecommender(ServingMixin, Recommender):
             from ..segment import SegmentationPipeline
 
             self.segmenter_ = SegmentationPipeline.load(directory / "segmenter")
+        # the loaded parts are also the components, so a clone (with_params) keeps its tiers
+        self.tiers, self.segmenter, self.routing = dict(self.tiers_), self.segmenter_, None
 
