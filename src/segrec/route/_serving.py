@@ -55,8 +55,16 @@ class ServingMixin:
         n = len(histories)
         if self.segmenter_ is None:
             return (np.full(n, -1, np.int64), np.full(n, None, dtype=object), np.full(n, None, dtype=object))
-        ids = [self.item_vocab_.ids[np.asarray(h, np.int64)].tolist() for h in histories]
-        placed = self.segmenter_.place(ids, attributes)
+        same = getattr(self, "_same_items", None)
+        if same is None or same[0] is not self.segmenter_:  # checked once per segmenter
+            same = (self.segmenter_, self.segmenter_.features.item_vocab_ == self.item_vocab_)
+            self._same_items = same
+        if same[1]:  # the segmenter indexes items as this model does: hand it the dense indices
+            placed = self.segmenter_.place([np.asarray(h, np.int64) for h in histories], attributes,
+                                           indexed=True)
+        else:
+            ids = [self.item_vocab_.ids[np.asarray(h, np.int64)].tolist() for h in histories]
+            placed = self.segmenter_.place(ids, attributes)
         return placed.segments, placed.confidence, placed.evidence
 
     def segment_popularity(self, segment: int) -> np.ndarray:

@@ -304,13 +304,18 @@ class SegmentedRecommender(ServingMixin, Recommender):
         return self.chain().fill(self.tier_of(users), len(self.item_vocab_), score)
 
     def score_one_served(self, user: int) -> tuple[np.ndarray, str]:
-        """One known user's scores through each tier's single-user path, and the serving tier."""
-        def score(tier: str, rows: np.ndarray) -> np.ndarray | None:
-            model = self.tiers_.get(tier)
-            return None if model is None else model.score_one(user)[None, :]
+        """One known user's scores through each tier's single-user path, and the serving tier.
 
-        scores, served = self.chain().fill(self.tier_of(np.array([user])), len(self.item_vocab_), score)
-        return scores[0], str(served[0])
+        A NaN row and ``""`` when no tier can score the user.
+        """
+        def score(tier: str) -> np.ndarray | None:
+            model = self.tiers_.get(tier)
+            return None if model is None else model.score_one(user)
+
+        row, tier = self.chain().serve_one(self.tier_of_segment(int(self.segments_[user])), score)
+        if row is None:
+            return np.full(len(self.item_vocab_), np.nan, dtype=np.float32), ""
+        return row, tier
 
     def score_one(self, user: int) -> np.ndarray:
         """One known user's scores (see :meth:`score_one_served`)."""

@@ -70,6 +70,25 @@ class FallbackChain:
             step(tier, np.flatnonzero(todo))
         return served
 
+    def serve_one(self, routed: str,
+                  score: Callable[[str], np.ndarray | None]) -> tuple[np.ndarray | None, str]:
+        """:meth:`fill` for one user without the batch machinery (the server's hot path).
+
+        Args:
+            routed: The user's routed tier.
+            score: ``score(tier)`` -> the user's (n_items,) scores, or None when the tier
+                cannot score them at all.
+
+        Returns:
+            ``(scores, tier)`` from the first tier whose scores are not all NaN; ``(None, "")``
+            when none can.
+        """
+        for tier in (routed, *self.order):
+            row = score(tier)
+            if row is not None and np.isfinite(row).any():
+                return row, tier
+        return None, ""
+
     def fill(self, routed: np.ndarray, n_items: int,
              score: Callable[[str, np.ndarray], np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
         """Scores through the chain: a tier serves a row when its scores there are not all NaN.

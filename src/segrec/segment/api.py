@@ -289,13 +289,15 @@ class SegmentationPipeline:
                     raise ConfigError(f"attribute {col!r} must be a number; got {value!r}",
                                       key=f"attributes.{col}") from None
 
-    def place(self, histories: list[list[str]],
-              attributes: list[dict[str, Any] | None] | None = None) -> Placement:
+    def place(self, histories: list, attributes: list[dict[str, Any] | None] | None = None, *,
+              indexed: bool = False) -> Placement:
         """Place brand-new users in segments the way their fit-user twins were.
 
         Args:
-            histories: External item ids per user, oldest first (unknown ids are ignored).
+            histories: External item ids per user, oldest first (unknown ids are ignored);
+                with ``indexed``, dense item indices of the fit data instead.
             attributes: Attribute dict per user (keys from :attr:`attribute_names`), or None.
+            indexed: ``histories`` hold dense item indices (the server's form).
 
         Returns:
             A :class:`Placement`; segment -1 where neither items nor attributes carry
@@ -304,11 +306,17 @@ class SegmentationPipeline:
         check_is_fitted(self.segmenter_)
         n = len(histories)
         attrs = list(attributes) if attributes is not None else [None] * n
-        vocab = self.features.item_vocab_
-        has_items = np.array([bool(len(h)) and bool((vocab.index(list(h)) >= 0).any()) for h in histories])
+        if indexed:
+            has_items = np.array([len(h) > 0 for h in histories], dtype=bool)
+        else:
+            vocab = self.features.item_vocab_
+            has_items = np.array([bool(len(h)) and bool((vocab.index(list(h)) >= 0).any())
+                                  for h in histories])
         has_attrs = np.array([self._informative(a or {}) for a in attrs], dtype=bool)
         table = pd.DataFrame([dict(a or {}) for a in attrs], index=range(n)) if has_attrs.any() else None
-        feats = self.features.transform_new(NewUsers([f"new-{i}" for i in range(n)], table, histories))
+        ids = [f"new-{i}" for i in range(n)]
+        feats = (self.features.transform_new_indexed(histories, table, ids) if indexed
+                 else self.features.transform_new(NewUsers(ids, table, histories)))
         segments = self.segmenter_.assign(feats).astype(np.int64)
         member = self.segmenter_.membership(feats)
         confidence = np.full(n, None, dtype=object) if member is None else member.max(1).astype(object)
