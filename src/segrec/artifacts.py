@@ -1,8 +1,10 @@
 """Run artifacts: save a finished run, verify its checksums, load it back for serving.
 
 A run directory holds ``results.json``, ``manifest.json`` (versions, data
-fingerprint, sha256 of every file), ``segments.parquet``, ``systems/<name>/``,
-``items.parquet``, ``router/`` and the HTML report. Everything is written
+fingerprint, sha256 of every file), ``segments.parquet``, ``systems/<name>/`` (the
+``segmented`` composite is one artifact with its tiers and segmenter inside),
+``items.parquet``, ``segmenter/`` (the run's fitted segmentation pipeline, which
+places new users for every saved system) and the HTML report. Everything is written
 atomically (:func:`segrec.io.atomic_dir`) and nothing is pickled. The server and
 ``segrec recommend`` import only this module (and what it loads), never the
 experiment runner.
@@ -35,15 +37,14 @@ def save_run(result: RunResult, out: str | Path) -> Path:
 
     Layout: ``results.json``, ``manifest.json``, ``segments.parquet`` (user_id,
     segment), ``systems/<name>/`` (one saved Recommender each), ``items.parquet``
-    (titles for serving, when the data has them), ``router/`` (the new-user
-    segment assigner), ``report.json`` + ``report.html`` (the self-contained
+    (titles for serving, when the data has them), ``segmenter/`` (the fitted
+    segmentation pipeline that places new users), ``report.json`` + ``report.html`` (the self-contained
     HTML report, :mod:`segrec.report`). ``manifest.json`` records versions, the resolved config,
     the data fingerprint, the headline metrics, analytic costs and the sha256 of
     every other file; :func:`load_run` verifies them. The time this takes is the
     run's ``save`` stage (up to ``results.json``, which records it).
     """
     from .experiment import results_dict
-    from .route.assign import ProfileAssigner
 
     out = Path(out)
     with atomic_dir(out) as tmp:
@@ -60,10 +61,9 @@ def save_run(result: RunResult, out: str | Path) -> Path:
                     items.insert(0, "item_id", result.data.item_vocab.ids.astype(str))
                 write_table(tmp / "items.parquet", items.astype({c: str for c in items.columns
                                                                   if items[c].dtype == object}))
-            if (np.asarray(result.segments) >= 0).any():
-                fit = result.split.fit if result.split is not None else result.data
-                (tmp / "router").mkdir()
-                ProfileAssigner().fit(fit, result.segments).save_into(tmp / "router")
+            if result.segmenter is not None:
+                (tmp / "segmenter").mkdir()
+                result.segmenter.save_into(tmp / "segmenter")
             costs = _costs(result.systems)
             _write_report(result, tmp, costs)
         summary = results_dict(result)
@@ -86,8 +86,9 @@ def _write_report(result: RunResult, directory: Path, costs: dict[str, dict[str,
 
 #: name of the manifest file of a run directory
 MANIFEST = "manifest.json"
-#: bumped when the run-directory layout changes incompatibly
-FORMAT_VERSION = 1
+#: bumped when the run-directory layout changes incompatibly (2: the composite artifact with its
+#: segmenter; ``segmenter/`` replaces the naive-Bayes ``router/``)
+FORMAT_VERSION = 2
 
 
 def _versions() -> dict[str, str]:
@@ -121,17 +122,9 @@ def _file_table(root: Path) -> dict[str, dict[str, Any]]:
 
 
 def _costs(systems: dict[str, Recommender]) -> dict[str, dict[str, float]]:
-    from .evaluate.cost import memory_bytes
+    from .evaluate.cost import cost_figures
 
-    costs = {}
-    for name, model in systems.items():
-        try:
-            costs[name] = {"n_parameters": int(model.n_parameters()),
-                           "flops_per_request": float(np.mean(model.flops_per_request())),
-                           "memory_bytes": int(memory_bytes(model))}
-        except Exception as exc:  # cost accounting must never lose a finished run
-            log.warning("no cost figures for %s: %s", name, exc)
-    return costs
+    return cost_figures(systems)
 
 
 def _manifest(result: RunResult, summary: dict[str, Any], root: Path,
@@ -228,39 +221,49 @@ class LoadedRun:
         f = self.path / "items.parquet"
         return read_table(f) if f.exists() else None
 
+    def segmenter(self):
+        """The run's fitted segmentation pipeline (places new users), or None."""
+        from .segment import SegmentationPipeline
+
+        directory = self.path / "segmenter"
+        return SegmentationPipeline.load(directory) if directory.is_dir() else None
+
     def router(self, system: str | None = None, **routing: Any):
         """A :class:`~segrec.route.router.Router` serving one saved system.
 
         Args:
             system: System to serve; default ``segmented`` when saved, else the run's best.
+                A plain system is served as a one-tier composite with the run's segments
+                and segmenter.
             **routing: Policy changes for a segmented system, e.g. ``policy="budget",
                 budget_fraction=0.3`` (re-routed from the saved validation table, no refit).
         """
-        from .route.assign import ProfileAssigner
-        from .route.router import Router
+        from .route import Router, SegmentedRecommender
 
         name = system or ("segmented" if "segmented" in self.system_names else None)
         model = self.system(name)
+        served = model.name if name is None else name
+        composite = isinstance(model, SegmentedRecommender)
         if routing:
-            if not hasattr(model, "reroute"):
+            if not composite:
                 raise SegrecError(f"system {model.name!r} is not routed; a routing policy needs 'segmented'")
             model = model.reroute(**routing)
-        seg = self.segments()
-        segments = None
-        if len(seg):
-            table = pd.Series(seg["segment"].to_numpy(np.int64), index=seg["user_id"].astype(str))
-            segments = table.reindex(model.user_vocab_.ids).fillna(-1).to_numpy(np.int64)
-        assigner = ProfileAssigner.load(self.path / "router") if (self.path / "router").is_dir() else None
+        if not composite:
+            seg = self.segments()
+            segments = None
+            if len(seg):
+                table = pd.Series(seg["segment"].to_numpy(np.int64), index=seg["user_id"].astype(str))
+                segments = table.reindex(model.user_vocab_.ids).fillna(-1).to_numpy(np.int64)
+            model = SegmentedRecommender.serving(model, segments=segments, segmenter=self.segmenter())
         titles, items = None, self.items()
         if items is not None and "title" in items:
             titles = items.set_index(items["item_id"].astype(str))["title"].reindex(model.item_vocab_.ids)
             titles = titles.to_numpy(dtype=object)
-        cfg = getattr(model, "config", None)
-        info = {"path": str(self.path), "system": model.name if name is None else name,
+        info = {"path": str(self.path), "system": served,
                 "data_fingerprint": self.manifest.get("data_fingerprint"),
                 "created_at": self.manifest.get("created_at"),
-                "policy": getattr(cfg, "policy", None)}
-        return Router(model, segments=segments, assigner=assigner, titles=titles, info=info)
+                "policy": model.config.policy.kind if composite else None}
+        return Router(model, titles=titles, info=info)
 
 
 def load_run(path: str | Path, *, verify: bool = True) -> LoadedRun:
@@ -277,6 +280,9 @@ def load_run(path: str | Path, *, verify: bool = True) -> LoadedRun:
     if not path.is_dir():
         raise SegrecError(f"{path}: not a directory; pass the --out directory of `segrec run`")
     manifest = read_json(path / MANIFEST)
+    if manifest.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise SegrecError(f"{path}: a run directory of format {manifest.get('format_version')}; this segrec "
+                          f"reads format {FORMAT_VERSION}: run `segrec run` again to refresh it")
     if verify:
         verify_run(path, manifest)
     return LoadedRun(path, manifest, read_json(path / "results.json"))

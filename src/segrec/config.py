@@ -10,11 +10,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
-__all__ = ["RunConfig", "load_config"]
+__all__ = ["RunConfig", "first_error", "load_config"]
 
 
 class _Section(BaseModel):
@@ -61,19 +61,44 @@ class SegmentationConfig(_Section):
 
 
 class ModelsConfig(_Section):
-    """Which systems to fit and compare, and their settings."""
+    """Which systems to fit and compare, and their settings.
+
+    Every other key is one system's table, e.g. ``[models.transformer]`` or
+    ``[models.adapter]`` (the adapted Transformer), holding overrides of that
+    model's own config. The tables are checked against each model's config class
+    by :func:`segrec.systems.check_model_tables` (this module does not import the
+    models), before any data is read.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     systems: tuple[str, ...] = (
         "popularity", "itemknn", "ease", "als", "multvae",
         "transformer", "adapted_transformer", "local_ease", "segmented",
     )
     """Systems to fit; unknown or unavailable ones are reported and skipped."""
-    transformer: dict[str, Any] = Field(default_factory=dict)
-    """Overrides of the global Transformer's config."""
-    adapter: dict[str, Any] = Field(default_factory=dict)
-    """Overrides of the segment adapter's config."""
     min_segment_users: int = Field(20, ge=1)
     """Smallest segment that gets its own local model / adapter."""
+    preset: Literal["auto", "demo", "none"] = "auto"
+    """Named settings layered under the model tables: ``demo`` (a lighter Transformer and
+    adapters so the demo run stays short on 2 CPU cores), ``none`` (the models' own
+    defaults), or ``auto``: ``demo`` on the built-in synthetic data, ``none`` on ``--data``.
+    The run prints the preset when it applies."""
+
+    @model_validator(mode="after")
+    def _tables_are_tables(self) -> ModelsConfig:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"[models.{key}] must be a table of settings; got {value!r}")
+        return self
+
+    def table(self, name: str) -> dict[str, Any]:
+        """The ``[models.<name>]`` table (empty when the config has none)."""
+        return dict((self.model_extra or {}).get(name) or {})
+
+    def tables(self) -> dict[str, dict[str, Any]]:
+        """Every ``[models.<name>]`` table by name."""
+        return {k: dict(v) for k, v in (self.model_extra or {}).items()}
 
 
 class EvaluateConfig(_Section):
@@ -155,7 +180,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{source}: {key}: {err['msg']} (got {err.get('input')!r})",
-                          path=source, key=key) from exc
+        key, problem = first_error(exc)
+        raise ConfigError(f"{source}: {key}: {problem}", path=source, key=key) from exc
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """The dotted key of a pydantic error's first problem, and the problem with the value given."""
+    err = exc.errors()[0]
+    return ".".join(str(p) for p in err["loc"]), f"{err['msg']} (got {err.get('input')!r})"

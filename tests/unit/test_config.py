@@ -37,3 +37,50 @@ def test_unknown_key_and_bad_toml(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
+
+
+# ------------------------------------------------ typed [models.<name>] tables (issue 13)
+def test_model_tables_are_checked_against_each_models_config(tmp_path):
+    from segrec.systems import check_model_tables
+
+    path = tmp_path / "m.toml"
+    path.write_text('[models.transformer]\nepochs = "many"\n')
+    with pytest.raises(ConfigError, match=r"\[models.transformer\] epochs: Input should be a valid integer"):
+        check_model_tables(load_config(path))
+    path.write_text('[models.ease]\nregg = 10\n')
+    with pytest.raises(ConfigError, match=r"\[models.ease\] regg: Extra inputs are not permitted"):
+        check_model_tables(load_config(path))
+    path.write_text('[models.tranformer]\nepochs = 3\n')
+    with pytest.raises(ConfigError, match=r"\[models.tranformer\]: no such system table"):
+        check_model_tables(load_config(path))
+    path.write_text('[models.segmented.policy]\nkind = "cheapest"\n')
+    with pytest.raises(ConfigError, match=r"\[models.segmented\] policy.kind"):
+        check_model_tables(load_config(path))
+    path.write_text('[models.adapter]\nrank = 2\n[models.segmented.policy]\nkind = "budget"\n'
+                    'budget_fraction = 0.3\n')
+    check_model_tables(load_config(path))  # valid tables pass
+
+
+def test_a_wrong_model_key_is_one_line_and_exit_2_before_any_data_is_read(tmp_path, capsys):
+    from segrec.cli import main
+
+    path = tmp_path / "m.toml"
+    path.write_text('[models.transformer]\nepochs = "many"\n')
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "m.toml: [models.transformer] epochs" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_preset_is_named_and_layered_under_the_tables():
+    from segrec.systems import build_system, preset_in_use
+
+    demo = load_config(None)
+    assert preset_in_use(demo) == "demo"
+    assert build_system("transformer", demo).config.max_len == 50  # the preset
+    real = load_config(None, data={"path": "x.csv"})
+    assert preset_in_use(real) == "none" and build_system("transformer", real).config.max_len == 200
+    forced = load_config(None, data={"path": "x.csv"},
+                         models={"preset": "demo", "transformer": {"max_len": 30}})
+    assert build_system("transformer", forced).config.max_len == 30  # an explicit key wins
+    assert build_system("transformer", forced).config.epochs == 15

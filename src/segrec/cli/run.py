@@ -83,12 +83,17 @@ def run_command(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..errors import SegrecError
     from ..experiment import run_experiment
+    from ..systems import check_model_tables
 
     for flag in ("data", "items", "users"):
         value = getattr(args, flag)
         if value and not Path(value).exists():
             raise SegrecError(f"--{flag} {value}: file not found")
     cfg = load_config(args.config, **_overrides(args))
+    try:  # the [models.*] tables are checked against each model's config before any data is read
+        check_model_tables(cfg)
+    except SegrecError as exc:
+        raise type(exc)(f"{args.config or '<defaults>'}: {exc}") from None
     start = time.perf_counter()
 
     def progress(msg: str) -> None:
@@ -119,6 +124,11 @@ def format_result(result) -> str:
     figures = {**seg.get("metrics", {}), **{k: v for k, v in seg.items() if isinstance(v, float)}}
     lines.append(f"segmentation: {seg.get('method', '?')} K={seg.get('n_segments', '?')} "
                  f"sizes={seg.get('sizes')}  " + " ".join(f"{k}={v:.3f}" for k, v in figures.items()))
+    if result.preset != "none":
+        from ..experiment import describe_preset
+
+        lines.append(f"models: preset {result.preset!r} applied ({describe_preset(result.preset)}); "
+                     "set [models] preset = \"none\" for the models' own defaults")
     if result.skipped:
         for name, why in result.skipped.items():
             lines.append(f"skipped {name}: {why}")

@@ -7,16 +7,19 @@ The per-segment fits are independent, so they run through an executor
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
-from ..distributed.executor import Executor, LocalExecutor, TaskFailure, raise_if_all_failed
+from ..distributed.executor import LocalExecutor, TaskFailure, raise_if_all_failed
 from ..errors import SegrecError
 from ..types import Interactions
-from .base import ModelConfig, Recommender
+from .base import ModelConfig, Recommender, registered_models
+from .context import FitContext
+from .tags import RecommenderTags
 
 __all__ = ["PerSegmentRecommender"]
 
@@ -49,20 +52,21 @@ class PerSegmentRecommender(Recommender):
 
     Config = PerSegmentConfig
     name = "per_segment"
-    segment_aware = True
-    #: ``fit`` takes ``executor=`` (per-segment fits as independent tasks)
-    uses_executor = True
+
+    def __init__(self, config: PerSegmentConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.segments_: np.ndarray | None = None
+        self.models_: dict[int, Recommender] | None = None
+
+    def __recommender_tags__(self) -> RecommenderTags:
+        """Needs the segments; new users are scored by their segment's model from item rows."""
+        return replace(super().__recommender_tags__(), requires_segments=True)
 
     def _make_base(self) -> Recommender:
         return _build_base(self.config)
 
-    def _fit(self, train: Interactions, valid: Interactions | None, *, segments=None,
-             executor: Executor | None = None, **_: Any) -> None:
-        if segments is None:
-            raise SegrecError("PerSegmentRecommender.fit needs segments= (one label per dense user)")
-        labels = np.asarray(segments, dtype=np.int64)
-        if labels.shape != (train.n_users,):
-            raise SegrecError(f"segments must have one label per user ({train.n_users}); got {labels.shape}")
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
+        labels = np.array(context.segments, dtype=np.int64)
         _build_base(self.config)  # a bad base/base_params is a config error: fail now, not per segment
         self.segments_ = labels
         self.models_: dict[int, Recommender] = {}
@@ -70,7 +74,7 @@ class PerSegmentRecommender(Recommender):
         active = train.user_counts() > 0
         todo = [int(s) for s in np.unique(labels[labels >= 0])
                 if ((labels == s) & active).sum() >= self.config.min_segment_users]
-        executor = executor or LocalExecutor()
+        executor = context.executor or LocalExecutor()
         # the data goes to the executor once (Ray: one ray.put); each task cuts its segment out
         results = executor.map(fit_segment_model, todo, shared=(self.config, train, valid, labels),
                                labels=[f"{self.name} segment {s}" for s in todo], on_error="return")
@@ -90,6 +94,48 @@ class PerSegmentRecommender(Recommender):
             rows = np.flatnonzero(seg == s)
             if len(rows):
                 out[rows] = model._score(users[rows])
+        return out
+
+    def sub_models(self) -> list[Recommender]:
+        """The per-segment models."""
+        return list(self.models_.values())
+
+    def serves_segments(self, segments: np.ndarray) -> np.ndarray:
+        """True for segments that have a model."""
+        return np.isin(np.asarray(segments, np.int64), list(self.models_))
+
+    def score_one(self, user: int) -> np.ndarray:
+        """One user's scores from their segment's model (its fast path), NaN without one."""
+        sub = self.models_.get(int(self.segments_[int(user)]))
+        if sub is None:
+            return np.full(len(self.item_vocab_), np.nan, dtype=np.float32)
+        return sub.score_one(user)
+
+    def _score_histories(self, rows, segments: np.ndarray | None) -> np.ndarray:
+        # each user through their segment's model; no segment or no model: a NaN row
+        n = rows.shape[0]
+        out = np.full((n, len(self.item_vocab_)), np.nan, dtype=np.float32)
+        segs = np.full(n, -1, np.int64) if segments is None else segments
+        for s in np.unique(segs):
+            sub = self.models_.get(int(s))
+            if sub is not None:
+                pick = np.flatnonzero(segs == s)
+                out[pick] = sub.score_histories(rows[pick], segs[pick])
+        return out
+
+    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
+        subs = self.models_
+        if segments is None:
+            # a request is served by one segment's model; they share the catalogue: their mean
+            if not subs:
+                return np.zeros_like(h)
+            return np.mean([m.flops_per_request(h) - m.n_items for m in subs.values()], axis=0)
+        segs = np.broadcast_to(np.asarray(segments, np.int64), h.shape)
+        out = np.full(h.shape, np.nan)
+        for s in np.unique(segs):
+            if int(s) in subs:
+                pick = segs == s
+                out[pick] = subs[int(s)]._score_flops(h[pick], None)
         return out
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -118,13 +164,11 @@ class PerSegmentRecommender(Recommender):
 
 
 def _build_base(config: PerSegmentConfig) -> Recommender:
-    from . import MODELS
-
-    cls = MODELS.get(config.base)
-    if cls is None:
+    known = registered_models()
+    if config.base not in known:
         raise SegrecError(f"PerSegmentRecommender: unknown base model {config.base!r}; "
-                          f"known: {sorted(MODELS)}")
-    return cls(**config.base_params)
+                          f"known: {sorted(known)}")
+    return known[config.base](**config.base_params)
 
 
 def fit_segment_model(shared: tuple, segment: int) -> Recommender:
