@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
+from .data.validate import check_usable
 from .distributed.executor import Executor, make_executor
 from .errors import MissingDependencyError, SegrecError
 from .evaluate import EvalReport, bootstrap_diff, evaluate
@@ -98,7 +99,8 @@ def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
     from .data.synthetic import generate_synthetic
 
     if cfg.data.path:
-        return load_interactions(cfg.data.path, items=cfg.data.items, users=cfg.data.users), None
+        return load_interactions(cfg.data.path, schema=cfg.data.schema(), items=cfg.data.items,
+                                 users=cfg.data.users), None
     synth = generate_synthetic(n_users=cfg.data.synthetic_users, n_items=cfg.data.synthetic_items,
                                n_segments=cfg.data.synthetic_segments, seed=cfg.seed)
     data = dataclasses.replace(synth.to_interactions(), source=(
@@ -197,6 +199,7 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
         say("loading data")
         with stages.stage("load"):
             data, truth = load_data(cfg)
+    check_usable(data, split=not cfg.split.no_split)
     if cfg.split.no_split:
         split = None
         train, valid = data, None
@@ -246,6 +249,8 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
                  if sys_name in result.systems}
         if "global" not in tiers:  # no Transformer: EASE is the large tier
             tiers["global"] = build_system("ease", cfg)
+        if "popularity" not in tiers:  # the last fallback: `--systems segmented` alone needs it too
+            tiers["popularity"] = build_system("popularity", cfg)
         say(f"fitting segmented (routing {len(tiers)} tiers: {', '.join(tiers)})")
         prefitted = {tier: result.systems[TIERS[tier]] for tier in tiers if TIERS.get(tier) in result.systems}
         with stages.stage("fit segmented (routing)") as row:
