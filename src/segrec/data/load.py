@@ -21,6 +21,7 @@ import csv
 import io
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -245,6 +246,8 @@ def _first_line(path: Path, encoding: str = "utf-8") -> str:
 
 
 _HEAD_BYTES = 1 << 16
+#: how pyarrow reports a row with the wrong number of fields
+_FIELD_COUNT = re.compile(r"Expected \d+ columns, got \d+")
 #: leading bytes of compressed / archive formats -> (name, how to unpack)
 _MAGIC = ((b"\x1f\x8b", "gzip", "gunzip -k {f}"), (b"BZh", "bzip2", "bunzip2 -k {f}"),
           (b"\xfd7zXZ\x00", "xz", "unxz -k {f}"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd {f}"),
@@ -390,7 +393,12 @@ def _read_csv(
                 column_names=column_names, encoding=schema.encoding, use_threads=use_threads
             ),
             parse_options=pa_csv.ParseOptions(
-                delimiter=delimiter, quote_char=quote, invalid_row_handler=on_invalid
+                # A Python handler only on the single-threaded read: a threaded reader drops its
+                # last reference to the handler on an Arrow worker thread, which needs the GIL; when
+                # that happens while the interpreter exits (a bad file -> exit 2 at once), the
+                # worker is killed mid-C++ and the process aborts with "terminate called without an
+                # active exception" (rc 134, issue 16 item 7; seen in 2 of 12 runs under load).
+                delimiter=delimiter, quote_char=quote, invalid_row_handler=None if use_threads else on_invalid
             ),
             convert_options=pa_csv.ConvertOptions(
                 column_types=id_types, include_columns=list(present.values()), strings_can_be_null=False
@@ -398,10 +406,13 @@ def _read_csv(
         )
 
     try:
-        table = read(use_threads=True)
-        if bad_rows and bad_rows[0][0] is None:
-            # Row numbers are only known to a single-threaded read; pay for it only on bad files.
-            bad_rows.clear()
+        try:
+            table = read(use_threads=True)
+        except pa.ArrowInvalid as exc:
+            if not _FIELD_COUNT.search(str(exc)):
+                raise
+            # Rows with the wrong field count: read again on one thread, which knows row
+            # numbers and collects every bad row; paid only by bad files.
             table = read(use_threads=False)
     except pa.ArrowInvalid as exc:
         text = str(exc)
