@@ -263,6 +263,8 @@ def load_config(path: str | Path | None = None, *, flags: dict[str, str] | None 
                               "see segrec.example.toml", path=str(path)) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})", path=str(path)) from exc
+        except RecursionError as exc:
+            raise ConfigError(f"{path}: nested too deeply to be a segrec config", path=str(path)) from exc
     for key, value in overrides.items():
         if isinstance(value, dict):
             section = raw.get(key, {})
@@ -275,7 +277,8 @@ def load_config(path: str | Path | None = None, *, flags: dict[str, str] | None 
         err = exc.errors()[0]
         loc = [str(p) for p in err["loc"]]
         key = ".".join(loc)
-        flag = (flags or {}).get(key)
+        # name the flag only when the flag set the value (the same key may come from the file)
+        flag = (flags or {}).get(key) if key in _dotted(overrides) else None
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = _unknown_key(loc)
@@ -284,6 +287,16 @@ def load_config(path: str | Path | None = None, *, flags: dict[str, str] | None 
         if flag:
             raise ConfigError(f"{flag}: {msg}", path=source, key=key) from None
         raise ConfigError(f"{source}: {key}: {msg}", path=source, key=key) from None
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every dotted key path of a nested dict (``{"a": {"b": 1}}`` -> ``{"a", "a.b"}``)."""
+    out = set()
+    for k, v in tree.items():
+        out.add(prefix + k)
+        if isinstance(v, dict):
+            out |= _dotted(v, prefix + k + ".")
+    return out
 
 
 def _merge(section: Any, value: dict[str, Any]) -> dict[str, Any]:

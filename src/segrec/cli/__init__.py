@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version (0) or a bad flag (2, one line already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if not getattr(args, "func", None):
-        parser.print_help()
+        print("segrec: error: no command given; use one of run, segment, synth, recommend, serve "
+              "(e.g. segrec run --help)", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SegrecError as exc:
-        print(f"segrec: error: {exc}", file=sys.stderr)
+        print(f"segrec: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("segrec: interrupted", file=sys.stderr)
@@ -64,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # unexpected: a bug, show everything
         traceback.print_exc()
         return 3
+
+
+def _one_line(message: str) -> str:
+    """A multi-problem message (``N problems in f:`` + one indented line each) as one line."""
+    head, *rest = [part.strip() for part in message.splitlines() if part.strip()]
+    if not rest:
+        return head
+    return head.rstrip(":") + ": " + "; ".join(rest)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -169,11 +169,19 @@ def missing_columns(
     """
     found_list = [str(c) for c in found]
     shown = found_list if len(found_list) <= 12 else [*found_list[:12], "..."]
+    missing = {field: column for field, column in wanted.items() if column not in found_list}
+    if len(missing) > 1:  # one problem, one line: "missing columns 'user_id', 'item_id' ..."
+        names = ", ".join(f"'{c}'" for c in missing.values())
+        hints = [_column_hint(f, c) for f, c in missing.items()]
+        flags = [h.split(" NAME")[0].removeprefix("name the column with ") for h in hints if " NAME" in h]
+        hint = (f"name them with {' and '.join(flags)} (config: [data.columns]; Python: Schema(...))"
+                if len(flags) == len(missing) else hints[0])
+        return [Problem(source, f"missing {what}s {names} (found columns: {shown}); {hint}",
+                        next(iter(missing.values())))]
     return [
         Problem(source, f"missing {what} '{column}' (found columns: {shown}); {_column_hint(field, column)}",
                 column)
-        for field, column in wanted.items()
-        if column not in found_list
+        for field, column in missing.items()
     ]
 
 
