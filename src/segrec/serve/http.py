@@ -426,6 +426,12 @@ def _reload_target(text: str, root: Path | None) -> Path:
     return target
 
 
+_TIMEOUT_BODY = b'{"error":"timeout","message":"request headers took too long"}'
+_HEADER_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                            b"content-length: " + str(len(_TIMEOUT_BODY)).encode() +
+                            b"\r\nconnection: close\r\n\r\n" + _TIMEOUT_BODY)
+
+
 def deadline_protocol(header_timeout: float = HEADER_TIMEOUT_S) -> type:
     """Uvicorn's HTTP protocol with a deadline for request headers (against slow clients).
 
@@ -440,8 +446,11 @@ def deadline_protocol(header_timeout: float = HEADER_TIMEOUT_S) -> type:
     class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         _deadline = None
 
+        _started = False
+
         def _arm(self) -> None:
             self._disarm()
+            self._started = False
             self._deadline = self.loop.call_later(header_timeout, self._expire)
 
         def _disarm(self) -> None:
@@ -452,11 +461,11 @@ def deadline_protocol(header_timeout: float = HEADER_TIMEOUT_S) -> type:
         def _expire(self) -> None:
             self._deadline = None
             busy = self.cycle is not None and not self.cycle.response_complete
-            if not busy and not self.transport.is_closing():
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                                     b"content-length: 63\r\nconnection: close\r\n\r\n"
-                                     b'{"error":"timeout","message":"request headers took too long"}\r\n')
-                self.transport.close()
+            if busy or self.transport.is_closing():
+                return
+            if self._started:  # part of a request arrived: say why the connection ends
+                self.transport.write(_HEADER_TIMEOUT_RESPONSE)
+            self.transport.close()  # an idle connection just closes, as keep-alive timeouts do
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -464,6 +473,8 @@ def deadline_protocol(header_timeout: float = HEADER_TIMEOUT_S) -> type:
 
         def data_received(self, data: bytes) -> None:
             before = self.cycle
+            if self._deadline is not None:
+                self._started = True
             super().data_received(data)
             if self.cycle is not before and self.cycle is not None:
                 self._disarm()  # a request's headers are complete: the app (and body timeout) take over
