@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import re
 import tempfile
 import warnings
@@ -37,8 +38,10 @@ from segrec.errors import DataValidationError
 CASES: Counter[str] = Counter()
 
 _COLUMNS = ("user_id", "item_id", "rating", "timestamp")
-# derandomize: CI sees the same 300 cases every run (a failure is reproducible, never flaky)
-_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
+# derandomize: CI sees the same 300 cases every run (a failure is reproducible, never flaky).
+# benchmarks/bench_fuzz_files.py sets SEGREC_FUZZ_EXAMPLES to run thousands of new cases instead.
+_FUZZ = int(os.environ.get("SEGREC_FUZZ_EXAMPLES", "0"))
+_SETTINGS = settings(max_examples=_FUZZ or 300, deadline=None, derandomize=not _FUZZ, database=None,
                      suppress_health_check=list(HealthCheck))
 
 # ids: short ascii, unicode (no control characters or surrogates), huge numbers, blanks
