@@ -26,8 +26,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "reliability"))
 
-from _common import git_commit  # noqa: E402
 from hostile_cases import CASES, build_workspace, check_outcome, skip_reason  # noqa: E402
+
+from _common import git_commit  # noqa: E402
 
 SEGREC = Path(sys.executable).with_name("segrec")
 
