@@ -70,7 +70,8 @@ def main() -> int:
     print(f"\n{'kind':10} {'cases':>5} {'exit 0':>7} {'exit 2, one line':>17} {'skipped':>8} {'failed':>7}")
     for kind in kinds:
         row = [sum(1 for c in cases if c.kind == kind), outcomes[f"{kind}: exit 0"],
-               outcomes[f"{kind}: exit 2, one line"], outcomes[f"{kind}: skipped"], outcomes[f"{kind}: FAILED"]]
+               outcomes[f"{kind}: exit 2, one line"], outcomes[f"{kind}: skipped"],
+               outcomes[f"{kind}: FAILED"]]
         print(f"{kind:10} {row[0]:5d} {row[1]:7d} {row[2]:17d} {row[3]:8d} {row[4]:7d}")
     print(f"{'total':10} {len(cases):5d}; {sum(seconds):.0f} s in {len(seconds)} segrec processes")
     result = {"benchmark": "hostile_suite", "commit": git_commit(), "cases": len(cases),
