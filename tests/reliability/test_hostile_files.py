@@ -150,7 +150,9 @@ def _expected(frame: pd.DataFrame) -> list[tuple] | None:
     ratings = [1.0] * len(frame)
     if "rating" in frame:
         ratings = [_number(str(r).strip()) for r in frame["rating"]]
-        if any(r is None or not math.isfinite(r) or r < 0 for r in ratings):
+        # ratings are stored as float32: beyond its range a finite number is out of range (a fuzz finding)
+        if any(r is None or not math.isfinite(r) or r < 0 or r > float(np.finfo(np.float32).max)
+               for r in ratings):
             return None
     times = list(range(len(frame)))
     has_time = "timestamp" in frame

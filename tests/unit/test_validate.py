@@ -230,3 +230,11 @@ def test_problems_collector_single_line_and_none_ignored():
     with pytest.raises(DataValidationError, match=pattern) as info:
         problems.raise_if_any()
     assert (info.value.source, info.value.column, info.value.rows) == ("a.csv", "x", [0])
+
+
+def test_ratings_beyond_float32_are_out_of_range(tmp_path):
+    """Found by benchmarks/bench_fuzz_files.py: 1e39 is finite in float64 but became inf as float32."""
+    path = tmp_path / "big.csv"
+    path.write_text("user_id,item_id,rating\nu,a,1\nu,b,1e39\n")
+    with pytest.raises(DataValidationError, match=r"column 'rating' has 1 out-of-range value on lines \[3\]"):
+        load_interactions(path)

@@ -301,9 +301,18 @@ def parse_ratings(source: str, column: str, values: pd.Series) -> tuple[np.ndarr
     return _finish_ratings(source, column, numbers, raw, problems, skip=missing)
 
 
+#: ratings are kept as float32: a larger finite number would silently become infinite
+_MAX_RATING = float(np.finfo(np.float32).max)
+
+
 def _finish_ratings(source, column, numbers, raw, problems, skip):
     inf = np.isinf(numbers) & ~skip
     problems.append(_rows_problem(source, column, inf, "infinite value", "expected finite numbers", raw))
+    with np.errstate(invalid="ignore"):
+        huge = np.isfinite(numbers) & (np.abs(numbers) > _MAX_RATING) & ~skip
+    problems.append(_rows_problem(source, column, huge, "out-of-range value",
+                                  "expected ratings below 3.4e38 (they are stored as float32)", raw))
+    inf = inf | huge
     with np.errstate(invalid="ignore"):
         negative = (numbers < 0) & ~inf & ~skip
     problems.append(
