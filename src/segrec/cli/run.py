@@ -275,7 +275,8 @@ def summary(result, out: Path) -> str:
             verdict = ("better" if ci["lo"] > 0 else "worse" if ci["hi"] < 0 else
                        "no significant difference")
             base_ndcg = others[base].overall["ndcg@10"]
-            lines.append(f"gain over the best baseline ({base}, NDCG@10 {base_ndcg:.4f}): "
+            what = "the best baseline" if served in SEGMENT_AWARE else "the next best system"
+            lines.append(f"gain over {what} ({base}, NDCG@10 {base_ndcg:.4f}): "
                          f"{ci['diff']:+.4f} [95% CI {ci['lo']:+.4f}, {ci['hi']:+.4f}], {verdict} "
                          f"(paired bootstrap over {int(ci['users'])} test users)")
     else:
