@@ -113,7 +113,7 @@ def _discard_previous_run(old: Path) -> None:
         listed = set(manifest["files"]) | {MANIFEST}
     for rel in listed:
         f = old / rel
-        if _inside(old, rel) and (f.is_file() or f.is_symlink()):
+        if _plain_relative(rel) and (f.is_file() or f.is_symlink()):
             f.unlink(missing_ok=True)
     for here, _, _ in sorted(os.walk(old, followlinks=False), key=lambda w: -len(w[0])):
         with contextlib.suppress(OSError):
@@ -125,8 +125,8 @@ def _discard_previous_run(old: Path) -> None:
         log.warning("the previous run held files segrec did not write; they are kept in %s", kept)
 
 
-def _inside(root: Path, rel: str) -> bool:
-    """Whether the relative path ``rel`` names something inside ``root`` (no absolute path, no ``..``)."""
+def _plain_relative(rel: str) -> bool:
+    """Whether ``rel`` is a plain relative POSIX path (no absolute path, ``..``, ``.``, backslash or NUL)."""
     p = PurePosixPath(rel)
     return (bool(rel) and not p.is_absolute() and "\\" not in rel and "\x00" not in rel
             and all(part not in ("", ".", "..") for part in rel.split("/")))
@@ -143,6 +143,14 @@ def save_run(result: RunResult, out: str | Path, *, overwrite: bool = True) -> P
     the data fingerprint, the headline metrics, analytic costs and the sha256 of
     every other file; :func:`load_run` verifies them. The time this takes is the
     run's ``save`` stage (up to ``results.json``, which records it).
+
+    Args:
+        result: The finished run.
+        out: The run directory: absent, empty, or a previous run (see :func:`check_out`).
+        overwrite: Replace a previous run at ``out`` (the CLI passes ``--overwrite``).
+
+    Raises:
+        SegrecError: ``out`` holds something this save must not replace.
     """
     from .experiment import results_dict
     from .route.assign import ProfileAssigner
@@ -298,7 +306,7 @@ def verify_run(path: str | Path, manifest: dict[str, Any] | None = None) -> froz
         raise SegrecError(f"{where}: has no file checksums, so nothing in {path} can be trusted; re-run "
                           "`segrec run` to write a complete artifact")
     for rel, want in files.items():
-        if not isinstance(rel, str) or not _inside(path, rel) or len(rel) > 1024:
+        if not isinstance(rel, str) or not _plain_relative(rel) or len(rel) > 1024:
             raise SegrecError(f"{where}: file entry {str(rel)[:80]!r} is not a plain relative path inside "
                               "the run directory; the manifest was tampered with")
         if (not isinstance(want, dict) or not isinstance(want.get("bytes"), int) or want["bytes"] < 0

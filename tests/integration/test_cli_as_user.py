@@ -229,8 +229,3 @@ def test_each_mistake_is_one_line_saying_what_to_do(home, argv, says):
                                                  *lines[6:]]) + "\n")
     assert says in one_error_line(segrec(*argv, cwd=home))
 
-
-def test_systems_segmented_alone_runs(home):
-    done = ok(segrec("run", "--data", "interactions.csv", "--systems", "segmented", "--segments", "3",
-                     "--out", "runs/seg-only", "--quiet", cwd=home))
-    assert "served system: segmented" in done.stdout
