@@ -240,7 +240,7 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
             params["global_model"] = result.systems["transformer"]
         with stages.stage(f"fit {name}") as row:
             model = fit_system(model, train, valid, params, executor)
-        row.detail.update(model.fit_timings_)
+        row.detail.update(model.fit_timings_ or {})
         result.fit_seconds[name] = row.seconds
         result.systems[name] = model
         _note_failures(result, name, model)
@@ -256,7 +256,7 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
         with stages.stage("fit segmented (routing)") as row:
             seg_model = SegmentedRecommender(tiers).fit(train, valid=valid, segments=segments,
                                                         prefitted=prefitted)
-        row.detail.update(seg_model.fit_timings_)
+        row.detail.update(seg_model.fit_timings_ or {})
         # tiers reused from the rows above: count their fit time too, honestly
         result.fit_seconds["segmented"] = row.seconds + sum(
             result.fit_seconds.get(TIERS[t], 0.0) for t in prefitted)

@@ -74,7 +74,7 @@ class Recommender:
         self.seen_: sp.csr_matrix | None = None
         #: wall seconds of the parts of the last fit, e.g. ``tuning_s`` / ``refit_s`` (the run's
         #: cost breakdown shows them); each model records what it has
-        self.fit_timings_: dict[str, float] = {}
+        self.fit_timings_: dict[str, float] | None = None
         #: fingerprint of the data the last fit learned from (train ∪ valid), so a composite can
         #: tell whether a kept inner model was fitted on the very inner split it needs
         self.fitted_on_: str | None = None
