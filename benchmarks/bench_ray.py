@@ -48,18 +48,20 @@ def make_data(n_users: int, n_items: int, n_segments: int, seed: int):
 def fit_local_ease(split, labels, executor, threads: int):
     from threadpoolctl import threadpool_limits
 
-    from segrec.models import PerSegmentRecommender
+    from segrec.models import FitContext, PerSegmentRecommender
 
     with threadpool_limits(threads):  # BLAS threads of the in-process fits (Ray tasks: 1 per CPU)
         return PerSegmentRecommender(base="ease", min_segment_users=5).fit(
-            split.train, valid=split.valid, segments=labels, executor=executor)
+            split.train, valid=split.valid, context=FitContext(segments=labels, executor=executor))
 
 
 def fit_adapters(split, labels, executor, threads: int, global_model, epochs: int):
+    from segrec.models import FitContext
     from segrec.models.adapters import AdaptedTransformerRecommender
 
+    context = FitContext(segments=labels, shared={"transformer": global_model}, executor=executor)
     return AdaptedTransformerRecommender(epochs=epochs, early_stopping=False, n_threads=threads).fit(
-        split.train, split.valid, segments=labels, global_model=global_model, executor=executor)
+        split.train, valid=split.valid, context=context)
 
 
 def _noop(item):

@@ -168,22 +168,20 @@ def _fit_histories(run: Path) -> dict[str, list[str]]:
 
 
 def _attributes(run: Path) -> list[dict]:
-    from segrec.io import read_json
+    """Random new-user attributes from the levels and numeric columns the run's segmenter uses."""
+    from segrec.segment import SegmentationPipeline
 
-    f = run / "router" / "assigner.json"
-    if not f.exists():
+    if not (run / "segmenter").is_dir():
         return []
-    columns = read_json(f)["columns"]
+    blocks = SegmentationPipeline.load(run / "segmenter").features.blocks_
+    demo = next((b for b in blocks if b.name == "demographics"), None)
+    if demo is None:
+        return []
     rng = random.Random(0)
     out = []
     for _ in range(500):
-        a = {}
-        for col, spec in columns.items():
-            if spec["kind"] == "categorical":
-                a[col] = rng.choice(spec["values"])
-            else:
-                edges = spec["edges"] or [0.0]
-                a[col] = float(rng.choice(edges)) + 0.5
+        a = {col: rng.choice(levels) for col, levels in demo.levels_.items() if levels}
+        a.update({col: round(mean * rng.uniform(0.5, 1.5), 1) for col, mean in demo.numeric_.items()})
         out.append(a)
     return out
 
@@ -237,24 +235,22 @@ def _synthetic_run(out: Path) -> Path:
     from segrec.config import load_config
     from segrec.data.synthetic import generate_synthetic
     from segrec.experiment import RunResult
-    from segrec.models import (
-        EASERecommender,
-        PerSegmentRecommender,
-        PopularityRecommender,
-        SegmentedRecommender,
-    )
+    from segrec.models import EASERecommender, PerSegmentRecommender, PopularityRecommender
+    from segrec.route import SegmentedRecommender
+    from segrec.segment import SegmentationPipeline
     from segrec.split import temporal_split
 
     syn = generate_synthetic(n_users=2000, n_items=1000, n_segments=4, seed=0)
     data = syn.to_interactions()
-    labels = syn.segment_labels(data.user_vocab)
     split = temporal_split(data)
-    seg = SegmentedRecommender({"global": EASERecommender(reg=200.0),
-                                "local": PerSegmentRecommender(base="ease", base_params={"reg": 200.0}),
-                                "popularity": PopularityRecommender()})
-    seg.fit(split.train, valid=split.valid, segments=labels)
-    return save_run(RunResult(load_config(None), data, split, labels, {"method": "planted"},
-                              systems={"segmented": seg}), out)
+    seg = SegmentedRecommender(
+        segmenter=SegmentationPipeline.build("kmeans", n_segments=4, text=False, random_state=0),
+        tiers={"global": EASERecommender(reg=200.0),
+               "local": PerSegmentRecommender(base="ease", base_params={"reg": 200.0}),
+               "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid)
+    return save_run(RunResult(load_config(None), data, split, seg.segments_, {"method": "kmeans"},
+                              systems={"segmented": seg}, segmenter=seg.segmenter_), out)
 
 
 def _serve_target(run: Path, label: str, server_args: list[str], args) -> tuple[list[dict], dict]:

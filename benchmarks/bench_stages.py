@@ -189,7 +189,13 @@ def _child(stage: str, folder: Path, result: Path) -> None:
         from segrec.models import PerSegmentRecommender
 
         labels = np.load(labels_file) if labels_file.exists() else np.zeros(data.n_users, np.int64)
-        model = PerSegmentRecommender(base="ease", min_segment_users=20).fit(data, segments=labels)
+        model = PerSegmentRecommender(base="ease", min_segment_users=20)
+        try:  # the fit API since issue 13: segments travel in a FitContext
+            from segrec.models import FitContext
+
+            model.fit(data, context=FitContext(segments=labels))
+        except ImportError:  # an older checkout (a "before" row)
+            model.fit(data, segments=labels)
         sizes = [len(getattr(m, "item_index_", range(data.n_items))) for m in model.models_.values()]
         info.update({"k": int(labels.max()) + 1, "segment_items": sizes})
     elif stage == "rank+save":

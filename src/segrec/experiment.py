@@ -2,8 +2,10 @@
 
 ``run_experiment(config, data)`` is what ``segrec run`` and
 ``benchmarks/bench_quality.py`` call, so the CLI and the benchmark report the same
-numbers. Saving and loading the result is :mod:`segrec.artifacts`; the systems
-themselves are built by :mod:`segrec.systems`. Every stage is timed
+numbers. The systems are built by :mod:`segrec.systems` as members of one
+:class:`~segrec.route.SegmentedRecommender`, whose own ``fit`` segments the users,
+fits the members in order and routes; this module only loads, splits, evaluates
+and compares. Saving and loading the result is :mod:`segrec.artifacts`. Every stage is timed
 (:mod:`segrec.stages`), so a run says where its time and memory went.
 """
 
@@ -19,13 +21,15 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
-from .distributed.executor import Executor, make_executor
-from .errors import MissingDependencyError, SegrecError
+from .data.validate import check_usable
+from .distributed import Executor, make_executor
+from .errors import MissingDependencyError
 from .evaluate import EvalReport, bootstrap_diff, evaluate
-from .models import Recommender, SegmentedRecommender
+from .models import FitContext, Recommender, get_tags
+from .route import SegmentedRecommender
 from .split import temporal_split
 from .stages import StageLog
-from .systems import SYSTEMS, TIERS, build_system, known_systems
+from .systems import PRESETS, build_composite, build_system, check_model_tables, member_names, preset_in_use
 from .types import Interactions, Split
 
 __all__ = ["RunResult", "adaptation_records", "adaptation_table", "load_data", "results_dict",
@@ -55,6 +59,9 @@ class RunResult:
         failed_segments: system -> {segment: why}: segments served by the fallback
             because their per-segment task failed on every attempt.
         stages: Wall time, CPU time and peak memory of every stage of the run.
+        composite: The fitted segment-aware composite holding every system as a member.
+        segmenter: Its fitted segmentation pipeline (places new users for every saved system).
+        preset: The named model preset the run applied (``demo`` / ``none``).
     """
 
     config: RunConfig
@@ -69,6 +76,9 @@ class RunResult:
     skipped: dict[str, str] = field(default_factory=dict)
     failed_segments: dict[str, dict[int, str]] = field(default_factory=dict)
     stages: StageLog = field(default_factory=StageLog)
+    composite: SegmentedRecommender | None = None
+    segmenter: Any = None
+    preset: str = "none"
 
     def table(self) -> pd.DataFrame:
         """One row per evaluated system: overall metrics, terciles and fit time."""
@@ -95,10 +105,13 @@ def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
         ``(interactions, true_segments)``; true segments only for synthetic data.
     """
     from .data import load_interactions
+    from .data.schema import Schema
     from .data.synthetic import generate_synthetic
 
     if cfg.data.path:
-        return load_interactions(cfg.data.path, items=cfg.data.items, users=cfg.data.users), None
+        fields = cfg.data.schema_fields()
+        return load_interactions(cfg.data.path, schema=Schema(**fields) if fields else None,
+                                 items=cfg.data.items, users=cfg.data.users), None
     synth = generate_synthetic(n_users=cfg.data.synthetic_users, n_items=cfg.data.synthetic_items,
                                n_segments=cfg.data.synthetic_segments, seed=cfg.seed)
     data = dataclasses.replace(synth.to_interactions(), source=(
@@ -127,22 +140,6 @@ def item_text_embeddings(data: Interactions, cfg: RunConfig, embedder: Any = Non
     return embed_cached(embedder or SentenceTransformerEmbedder(), texts, cfg.segmentation.embedding_cache)
 
 
-def segment_users(train: Interactions, cfg: RunConfig) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
-    """Segment the users of ``train`` as configured.
-
-    Returns:
-        ``(labels per dense user, summary, timings)``; timings split the wall time into
-        ``features_s`` (incl. text embeddings) and ``segmenter_s`` (incl. automatic K).
-    """
-    from .segment import SegmentationPipeline
-
-    s = cfg.segmentation
-    pipe = SegmentationPipeline.build(s.method, n_segments=s.n_segments, random_state=cfg.seed)
-    pipe.fit(train, text=s.text, cache_dir=s.embedding_cache)
-    seg = pipe.segmentation_
-    return np.asarray(seg.labels, dtype=np.int64), seg.summary(), dict(pipe.timings_)
-
-
 def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
                    progress: Progress | None = None, executor: Executor | None = None,
                    bars: bool = False) -> RunResult:
@@ -157,46 +154,46 @@ def run_experiment(cfg: RunConfig, data: Interactions | None = None, *,
         bars: Per-epoch progress bars (loss, validation NDCG@10) for the models that
             train in epochs, unless the config sets their ``show_progress`` itself.
     """
+    check_model_tables(cfg)  # a wrong [models.*] key fails before any data is read
     own = executor is None
     executor = make_executor(cfg.ray) if own else executor
     try:
         return _run(cfg, data, progress, executor, bars)
     finally:
-        if own and hasattr(executor, "close"):
+        if own:
             executor.close()
 
 
-def fit_system(model: Recommender, train: Interactions, valid: Interactions | None,
-               params: dict[str, Any], executor: Executor) -> Recommender:
-    """Fit one system, handing it the executor where it can use one.
-
-    Per-segment models (``uses_executor``) get ``executor=``; a model that trains
-    data-parallel (``supports_data_parallel``, the Transformer) goes through
-    ``executor.fit_data_parallel`` when the executor has it (Ray Train under the Ray executor).
-
-    Returns:
-        The fitted model (a new object when it was trained data-parallel).
-    """
-    if getattr(model, "uses_executor", False):
-        params = {**params, "executor": executor}
-    parallel = getattr(executor, "fit_data_parallel", None)
-    if parallel is not None and getattr(model, "supports_data_parallel", False) and not params:
-        return parallel(model, train, valid=valid)
-    return model.fit(train, valid=valid, **params)
+def _build_members(cfg: RunConfig, result: RunResult, bars: bool) -> dict[str, str]:
+    """Build every configured system; returns system -> member name (skipped ones left out)."""
+    names = [n for n in cfg.models.systems if n != "segmented"]
+    built = {}
+    for name in names:
+        try:
+            built[name] = build_system(name, cfg, progress_bars=bars)
+        except (ImportError, MissingDependencyError) as exc:
+            result.skipped[name] = str(exc)
+            log.warning("skipping %s: %s", name, exc)
+    members = member_names(list(built))
+    result.composite = build_composite(cfg, list(cfg.models.systems),
+                                       {members[n]: m for n, m in built.items()})
+    return members
 
 
 def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
          executor: Executor, bars: bool = False) -> RunResult:
     say = progress or (lambda msg: log.info(msg))
-    unknown = [n for n in cfg.models.systems if n not in SYSTEMS and n != "segmented"]
-    if unknown:  # fail before any expensive step
-        raise SegrecError(f"unknown system {unknown[0]!r}; known: {known_systems()}")
     stages = StageLog()
     truth = None
+    preset = preset_in_use(cfg)
+    if preset != "none":
+        say(f"models: preset {preset!r} ({describe_preset(preset)}); [models] preset = \"none\" "
+            "for the models' own defaults")
     if data is None:
         say("loading data")
         with stages.stage("load"):
             data, truth = load_data(cfg)
+    check_usable(data, split=not cfg.split.no_split)
     if cfg.split.no_split:
         split = None
         train, valid = data, None
@@ -204,67 +201,50 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
         with stages.stage("split"):
             split = temporal_split(data, cfg.split.ratios)
         train, valid = split.train, split.valid
-    say(f"segmenting {train.n_users} users")
-    with stages.stage("segmentation") as row:
-        segments, seg_info, timings = segment_users(train, cfg)
-        row.detail.update(timings)
+    result = RunResult(cfg, data, split, np.empty(0, np.int64), {}, stages=stages, preset=preset)
+    members = _build_members(cfg, result, bars)
+    composite = result.composite
+    embeddings = None
+    if any(get_tags(m).uses_item_embeddings for m in composite.tiers.values()):
+        say("item embeddings from item texts")
+        with stages.stage("text embeddings"):
+            embeddings = item_text_embeddings(train, cfg)
+    # the composite runs the whole pipeline: segment, fit every member in order, route
+    composite.fit(train, valid=valid, context=FitContext(executor=executor, progress=say, stages=stages,
+                                                         item_embeddings=embeddings))
+    result.segments = composite.segments_
+    result.segmenter = composite.segmenter_
+    seg_info = composite.segmenter_.segmentation_.summary()
     if truth is not None:  # synthetic data: how well were the planted segments recovered?
         from sklearn.metrics import adjusted_rand_score
 
-        seg_info = {**seg_info, "planted_ari": float(adjusted_rand_score(truth, segments))}
-    result = RunResult(cfg, data, split, segments, seg_info, stages=stages)
-
-    names = [n for n in cfg.models.systems if n != "segmented"]
-    explicit = {**cfg.models.transformer, **cfg.models.adapter}  # settings the config fixes itself
-    for name in names:
-        say(f"fitting {name}")
-        try:
-            model = build_system(name, cfg)
-        except (ImportError, MissingDependencyError) as exc:
-            result.skipped[name] = str(exc)
-            log.warning("skipping %s: %s", name, exc)
-            continue
-        if bars and "show_progress" in model.Config.model_fields and "show_progress" not in explicit:
-            model = model.with_params(show_progress=True)  # a long fit should not look hung
-        params: dict[str, Any] = {}
-        if getattr(getattr(model, "config", None), "item_init", None) == "text":
-            say(f"{name}: item embeddings from item texts")
-            with stages.stage(f"text embeddings for {name}"):
-                model.set_item_init(item_text_embeddings(train, cfg))
-        if getattr(model, "segment_aware", False):
-            params["segments"] = segments
-        if getattr(model, "needs_global", False) and "transformer" in result.systems:
-            params["global_model"] = result.systems["transformer"]
-        with stages.stage(f"fit {name}") as row:
-            model = fit_system(model, train, valid, params, executor)
-        row.detail.update(model.fit_timings_)
-        result.fit_seconds[name] = row.seconds
+        seg_info = {**seg_info, "planted_ari": float(adjusted_rand_score(truth, result.segments))}
+    result.segmentation = seg_info
+    for name, member in members.items():
+        model = composite.tiers_[member]
         result.systems[name] = model
+        result.fit_seconds[name] = composite.member_seconds_[member]
         _note_failures(result, name, model)
     if "segmented" in cfg.models.systems:
-        tiers = {tier: build_system(sys_name, cfg) for tier, sys_name in TIERS.items()
-                 if sys_name in result.systems}
-        if "global" not in tiers:  # no Transformer: EASE is the large tier
-            tiers["global"] = build_system("ease", cfg)
-        say(f"fitting segmented (routing {len(tiers)} tiers: {', '.join(tiers)})")
-        prefitted = {tier: result.systems[TIERS[tier]] for tier in tiers if TIERS.get(tier) in result.systems}
-        with stages.stage("fit segmented (routing)") as row:
-            seg_model = SegmentedRecommender(tiers).fit(train, valid=valid, segments=segments,
-                                                        prefitted=prefitted)
-        row.detail.update(seg_model.fit_timings_)
-        # tiers reused from the rows above: count their fit time too, honestly
-        result.fit_seconds["segmented"] = row.seconds + sum(
-            result.fit_seconds.get(TIERS[t], 0.0) for t in prefitted)
-        result.systems["segmented"] = seg_model
+        # its members' fits count too, honestly: it could not serve without them
+        result.fit_seconds["segmented"] = composite.fit_timings_.get("routing_s", 0.0) + sum(
+            composite.member_seconds_[t] for t in composite.saved_tiers())
+        result.systems["segmented"] = composite
     if split is not None:
         for name, model in result.systems.items():
             say(f"evaluating {name}")
             with stages.stage(f"evaluate {name}"):
-                result.reports[name] = evaluate(model, split, segments=segments, ks=cfg.evaluate.ks,
+                result.reports[name] = evaluate(model, split, segments=result.segments, ks=cfg.evaluate.ks,
                                                 system=name)
         with stages.stage("bootstrap comparisons"):
             _compare(result)
     return result
+
+
+def describe_preset(name: str) -> str:
+    """The settings a named preset layers under the model tables, in one line."""
+    return "; ".join(f"[models.{table}] " + ", ".join(f"{k}={v}" for k, v in values.items())
+                     for table, values in PRESETS[name].items())
 
 
 def _note_failures(result: RunResult, name: str, model: Recommender) -> None:

@@ -5,10 +5,10 @@ Adding a model is one short class: a fresh model with tiny, seeded settings.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from segrec.models import (
+    AdaptedTransformerRecommender,
     EASERecommender,
     ItemKNNRecommender,
     ItemSubsetRecommender,
@@ -18,6 +18,9 @@ from segrec.models import (
 )
 from segrec.models.mf import ALSRecommender
 from segrec.models.multvae import MultVAERecommender
+from segrec.models.transformer import TransformerConfig
+from segrec.route import SegmentedRecommender
+from segrec.segment import SegmentationPipeline
 from segrec.testing import RecommenderContract
 
 
@@ -74,20 +77,37 @@ class TestMultVAE(RecommenderContract):
                                   batch_size=16, learning_rate=0.03, random_state=0, n_jobs=1)
 
 
+TINY_TRANSFORMER = dict(embedding_size=16, n_layers=1, n_heads=1, max_len=8, dropout=0.0, epochs=30,
+                        patience=30, batch_size=16, learning_rate=0.01, n_threads=1, random_state=0)
+
+
 class TestTransformer(RecommenderContract):
-    history_format = "sequences"
+    def make_model(self):
+        return TransformerRecommender(**TINY_TRANSFORMER)
+
+
+class TestAdaptedTransformer(RecommenderContract):
+    """Tagged ``requires_segments``: fitted with the planted groups; it trains its own global model."""
 
     def make_model(self):
-        return TransformerRecommender(embedding_size=16, n_layers=1, n_heads=1, max_len=8, dropout=0.0,
-                                      epochs=30, patience=30, batch_size=16, learning_rate=0.01,
-                                      n_threads=1, random_state=0)
+        return AdaptedTransformerRecommender(global_model=TransformerConfig(**TINY_TRANSFORMER), epochs=3,
+                                             max_param_ratio=0.5, n_threads=1, random_state=0)
 
 
 class TestPerSegmentEASE(RecommenderContract):
-    """Segment-aware models get their segments through ``fit_params``."""
+    """Tagged ``requires_segments``: the contract fits it with the planted groups."""
 
     def make_model(self):
         return PerSegmentRecommender(base="ease", base_params={"reg": 10.0}, min_segment_users=2)
 
-    def fit_params(self, train):
-        return {"segments": np.arange(train.n_users) * 3 // train.n_users}  # the 3 planted groups
+
+class TestSegmented(RecommenderContract):
+    """The composite: its own segmenter, three tiers, routing on inner validation, one artifact."""
+
+    def make_model(self):
+        return SegmentedRecommender(
+            segmenter=SegmentationPipeline.build("kmeans", n_segments=3, text=False, random_state=0),
+            tiers={"global": EASERecommender(reg=10.0),
+                   "local": PerSegmentRecommender(base="ease", base_params={"reg": 10.0},
+                                                  min_segment_users=2),
+                   "popularity": PopularityRecommender()})

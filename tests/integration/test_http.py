@@ -18,33 +18,32 @@ from segrec.artifacts import save_run  # noqa: E402
 from segrec.config import load_config  # noqa: E402
 from segrec.data.synthetic import generate_synthetic  # noqa: E402
 from segrec.experiment import RunResult  # noqa: E402
-from segrec.models import (  # noqa: E402
-    EASERecommender,
-    PerSegmentRecommender,
-    PopularityRecommender,
-    SegmentedRecommender,
-)
+from segrec.models import EASERecommender, PerSegmentRecommender, PopularityRecommender  # noqa: E402
+from segrec.route import SegmentedRecommender  # noqa: E402
+from segrec.segment import SegmentationPipeline  # noqa: E402
 from segrec.serve import create_app  # noqa: E402
 from segrec.split import temporal_split  # noqa: E402
 
 
 def _build_run(out, seed=0):
-    """A tiny routed system (popularity / EASE / local EASE) on planted synthetic segments.
+    """A tiny routed system (popularity / EASE / local EASE) segmenting planted synthetic users itself.
 
     Returns the run directory, the synthetic frames, the fit data (what the served
-    models learned from: train + valid) and the planted labels.
+    models learned from: train + valid) and the composite's segments.
     """
     syn = generate_synthetic(n_users=240, n_items=120, n_segments=3, seed=seed)
     data = syn.to_interactions()
-    labels = syn.segment_labels(data.user_vocab)
     split = temporal_split(data)
-    seg = SegmentedRecommender({"global": EASERecommender(reg=50.0),
-                                "local": PerSegmentRecommender(base="ease", base_params={"reg": 50.0},
-                                                               min_segment_users=10),
-                                "popularity": PopularityRecommender()})
-    seg.fit(split.train, valid=split.valid, segments=labels)
-    result = RunResult(load_config(None), data, split, labels, {"method": "planted"},
-                       systems={"segmented": seg, "popularity": seg.tiers_["popularity"]})
+    seg = SegmentedRecommender(
+        segmenter=SegmentationPipeline.build("kmeans", n_segments=3, text=False, random_state=0),
+        tiers={"global": EASERecommender(reg=50.0),
+               "local": PerSegmentRecommender(base="ease", base_params={"reg": 50.0}, min_segment_users=10),
+               "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid)
+    labels = seg.segments_
+    result = RunResult(load_config(None), data, split, labels, {"method": "kmeans"},
+                       systems={"segmented": seg, "popularity": seg.tiers_["popularity"]},
+                       segmenter=seg.segmenter_)
     return save_run(result, out), syn, split.fit, labels
 
 
@@ -108,9 +107,9 @@ def test_known_user(server, run):
 
 def test_new_user_by_items(server, run):
     _, _, syn, data, labels = run
-    # the first items of a segment-2 user: the new user should land in segment 2
+    # a segment-2 user's items, sent as a new user's: the segmenter places them in segment 2
     u = int(np.flatnonzero(labels == 2)[0])
-    items = [str(i) for i in data.item_vocab.id(data.history(u)[:6])]
+    items = [str(i) for i in data.item_vocab.id(data.history(u))]
     body = server.post("/v1/recommend", json={"recent_items": items + ["not-an-item"], "k": 4}).json()
     assert body["new_user"] and body["segment"] == 2 and body["evidence"] == "items"
     assert body["unknown_items"] == ["not-an-item"] and body["tier"] not in ("popularity", "")
@@ -189,9 +188,9 @@ def test_api_key(run):
 def test_concurrent_requests_during_reloads_are_never_dropped(run, tmp_path):
     out, other, _, data, _ = run
     users = [str(u) for u in data.user_vocab.ids[:50]]
-    corrupt = shutil.copytree(out, tmp_path / "corrupt")
+    corrupt = shutil.copytree(out, out.parent / "corrupt")  # inside the reload root: the run's folder
     (corrupt / "segments.parquet").write_bytes(b"garbage")
-    app = create_app(out)
+    app = create_app(out, allow_reload=True)  # no API key here: reload must be asked for
     with _serve(app) as url:
         stop = threading.Event()
 

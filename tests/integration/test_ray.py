@@ -18,13 +18,14 @@ from segrec.distributed import LocalExecutor
 from segrec.experiment import results_dict, run_experiment
 from segrec.models import (
     EASERecommender,
+    FitContext,
     PerSegmentRecommender,
     PopularityRecommender,
     Recommender,
-    SegmentedRecommender,
 )
 from segrec.models.adapters import AdaptedTransformerRecommender
 from segrec.models.transformer import TransformerRecommender
+from segrec.route import SegmentedRecommender
 
 if os.environ.get("SEGREC_REQUIRE_RAY"):  # CI (.ci/run): a missing Ray extra is a failure
     import ray
@@ -93,7 +94,7 @@ def synth():
 def local_ease(synth):
     split, labels = synth
     return PerSegmentRecommender(base="ease", min_segment_users=5).fit(
-        split.train, valid=split.valid, segments=labels, executor=LocalExecutor())
+        split.train, valid=split.valid, context=FitContext(segments=labels, executor=LocalExecutor()))
 
 
 @pytest.fixture(scope="module")
@@ -112,15 +113,17 @@ def _same_per_segment(a, b, users):
 def test_per_segment_models_on_ray_equal_local(cluster, synth, local_ease):
     split, labels = synth
     model = PerSegmentRecommender(base="ease", min_segment_users=5).fit(
-        split.train, valid=split.valid, segments=labels, executor=RayExecutor(num_cpus_per_task=1))
+        split.train, valid=split.valid,
+        context=FitContext(segments=labels, executor=RayExecutor(num_cpus_per_task=1)))
     assert sorted(model.models_) == [0, 1, 2, 3] and model.failed_segments_ == {}
     _same_per_segment(model, local_ease, np.arange(split.train.n_users))
 
 
 def test_adapters_on_ray_equal_local(cluster, synth, global_model):
     split, labels = synth
-    fits = [AdaptedTransformerRecommender(**ADAPT).fit(split.train, split.valid, segments=labels,
-                                                       global_model=global_model, executor=ex)
+    ctx = FitContext(segments=labels, shared={"transformer": global_model})
+    fits = [AdaptedTransformerRecommender(**ADAPT).fit(split.train, valid=split.valid,
+                                                       context=ctx.with_changes(executor=ex))
             for ex in (LocalExecutor(), RayExecutor())]
     assert fits[0].segment_info_.keys() == fits[1].segment_info_.keys()
     assert sorted(fits[0].adapters_) == sorted(fits[1].adapters_)
@@ -133,7 +136,7 @@ def test_adapters_on_ray_equal_local(cluster, synth, global_model):
 def _check_fallback(split, labels, local_ease, mode):
     ex = FaultyExecutor(RayExecutor(max_retries=1), bad=2, mode=mode)
     model = PerSegmentRecommender(base="ease", min_segment_users=5).fit(
-        split.train, valid=split.valid, segments=labels, executor=ex)
+        split.train, valid=split.valid, context=FitContext(segments=labels, executor=ex))
     assert sorted(model.models_) == [0, 1, 3] and list(model.failed_segments_) == [2]
     why = model.failed_segments_[2]
     assert "on all 2 attempt(s)" in why
@@ -142,10 +145,14 @@ def _check_fallback(split, labels, local_ease, mode):
     ok = labels != 2
     np.testing.assert_array_equal(model.score_dense(users[ok]), local_ease.score_dense(users[ok]))
     # the routed system serves segment 2's users with the global model
-    seg = SegmentedRecommender({"local": model, "global": EASERecommender(reg=200.0),
-                                "popularity": PopularityRecommender()},
+    seg = SegmentedRecommender(tiers={"local": model.with_params(), "global": EASERecommender(reg=200.0),
+                                      "popularity": PopularityRecommender()},
                                routing=dict.fromkeys(range(4), "local"))
-    seg.fit(split.train, valid=split.valid, segments=labels, prefitted={"local": model})
+    # (its local tier refitted in-process with the same fault: the routing, not Ray, is checked here)
+    seg.fit(split.train, valid=split.valid,
+            context=FitContext(segments=labels,
+                               executor=FaultyExecutor(LocalExecutor(), bad=2, mode="raise")))
+    assert list(seg.tiers_["local"].failed_segments_) == [2]
     served = seg.score_served(users)[1]
     assert set(served[~ok]) == {"global"} and set(served[ok]) == {"local"}
 
@@ -153,7 +160,7 @@ def _check_fallback(split, labels, local_ease, mode):
 def _check_retry(split, labels, local_ease, mode, marker):
     ex = FaultyExecutor(RayExecutor(max_retries=1), bad=0, mode=mode, marker=str(marker))
     model = PerSegmentRecommender(base="ease", min_segment_users=5).fit(
-        split.train, valid=split.valid, segments=labels, executor=ex)
+        split.train, valid=split.valid, context=FitContext(segments=labels, executor=ex))
     assert marker.exists() and model.failed_segments_ == {}
     _same_per_segment(model, local_ease, np.arange(split.train.n_users))
 

@@ -4,7 +4,7 @@ import pytest
 from segrec import Interactions, NotFittedError, Vocabulary, temporal_split
 from segrec.errors import DataValidationError
 from segrec.evaluate import evaluate
-from segrec.models import Recommender
+from segrec.models import FitContext, Recommender
 from segrec.models.adapters import (
     AdaptedTransformerRecommender,
     AdapterConfig,
@@ -57,7 +57,7 @@ def planted():
 def adapted(planted):
     split, segments, g = planted
     return AdaptedTransformerRecommender(**ADAPT).fit(
-        split.train, split.valid, segments=segments, global_model=g)
+        split.train, valid=split.valid, context=FitContext(segments=segments, shared={"transformer": g}))
 
 
 def test_adaptation_learns_planted_segment_pattern(planted, adapted):
@@ -66,7 +66,8 @@ def test_adaptation_learns_planted_segment_pattern(planted, adapted):
     adap = evaluate(adapted, split, ks=(1, 10)).overall["recall@1"]
     assert glob < 0.75  # the global model can only guess between the two answers
     assert adap >= 0.9
-    assert adapted.fit(split.train, split.valid, segments=segments, global_model=g) is adapted
+    ctx = FitContext(segments=segments, shared={"transformer": g})
+    assert adapted.fit(split.train, valid=split.valid, context=ctx) is adapted
 
 
 def test_param_ratio_within_budget(adapted):
@@ -79,9 +80,9 @@ def test_param_ratio_within_budget(adapted):
 
 def test_large_kl_keeps_outputs_close(planted):
     split, segments, g = planted
-    free = AdaptedTransformerRecommender(**ADAPT).fit(split.train, segments=segments, global_model=g)
-    tied = AdaptedTransformerRecommender(**{**ADAPT, "kl_weight": 100.0}).fit(
-        split.train, segments=segments, global_model=g)
+    ctx = FitContext(segments=segments, shared={"transformer": g})
+    free = AdaptedTransformerRecommender(**ADAPT).fit(split.train, context=ctx)
+    tied = AdaptedTransformerRecommender(**{**ADAPT, "kl_weight": 100.0}).fit(split.train, context=ctx)
     users = np.arange(40)
 
     def kl_to_global(model):
@@ -114,7 +115,7 @@ def test_star_variant_and_early_stopping(planted):
     g = TransformerRecommender(**{**GLOBAL, "epochs": 4, "early_stopping": True, "patience": 2})
     model = AdaptedTransformerRecommender(variant="star", epochs=3, patience=1, kl_weight=0.1, n_threads=1,
                                           learning_rate=2e-2, global_model=g.config)
-    model.fit(split.train, split.valid, segments=segments)
+    model.fit(split.train, valid=split.valid, context=FitContext(segments=segments))
     assert set(model.segment_info_) == {0, 1}
     for info in model.segment_info_.values():
         assert 0 <= info["best_epoch"] <= 3 and "valid_ndcg_global" in info
@@ -142,7 +143,8 @@ def test_errors(planted):
     with pytest.raises(NotFittedError):
         AdaptedTransformerRecommender().recommend(["u0"])
     with pytest.raises(DataValidationError, match="segments"):
-        AdaptedTransformerRecommender(**ADAPT).fit(split.train, segments=segments[:5], global_model=g)
+        AdaptedTransformerRecommender(**ADAPT).fit(
+            split.train, context=FitContext(segments=segments[:5], shared={"transformer": g}))
 
 
 def _softmax(x):

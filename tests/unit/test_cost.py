@@ -5,22 +5,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from segrec.evaluate.cost import (
-    FLOP_RULES,
-    _transformer_net_flops,
-    analytic_flops,
-    cost_table,
-    measure_cost,
-    measure_latency,
-    memory_bytes,
-)
+from segrec.evaluate.cost import cost_table, measure_cost, measure_latency, memory_bytes
 from segrec.models import (
     EASERecommender,
+    FitContext,
     ItemKNNRecommender,
+    ModelConfig,
     PerSegmentRecommender,
     PopularityRecommender,
-    SegmentedRecommender,
+    Recommender,
 )
+from segrec.models.transformer import net_flops
+from segrec.route import SegmentedRecommender
 from segrec.types import Interactions, Vocabulary
 
 N_ITEMS = 30
@@ -50,7 +46,7 @@ def test_parameter_counts_follow_the_state(data):
     assert knn.n_parameters() == knn.weights_.nnz  # sparse: stored similarities only
     labels = np.arange(data.n_users) % 2
     local = PerSegmentRecommender(base="ease", base_params={"reg": 10.0}, min_segment_users=5)
-    local.fit(data, segments=labels)
+    local.fit(data, context=FitContext(segments=labels))
     assert local.n_parameters() == 2 * N_ITEMS * N_ITEMS  # one EASE per segment, labels are not parameters
 
 
@@ -68,22 +64,36 @@ def test_transformer_flops_formula_by_hand():
     cfg = SimpleNamespace(embedding_size=8, max_len=4, n_layers=2, ffn_mult=4)
     # per layer and position: 2 * (4 + 2*4) * d^2 = 1536; attention 4 * L^2 * d; logits 2 * d * n
     by_hand = 2 * (3 * 1536 + 4 * 9 * 8) + 2 * 8 * 100
-    assert _transformer_net_flops(cfg, np.array(3.0), 100) == by_hand
+    assert net_flops(cfg, np.array(3.0), 100) == by_hand
     # histories longer than max_len cost the same as max_len
-    assert _transformer_net_flops(cfg, np.array(50.0), 100) == _transformer_net_flops(cfg, np.array(4.0), 100)
-    assert {"transformer", "ease", "popularity", "als"} <= set(FLOP_RULES)
+    assert net_flops(cfg, np.array(50.0), 100) == net_flops(cfg, np.array(4.0), 100)
+
+
+class _Mystery(Recommender):
+    """A model that says nothing about its cost: the base class counts its parameters."""
+
+    Config = ModelConfig
+    name = "test_cost_mystery"
+
+    def _fit(self, train, valid, context):
+        self.w_ = np.ones(7)
+
+    def _score(self, users):
+        return np.zeros((len(users), len(self.item_vocab_)), np.float32)
+
+    def _state(self):
+        return {"w": self.w_}
 
 
 def test_unknown_models_default_to_one_multiply_add_per_parameter(data):
-    pop = PopularityRecommender().fit(data)
-    fake = SimpleNamespace(name="mystery", n_items=N_ITEMS, seen_=pop.seen_, _state=lambda: {"w": np.ones(7)})
-    assert analytic_flops(fake) == 2 * 7 + N_ITEMS
+    assert _Mystery().fit(data).flops_per_request() == 2 * 7 + N_ITEMS
 
 
 def test_segmented_flops_follow_the_routing(data):
     labels = np.arange(data.n_users) % 2
-    seg = SegmentedRecommender({"global": EASERecommender(reg=10.0), "popularity": PopularityRecommender()},
-                               routing={0: "global", 1: "popularity"}).fit(data, segments=labels)
+    tiers = {"global": EASERecommender(reg=10.0), "popularity": PopularityRecommender()}
+    seg = SegmentedRecommender(tiers=tiers, routing={0: "global", 1: "popularity"})
+    seg.fit(data, context=FitContext(segments=labels))
     users = np.arange(data.n_users)
     per_user = seg.flops_per_user(users)
     h = np.diff(seg.seen_.indptr)
@@ -117,9 +127,10 @@ def test_segmented_flops_count_the_fallback_that_really_serves(data):
     labels = np.arange(data.n_users) % 2
     labels[:3] = 2  # a 3-user segment: too small for a local model, served by the global fallback
     local = PerSegmentRecommender(base="popularity", min_segment_users=5)
-    seg = SegmentedRecommender({"local": local, "global": EASERecommender(reg=10.0),
-                                "popularity": PopularityRecommender()},
-                               routing={0: "local", 1: "local", 2: "local"}).fit(data, segments=labels)
+    seg = SegmentedRecommender(tiers={"local": local, "global": EASERecommender(reg=10.0),
+                                      "popularity": PopularityRecommender()},
+                               routing={0: "local", 1: "local", 2: "local"})
+    seg.fit(data, context=FitContext(segments=labels))
     per_user = seg.flops_per_user(np.arange(data.n_users))
     h = np.diff(seg.seen_.indptr)
     np.testing.assert_allclose(per_user[:3], 2 * h[:3] * N_ITEMS + N_ITEMS)  # global EASE

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 import segrec.resources
 from segrec.errors import ResourceError, SegrecError
 from segrec.evaluate.ranking import quick_ndcg
-from segrec.models import EASERecommender, ItemKNNRecommender, _ease
+from segrec.models import EASERecommender, FitContext, ItemKNNRecommender, _ease
 from segrec.models.baselines import _Neighbours
 from segrec.testing import planted_split
 
@@ -205,9 +205,10 @@ def test_per_segment_models_on_touched_items_score_exactly_as_on_the_full_catalo
     labels = rng.integers(0, 3, train.n_users)
     for base, params in (("ease", {"reg": 20.0}), ("itemknn", {"k": 10}), ("popularity", {})):
         restricted = PerSegmentRecommender(base=base, base_params=params, min_segment_users=5).fit(
-            train, valid=valid, segments=labels)
+            train, valid=valid, context=FitContext(segments=labels))
         plain = PerSegmentRecommender(base=base, base_params=params, min_segment_users=5,
-                                      restrict_items=False).fit(train, valid=valid, segments=labels)
+                                      restrict_items=False).fit(train, valid=valid,
+                                                                context=FitContext(segments=labels))
         subs = list(restricted.models_.values())
         assert all(isinstance(m, ItemSubsetRecommender) for m in subs)  # no segment touches all 80
         assert all(len(m.item_index_) < full.n_items for m in subs)
@@ -234,7 +235,7 @@ def test_a_segment_that_touches_every_item_keeps_the_plain_model(synth):
     train, valid = synth
     labels = np.zeros(train.n_users, np.int64)
     model = PerSegmentRecommender(base="ease", base_params={"reg": 20.0}, min_segment_users=5).fit(
-        train, valid=valid, segments=labels)
+        train, valid=valid, context=FitContext(segments=labels))
     touched = np.unique(train.concat(valid).items)
     assert len(touched) == train.n_items and isinstance(model.models_[0], EASERecommender)
 
@@ -245,7 +246,8 @@ def test_a_segment_over_the_item_cap_keeps_its_most_interacted_items(synth, tmp_
     train, valid = synth
     labels = np.zeros(train.n_users, np.int64)
     model = PerSegmentRecommender(base="ease", base_params={"reg": 20.0}, min_segment_users=5,
-                                  max_segment_items=30).fit(train, valid=valid, segments=labels)
+                                  max_segment_items=30).fit(train, valid=valid,
+                                                            context=FitContext(segments=labels))
     sub = model.models_[0]
     counts = np.bincount(train.concat(valid).items, minlength=train.n_items)
     assert len(sub.item_index_) == 30 and sub.items_dropped_ == train.n_items - 30

@@ -17,13 +17,14 @@ from segrec.distributed.executor import raise_if_all_failed
 from segrec.errors import ConfigError, MissingDependencyError, ModelFitError
 from segrec.models import (
     EASERecommender,
+    FitContext,
     PerSegmentRecommender,
     PopularityRecommender,
     Recommender,
-    SegmentedRecommender,
 )
 from segrec.models.adapters import AdaptedTransformerRecommender
 from segrec.models.transformer import TransformerRecommender
+from segrec.route import SegmentedRecommender
 
 # the small synthetic catalogue leaves a few items unused; that warning is not under test here
 pytestmark = pytest.mark.filterwarnings("ignore::segrec.errors.DataWarning")
@@ -115,9 +116,9 @@ def test_cli_flags_fill_the_ray_section():
 def test_per_segment_failure_falls_back_and_others_are_kept(synth, tmp_path):
     split, labels = synth
     base = dict(base="ease", base_params={"reg": 50.0}, min_segment_users=5)
-    ref = PerSegmentRecommender(**base).fit(split.train, segments=labels)
-    model = PerSegmentRecommender(**base).fit(split.train, segments=labels,
-                                              executor=FaultyExecutor(LocalExecutor(), bad=1))
+    ref = PerSegmentRecommender(**base).fit(split.train, context=FitContext(segments=labels))
+    model = PerSegmentRecommender(**base).fit(
+        split.train, context=FitContext(segments=labels, executor=FaultyExecutor(LocalExecutor(), bad=1)))
     assert sorted(model.models_) == [0, 2] and list(model.failed_segments_) == [1]
     assert "raised on all 2 attempt(s)" in model.failed_segments_[1]
     users = np.arange(split.train.n_users)
@@ -125,10 +126,12 @@ def test_per_segment_failure_falls_back_and_others_are_kept(synth, tmp_path):
     np.testing.assert_array_equal(model.score_dense(users[ok]), ref.score_dense(users[ok]))
     assert np.isnan(model.score_dense(users[~ok])).all()
     # the routed system serves segment 1 from the global tier
-    seg = SegmentedRecommender({"local": model, "global": EASERecommender(reg=50.0),
-                                "popularity": PopularityRecommender()},
+    seg = SegmentedRecommender(tiers={"local": model, "global": EASERecommender(reg=50.0),
+                                      "popularity": PopularityRecommender()},
                                routing={0: "local", 1: "local", 2: "local"})
-    seg.fit(split.train, segments=labels, prefitted={"local": model})
+    seg.fit(split.train, context=FitContext(segments=labels,
+                                            executor=FaultyExecutor(LocalExecutor(), bad=1)))
+    assert list(seg.tiers_["local"].failed_segments_) == [1]
     _, served = seg.score_served(users)
     assert set(served[~ok]) == {"global"} and set(served[ok]) == {"local"}
     loaded = Recommender.load(model.save(tmp_path / "m"))
@@ -138,15 +141,15 @@ def test_per_segment_failure_falls_back_and_others_are_kept(synth, tmp_path):
 def test_per_segment_transient_failure_is_retried(synth):
     split, labels = synth
     model = PerSegmentRecommender(base="popularity", min_segment_users=5).fit(
-        split.train, segments=labels,
-        executor=FaultyExecutor(LocalExecutor(max_retries=1), bad=0, fail_times=1))
+        split.train, context=FitContext(
+            segments=labels, executor=FaultyExecutor(LocalExecutor(max_retries=1), bad=0, fail_times=1)))
     assert sorted(model.models_) == [0, 1, 2] and model.failed_segments_ == {}
 
 
 def test_per_segment_bad_base_is_a_config_error_not_a_fallback(synth):
     split, labels = synth
     with pytest.raises(SegrecError, match="unknown base model 'nope'"):
-        PerSegmentRecommender(base="nope").fit(split.train, segments=labels)
+        PerSegmentRecommender(base="nope").fit(split.train, context=FitContext(segments=labels))
 
 
 TINY = dict(embedding_size=16, n_layers=1, n_heads=2, max_len=20, dropout=0.0, epochs=3, patience=2,
@@ -157,9 +160,11 @@ def test_adapter_failure_keeps_the_global_model_for_that_segment(synth):
     split, labels = synth
     g = TransformerRecommender(**TINY).fit(split.train, valid=split.valid)
     cfg = dict(epochs=2, early_stopping=False, n_threads=1, rank=2, max_param_ratio=0.5)
-    ref = AdaptedTransformerRecommender(**cfg).fit(split.train, split.valid, segments=labels, global_model=g)
-    bad = AdaptedTransformerRecommender(**cfg).fit(split.train, split.valid, segments=labels, global_model=g,
-                                                   executor=FaultyExecutor(LocalExecutor(), bad=2))
+    ctx = FitContext(segments=labels, shared={"transformer": g})
+    ref = AdaptedTransformerRecommender(**cfg).fit(split.train, valid=split.valid, context=ctx)
+    bad = AdaptedTransformerRecommender(**cfg).fit(
+        split.train, valid=split.valid,
+        context=ctx.with_changes(executor=FaultyExecutor(LocalExecutor(), bad=2)))
     assert sorted(bad.adapters_) == [0, 1] and list(bad.failed_segments_) == [2]
     assert bad.segment_info_[2]["best_epoch"] == 0 and "injected fault" in bad.segment_info_[2]["failed"]
     for k in (0, 1):

@@ -214,3 +214,18 @@ def test_repeated_texts_are_encoded_once(tmp_path):
     np.testing.assert_array_equal(out, HashingEmbedder(dim=8).encode(texts))
     out2 = embed_cached(emb, ["x", "y"], tmp_path)  # nothing repeats: encoded as given
     assert emb.seen[-1] == ["x", "y"] and out2.shape == (2, 8)
+
+
+def test_svd_block_on_one_item_or_one_user_does_not_crash():
+    """Issue 16 item 6: TruncatedSVD raised 'Found array with 1 feature(s)' on a one-item log."""
+    import pandas as pd
+
+    from segrec.data import load_interactions
+    from segrec.features.collaborative import CollaborativeFeatures
+
+    for frame in (pd.DataFrame({"user_id": ["u1", "u2", "u3"], "item_id": ["i1", "i1", "i1"]}),
+                  pd.DataFrame({"user_id": ["u1", "u1", "u1"], "item_id": ["i1", "i2", "i3"]})):
+        data = load_interactions(frame)
+        block = CollaborativeFeatures().fit(data)
+        out = block.transform(data)
+        assert out.shape[0] == data.n_users and np.isfinite(out).all()

@@ -4,8 +4,10 @@ import numpy as np
 
 from segrec.data.synthetic import generate_synthetic
 from segrec.evaluate.ranking import quick_ndcg
-from segrec.models import EASERecommender, PopularityRecommender, SegmentedRecommender
+from segrec.models import EASERecommender, FitContext, PopularityRecommender
 from segrec.models.transformer import TransformerRecommender
+from segrec.route import SegmentedRecommender
+from segrec.route._fitting import inner_members
 from segrec.split import temporal_split
 
 
@@ -32,23 +34,28 @@ def test_models_without_a_kept_inner_model_return_none():
     assert no_es.fit(split.train).inner_model() is None
 
 
-def test_router_stage_one_reuses_the_prefitted_global_tier(monkeypatch):
-    synth, split = _split()
-    labels = synth.segment_labels(split.train.user_vocab)
-    glob = TransformerRecommender(embedding_size=16, epochs=2, n_threads=1)
-    glob.fit(split.train, valid=split.valid)
+def _counting(monkeypatch, cls):
     calls = []
-    original = TransformerRecommender._fit
+    original = cls._fit
 
     def counting_fit(self, *args, **kwargs):
         calls.append(1)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(TransformerRecommender, "_fit", counting_fit)
-    seg = SegmentedRecommender({"global": TransformerRecommender(embedding_size=16, epochs=2, n_threads=1),
-                                "local": EASERecommender(reg=10.0), "popularity": PopularityRecommender()})
-    seg.fit(split.train, valid=split.valid, segments=labels, prefitted={"global": glob})
-    assert calls == []  # neither stage trained the Transformer again
+    monkeypatch.setattr(cls, "_fit", counting_fit)
+    return calls
+
+
+def test_router_stage_one_reuses_the_fitted_global_tier(monkeypatch):
+    synth, split = _split()
+    labels = synth.segment_labels(split.train.user_vocab)
+    calls = _counting(monkeypatch, TransformerRecommender)
+    seg = SegmentedRecommender(tiers={
+        "global": TransformerRecommender(embedding_size=16, epochs=2, n_threads=1),
+        "local": EASERecommender(reg=10.0),
+        "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
+    assert calls == [1]  # the member fit; routing's stage 1 did not train the Transformer again
     g_rows = seg.validation_[seg.validation_.tier == "global"]
     assert g_rows["ndcg@10"].notna().all()
 
@@ -61,7 +68,8 @@ def test_adapted_inner_model_is_the_tuned_adapters_on_the_inner_global(monkeypat
     glob = TransformerRecommender(embedding_size=16, epochs=2, n_threads=1)
     glob.fit(split.train, valid=split.valid)
     adapted = AdaptedTransformerRecommender(epochs=2, n_threads=1, min_segment_users=1)
-    adapted.fit(split.train, split.valid, segments=labels, global_model=glob)
+    adapted.fit(split.train, valid=split.valid,
+                context=FitContext(segments=labels, shared={"transformer": glob}))
     inner = adapted.inner_model()
     assert inner is not None
     # the kept model scores inner valid exactly as the epoch choice saw it: segments whose
@@ -81,20 +89,18 @@ def test_adapted_inner_model_is_the_tuned_adapters_on_the_inner_global(monkeypat
         assert np.isclose(g_score, info["valid_ndcg_global"], atol=1e-5)
 
     # and the router's stage 1 takes it instead of training adapters again
-    calls = []
-    original = AdaptedTransformerRecommender._fit
-    monkeypatch.setattr(AdaptedTransformerRecommender, "_fit",
-                        lambda self, *a, **kw: (calls.append(1), original(self, *a, **kw))[1])
-    seg = SegmentedRecommender({"global": TransformerRecommender(embedding_size=16, epochs=2, n_threads=1),
-                                "adapted": AdaptedTransformerRecommender(epochs=2, n_threads=1),
-                                "popularity": PopularityRecommender()})
-    seg.fit(split.train, valid=split.valid, segments=labels, prefitted={"global": glob, "adapted": adapted})
-    assert calls == []
-    assert seg.validation_[seg.validation_.tier == "adapted"]["ndcg@10"].notna().all()
+    calls = _counting(monkeypatch, AdaptedTransformerRecommender)
+    members = {"global": glob, "adapted": adapted, "popularity": PopularityRecommender().fit(split.train)}
+    stage = inner_members(members, ["global", "adapted"], split.train, labels, FitContext(segments=labels))
+    assert calls == [] and stage["adapted"].adapters_.keys() == inner.adapters_.keys()
     # other segments than the adapters were fitted for: not reused (θ_k would be misassigned)
-    seg2 = SegmentedRecommender({"global": TransformerRecommender(embedding_size=16, epochs=2, n_threads=1),
-                                 "adapted": AdaptedTransformerRecommender(epochs=2, n_threads=1),
-                                 "popularity": PopularityRecommender()})
-    seg2.fit(split.train, valid=split.valid, segments=1 - labels,
-             prefitted={"global": glob, "adapted": adapted})
+    inner_members(members, ["global", "adapted"], split.train, 1 - labels, FitContext(segments=1 - labels))
     assert calls == [1]
+    # the composite that fits both members trains each once
+    seg = SegmentedRecommender(tiers={
+        "global": TransformerRecommender(embedding_size=16, epochs=2, n_threads=1),
+        "adapted": AdaptedTransformerRecommender(epochs=2, n_threads=1),
+        "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
+    assert calls == [1, 1]
+    assert seg.validation_[seg.validation_.tier == "adapted"]["ndcg@10"].notna().all()

@@ -12,11 +12,18 @@ from segrec.artifacts import load_run, save_run
 from segrec.config import load_config
 from segrec.errors import ConfigError, SegrecError, UnknownIDError
 from segrec.experiment import RunResult
-from segrec.models import EASERecommender, PerSegmentRecommender, PopularityRecommender, SegmentedRecommender
-from segrec.route import RulesConfig, choose_accuracy, choose_budget, choose_rules, routing_summary
-from segrec.route.assign import ProfileAssigner
-from segrec.route.policy import segment_activity
+from segrec.models import EASERecommender, PerSegmentRecommender, PopularityRecommender
+from segrec.route import (
+    RulesConfig,
+    SegmentedRecommender,
+    choose_accuracy,
+    choose_budget,
+    choose_rules,
+    routing_summary,
+)
+from segrec.route.policy import best_tier_cost, segment_activity
 from segrec.route.router import Router
+from segrec.segment import SegmentationPipeline
 from segrec.split import temporal_split
 from segrec.types import Interactions, Vocabulary
 
@@ -129,11 +136,14 @@ def _two_tastes(n_per_group=30, n_items=40):
 def system():
     data, labels = _two_tastes()
     split = temporal_split(data)
-    seg = SegmentedRecommender({"global": EASERecommender(reg=10.0),
-                                "local": PerSegmentRecommender(base="ease", base_params={"reg": 10.0},
-                                                               min_segment_users=5),
-                                "popularity": PopularityRecommender()})
-    seg.fit(split.train, valid=split.valid, segments=labels)
+    seg = SegmentedRecommender(
+        segmenter=SegmentationPipeline.build("kmeans", n_segments=2, text=False, random_state=0),
+        tiers={"global": EASERecommender(reg=10.0),
+               "local": PerSegmentRecommender(base="ease", base_params={"reg": 10.0}, min_segment_users=5),
+               "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid)
+    # the composite's own segmenter recovers the two planted groups
+    np.testing.assert_array_equal(seg.segments_, labels)
     return data, split, labels, seg
 
 
@@ -142,7 +152,7 @@ def test_validation_table_carries_costs_and_reroute_shares_tiers(system):
     assert {"flops", "ndcg@10", "users"} <= set(seg.validation_.columns)
     cheap = seg.reroute(policy="budget", budget_fraction=0.2)
     assert cheap.tiers_ is seg.tiers_
-    _, best_flops = seg.best_tier_cost(seg.validation_)
+    _, best_flops = best_tier_cost(seg.validation_)
     assert routing_summary(seg.validation_, cheap.routing_)["flops"] <= 0.2 * best_flops + 1e-9
     # a budget below even popularity's cost serves the cheapest routing rather than nothing
     starved = seg.reroute(policy="budget", budget_flops=1.0)
@@ -155,27 +165,33 @@ def test_validation_table_carries_costs_and_reroute_shares_tiers(system):
     assert set(ruled.routing_.values()) == {"popularity"} and ruled.new_user_tier(0) == "local"
 
 
-def test_assigner_places_new_users_by_items_and_attributes(system, tmp_path):
-    data, split, labels, _ = system
-    assigner = ProfileAssigner(max_categories=10).fit(split.fit, labels)
-    by_items = assigner.assign([split.fit.history(u) for u in range(data.n_users)])
-    assert (by_items.segments == labels).all() and set(by_items.evidence) == {"items"}
-    by_attr = assigner.assign(None, [{"gender": "F"}, {"gender": "M", "zip": "z1"}, {"gender": "X"}])
-    assert by_attr.segments.tolist() == [0, 1, -1]  # unseen value 'X' carries no evidence
-    assert "zip" in assigner.ignored_columns_ and "user_id" not in assigner.attribute_names
+def test_the_segmenter_places_new_users_by_items_and_attributes(system, tmp_path):
+    data, split, labels, seg = system
+    histories = [split.fit.history(u) for u in range(data.n_users)]
+    segments, _, evidence = seg.place(histories)
+    # a fit user's items alone (no tenure, no attributes) land them in their own segment
+    assert (segments == labels).mean() >= 0.9 and set(evidence) == {"items"}
+    by_attr = seg.place([np.empty(0, np.int64)] * 3,
+                        [{"gender": "F"}, {"gender": "M", "zip": "z1"}, {"gender": "X"}])
+    assert by_attr[0].tolist() == [0, 1, -1]  # unseen value 'X' carries no evidence
+    names = seg.attribute_names
+    assert "zip" in names and "user_id" not in names
     with pytest.raises(ConfigError, match=r"unknown attribute\(s\) \['height'\]"):
-        assigner.check_attributes({"height": 3})
+        seg.check_attributes({"height": 3})
     with pytest.raises(ConfigError, match="'age' must be a number"):
-        assigner.check_attributes({"age": "old"})
-    assigner.save_into(tmp_path)
-    again = ProfileAssigner.load(tmp_path).assign([np.array([25, 26])], [{"gender": "M"}])
-    assert again.segments.tolist() == [1] and again.evidence.tolist() == ["items+attributes"]
+        seg.check_attributes({"age": "old"})
+    # the fitted pipeline saves as arrays + JSON and places users identically after loading
+    seg.segmenter_.save_into(tmp_path)
+    again = SegmentationPipeline.load(tmp_path)
+    ids = [data.item_vocab.id(h).tolist() for h in histories]
+    np.testing.assert_array_equal(again.place(ids).segments, seg.segmenter_.place(ids).segments)
+    both = again.place([["i25", "i26"]], [{"gender": "M"}])
+    assert both.segments.tolist() == [1] and both.evidence.tolist() == ["items+attributes"]
 
 
 def test_router_request_paths(system):
     data, split, labels, seg = system
-    router = Router(seg, assigner=ProfileAssigner().fit(split.fit, labels),
-                    titles=np.array([f"Title {i}" for i in range(data.n_items)], dtype=object))
+    router = Router(seg, titles=np.array([f"Title {i}" for i in range(data.n_items)], dtype=object))
     known = router.recommend(user_id="u0", k=5)
     assert known.segment == 0 and known.tier == seg.routing_[0] and not known.fallback and not known.new_user
     assert not set(known.item_ids) & set(data.item_vocab.id(split.fit.history(0)))
@@ -207,15 +223,20 @@ def test_router_request_paths(system):
 def test_run_manifest_checksums_are_verified(system, tmp_path):
     data, split, labels, seg = system
     result = RunResult(load_config(None), data, split, labels, {"method": "planted"},
-                       systems={"segmented": seg, "popularity": seg.tiers_["popularity"]})
+                       systems={"segmented": seg, "popularity": seg.tiers_["popularity"]},
+                       segmenter=seg.segmenter_)
     out = save_run(result, tmp_path / "run")
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"versions", "config", "data_fingerprint", "metrics", "costs", "files"} <= set(manifest)
-    assert {"systems/segmented/tensors.safetensors", "router/assigner.json"} <= set(manifest["files"])
+    assert {"systems/segmented/tensors.safetensors", "systems/segmented/segmenter/pipeline.json",
+            "segmenter/pipeline.safetensors"} <= set(manifest["files"])
     costs = manifest["costs"]
     assert costs["segmented"]["flops_per_request"] > costs["popularity"]["flops_per_request"]
     router = load_run(out).router()
     assert router.recommend(user_id="u0", k=3).tier == seg.routing_[0]
+    # a plain system is served as a one-tier composite, new users placed by the run's segmenter
+    plain = load_run(out).router("popularity").recommend(recent_items=["i25", "i26"], k=3)
+    assert plain.segment == 1 and plain.tier == "popularity" and not plain.fallback
     # flip one byte of a saved tensor: loading names the file and refuses
     bad = tmp_path / "bad"
     shutil.copytree(out, bad)
@@ -244,35 +265,34 @@ def test_single_row_top_k_matches_the_batch_ranking():
         assert top_k_row(row, k).tolist() == items[0][items[0] >= 0].tolist()
 
 
-def test_fast_scores_equal_score_dense_bitwise(system):
-    from segrec.route.router import fast_scores
-
+def test_single_user_scores_equal_score_dense_bitwise(system):
     _, _, _, seg = system
-    checked = 0
-    for tier, model in seg.tiers_.items():
+    for tier, model in seg.tiers_.items():  # EASE, local EASE and popularity have a fast path
         for u in range(len(seg.segments_)):
-            fast = fast_scores(model, u, int(seg.segments_[u]))
-            if fast is None:
-                continue
-            dense = model.score_dense(np.array([u]))[0]
-            assert np.array_equal(np.asarray(fast, np.float32), dense), (tier, u)
-            checked += 1
-    assert checked >= 2 * len(seg.segments_)  # EASE, local EASE and popularity all take the fast path
+            assert np.array_equal(np.asarray(model.score_one(u), np.float32),
+                                  model.score_dense(np.array([u]))[0]), (tier, u)
+    for u in range(len(seg.segments_)):
+        row, tier = seg.score_one_served(u)
+        scores, served = seg.score_served(np.array([u]))
+        assert np.array_equal(row, scores[0]) and tier == served[0]
 
 
 def test_new_users_reach_a_sequential_tier_through_its_sequence_input(system):
-    from segrec.models.segmented import score_histories
     from segrec.models.transformer import TransformerRecommender
 
-    data, split, labels, _ = system
+    data, split, labels, seg = system
     model = TransformerRecommender(embedding_size=8, n_heads=1, n_layers=1, max_len=8, epochs=1,
                                    early_stopping=False, batch_size=32).fit(split.train)
     histories = [np.array([25, 26, 27]), np.array([], np.int64)]
-    scores = score_histories(model, histories, np.array([1, 0]))
+    scores = model.score_histories(histories, np.array([1, 0]))
     # float32 scoring in two batch shapes: equal up to rounding
     np.testing.assert_allclose(scores[0], model.score_histories([[25, 26, 27]])[0], rtol=1e-5, atol=1e-6)
     assert np.isnan(scores[1]).all()  # nothing to condition on: the router falls back
-    router = Router(model, segments=labels, assigner=ProfileAssigner().fit(split.fit, labels))
+    # item rows are converted to the sequence input the model declares
+    rows = model.score_histories(split.fit.to_csr()[:2])
+    np.testing.assert_allclose(rows[0], model.score_histories([sorted(split.fit.history(0))])[0],
+                               rtol=1e-5, atol=1e-6)
+    router = Router(SegmentedRecommender.serving(model, segments=labels, segmenter=seg.segmenter_))
     served = router.recommend(recent_items=["i25", "i26", "i27"], k=3)
     assert served.tier == "transformer" and not served.fallback and served.segment == 1
     assert router.recommend(attributes={"gender": "M"}, k=3).tier == "segment_popularity"
@@ -297,9 +317,9 @@ def test_heavy_requests_are_those_a_costly_tier_may_serve(system, monkeypatch):
     from segrec.route import router as router_mod
 
     monkeypatch.setattr(seg.tiers_["global"], "flops_per_request",
-                        lambda n_history=None: 10 * router_mod.HEAVY_FLOPS)
+                        lambda n_history=None, segments=None: 10 * router_mod.HEAVY_FLOPS)
     routed = seg.reroute(routing={0: "global", 1: "local"})
-    router = Router(routed, assigner=ProfileAssigner().fit(split.fit, labels))
+    router = Router(routed)
     assert router._heavy["global"] and not router._heavy["local"] and not router._heavy["popularity"]
     assert router.heavy("u0", False)                 # segment 0 -> the heavy global tier
     assert not router.heavy("u31", False)            # segment 1 -> the local tier

@@ -6,12 +6,12 @@ import pytest
 from segrec import SegrecError
 from segrec.models import (
     EASERecommender,
+    FitContext,
     PerSegmentRecommender,
     PopularityRecommender,
     Recommender,
-    SegmentedRecommender,
 )
-from segrec.route import choose_accuracy
+from segrec.route import RoutingPolicy, SegmentedRecommender, choose_accuracy
 from segrec.split import temporal_split
 from segrec.types import Interactions, Vocabulary
 
@@ -40,7 +40,8 @@ def _two_tastes(n_per_group=40, n_items=40, seed=0):
 
 def test_per_segment_models_only_see_their_users():
     data, labels = _two_tastes()
-    model = PerSegmentRecommender(base="popularity", min_segment_users=5).fit(data, segments=labels)
+    model = PerSegmentRecommender(base="popularity", min_segment_users=5).fit(
+        data, context=FitContext(segments=labels))
     recs = model.recommend(["u0", "u79"], k=5, exclude_seen=False)
     # popularity within group 0 only ever recommends group-0 items (i0..i19)
     assert all(int(i[1:]) < 20 for i in recs.item_ids[0])
@@ -51,12 +52,13 @@ def test_small_segment_scores_nan_and_segmented_falls_back():
     data, labels = _two_tastes()
     labels = labels.copy()
     labels[:3] = 2  # a 3-user segment: below min_segment_users -> no local model
-    local = PerSegmentRecommender(base="popularity", min_segment_users=5).fit(data, segments=labels)
+    local = PerSegmentRecommender(base="popularity", min_segment_users=5).fit(
+        data, context=FitContext(segments=labels))
     assert np.isnan(local.score_dense(np.array([0]))).all()
-    seg = SegmentedRecommender({"local": local.with_params(), "global": PopularityRecommender(),
+    seg = SegmentedRecommender(tiers={"local": local.with_params(), "global": PopularityRecommender(),
                                 "popularity": PopularityRecommender()},
                                routing={0: "local", 1: "local", 2: "local"})
-    seg.fit(data, segments=labels)
+    seg.fit(data, context=FitContext(segments=labels))
     scores = seg.score_dense(np.array([0, 50]))
     assert np.isfinite(scores).all()  # user 0 got the global fallback
     np.testing.assert_allclose(scores[0], seg.tiers_["global"].score_dense(np.array([0]))[0])
@@ -65,10 +67,10 @@ def test_small_segment_scores_nan_and_segmented_falls_back():
 def test_validation_routing_picks_the_better_tier_and_round_trips(tmp_path):
     data, labels = _two_tastes()
     split = temporal_split(data)
-    seg = SegmentedRecommender({"global": PopularityRecommender(),
+    seg = SegmentedRecommender(tiers={"global": PopularityRecommender(),
                                 "local": PerSegmentRecommender(base="popularity", min_segment_users=5),
                                 "popularity": PopularityRecommender()})
-    seg.fit(split.train, valid=split.valid, segments=labels)
+    seg.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
     table = seg.validation_
     assert set(table["tier"]) == {"global", "local", "popularity"}
     for s in (0, 1):
@@ -81,20 +83,26 @@ def test_validation_routing_picks_the_better_tier_and_round_trips(tmp_path):
     again = Recommender.load(tmp_path / "m")
     np.testing.assert_array_equal(again.recommend(["u0", "u45"], k=3).item_ids, recs.item_ids)
     assert again.routing_ == seg.routing_
+    # a loaded composite clones with its tiers (issue 13), and the clone refits to the same model
+    clone = again.with_params()
+    assert set(clone.tiers) == set(seg.tiers_) and clone.tiers_ is None
+    clone.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
+    np.testing.assert_array_equal(clone.recommend(["u0", "u45"], k=3).item_ids, recs.item_ids)
 
 
 def test_routing_without_valid_uses_an_inner_split_and_labels_are_checked():
     data, labels = _two_tastes()
-    seg = SegmentedRecommender({"global": EASERecommender(reg=10.0), "popularity": PopularityRecommender()})
-    seg.fit(data, segments=labels)  # routing chosen on the last 10% of each user's history
+    tiers = {"global": EASERecommender(reg=10.0), "popularity": PopularityRecommender()}
+    seg = SegmentedRecommender(tiers=tiers)
+    seg.fit(data, context=FitContext(segments=labels))  # routed on the last 10% of each user's history
     assert set(seg.routing_) == {0, 1} and seg.validation_ is not None
     with pytest.raises(SegrecError, match="one label per user"):
-        seg.with_params().fit(data, segments=labels[:5])
+        seg.with_params().fit(data, context=FitContext(segments=labels[:5]))
 
 
 def test_config_round_trip_builds_an_unfitted_copy():
-    seg = SegmentedRecommender({"global": PopularityRecommender()}, min_gain=0.01)
-    again = type(seg)(seg.config)
+    seg = SegmentedRecommender(tiers={"global": PopularityRecommender()}, policy=RoutingPolicy(min_gain=0.01))
+    again = type(seg)(config=seg.config)
     assert again.config == seg.config and again.tiers == {}
 
 

@@ -4,7 +4,7 @@ import pytest
 from segrec import Interactions, NotFittedError, Vocabulary, temporal_split
 from segrec.errors import ConfigError
 from segrec.evaluate import evaluate
-from segrec.models import Recommender
+from segrec.models import FitContext, Recommender
 from segrec.models.transformer import TransformerRecommender
 
 
@@ -110,9 +110,9 @@ def test_early_stopping_and_refit(split):
 def test_text_init(split):
     emb = np.random.default_rng(0).normal(size=(20, 8))
     model = TransformerRecommender(**{**TINY, "epochs": 1, "item_init": "text"})
-    model.fit(split.train, item_embeddings=emb)
+    model.fit(split.train, context=FitContext(item_embeddings=emb))
     assert np.isfinite(model.score_dense(np.arange(3))).all()
-    with pytest.raises(ConfigError, match="item_embeddings"):
+    with pytest.raises(ConfigError, match="item embeddings"):
         TransformerRecommender(**{**TINY, "item_init": "text"}).fit(split.train)
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from ._args import non_negative_int, positive_float, positive_int
+
 __all__ = ["add_parser", "synth_command"]
 
 #: The flags' values without ``--shape`` (the generator's defaults).
@@ -28,16 +30,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", choices=sorted(SHAPE_NOTES), default=None,
                    help="scale shape: sparse e-commerce (~200k interactions, median 6 per user) or "
                         "micro-video (~360k interactions); default: the small planted-segment set")
-    p.add_argument("--users", type=int, default=None,
+    p.add_argument("--users", type=positive_int, default=None,
                    help=f"number of users (default: {_DEFAULTS['users']}, or the shape's)")
-    p.add_argument("--items", type=int, default=None,
+    p.add_argument("--items", type=positive_int, default=None,
                    help=f"number of items (default: {_DEFAULTS['items']}, or the shape's)")
-    p.add_argument("--segments", type=int, default=None,
+    p.add_argument("--segments", type=positive_int, default=None,
                    help=f"planted segments (default: {_DEFAULTS['segments']}, or the shape's)")
-    p.add_argument("--interactions", type=float, default=None,
+    p.add_argument("--interactions", type=positive_float, default=None,
                    help=f"target mean interactions per user (default: {_DEFAULTS['interactions']}, "
                         "or the shape's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=synth_command)
 

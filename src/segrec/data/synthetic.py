@@ -276,6 +276,34 @@ def _check(name: str, value, ok: bool, rule: str) -> None:
         )
 
 
+def _checked_sizes(n_users, n_items, n_segments, min_interactions, max_interactions, n_categories,
+                   mean_interactions, activity_shape, shares: dict[str, float]) -> tuple[int, int]:
+    """Validate :func:`generate_synthetic`'s arguments; returns (categories, history cap) resolved.
+
+    Raises:
+        ConfigError: For an out-of-range argument (one line naming it).
+    """
+    n_cat = n_categories if n_categories is not None else int(np.clip(3 * n_segments, 8, len(GENRES)))
+    _check("n_users", n_users, isinstance(n_users, int | np.integer) and n_users >= 1, "an int >= 1")
+    _check("n_segments", n_segments, isinstance(n_segments, int | np.integer) and 1 <= n_segments <= n_users,
+           "an int in [1, n_users]")
+    _check("min_interactions", min_interactions, min_interactions >= 1, "an int >= 1")
+    _check("n_items", n_items,
+           isinstance(n_items, int | np.integer) and n_items >= max(2, 2 * min_interactions),
+           f"an int >= 2 * min_interactions = {2 * min_interactions}")
+    _check("n_categories", n_categories, 1 <= n_cat <= min(len(GENRES), n_items),
+           f"an int in [1, min({len(GENRES)}, n_items)]")
+    _check("mean_interactions", mean_interactions, mean_interactions > min_interactions,
+           f"a number > min_interactions = {min_interactions}")
+    _check("activity_shape", activity_shape, activity_shape > 1.0, "a number > 1")
+    for name, value in shares.items():
+        _check(name, value, 0.0 <= value <= 1.0, "a number in [0, 1]")
+    cap = max_interactions or int(min(n_items // 2, 20 * mean_interactions))
+    _check("max_interactions", max_interactions, min_interactions <= cap <= n_items,
+           "an int in [min_interactions, n_items]")
+    return n_cat, cap
+
+
 def generate_synthetic(
     n_users: int = 2000,
     n_items: int = 1000,
@@ -333,25 +361,10 @@ def generate_synthetic(
         ...     data.interactions.groupby("user_id").size().min() >= 5)
         (2, True)
     """
-    n_cat = n_categories if n_categories is not None else int(np.clip(3 * n_segments, 8, len(GENRES)))
-    _check("n_users", n_users, isinstance(n_users, int | np.integer) and n_users >= 1, "an int >= 1")
-    _check("n_segments", n_segments, isinstance(n_segments, int | np.integer) and 1 <= n_segments <= n_users,
-           "an int in [1, n_users]")
-    _check("min_interactions", min_interactions, min_interactions >= 1, "an int >= 1")
-    _check("n_items", n_items,
-           isinstance(n_items, int | np.integer) and n_items >= max(2, 2 * min_interactions),
-           f"an int >= 2 * min_interactions = {2 * min_interactions}")
-    _check("n_categories", n_categories, 1 <= n_cat <= min(len(GENRES), n_items),
-           f"an int in [1, min({len(GENRES)}, n_items)]")
-    _check("mean_interactions", mean_interactions, mean_interactions > min_interactions,
-           f"a number > min_interactions = {min_interactions}")
-    _check("activity_shape", activity_shape, activity_shape > 1.0, "a number > 1")
-    for name, value in (("sequential_strength", sequential_strength), ("personal_taste", personal_taste),
-                        ("attribute_signal", attribute_signal)):
-        _check(name, value, 0.0 <= value <= 1.0, "a number in [0, 1]")
-    cap = max_interactions or int(min(n_items // 2, 20 * mean_interactions))
-    _check("max_interactions", max_interactions, min_interactions <= cap <= n_items,
-           "an int in [min_interactions, n_items]")
+    n_cat, cap = _checked_sizes(n_users, n_items, n_segments, min_interactions, max_interactions,
+                                n_categories, mean_interactions, activity_shape,
+                                {"sequential_strength": sequential_strength, "personal_taste": personal_taste,
+                                 "attribute_signal": attribute_signal})
     params = dict(n_users=n_users, n_items=n_items, n_segments=n_segments, seed=seed,
                   mean_interactions=mean_interactions, min_interactions=min_interactions,
                   max_interactions=cap, n_categories=n_cat, popularity_exponent=popularity_exponent,
@@ -364,6 +377,15 @@ def generate_synthetic(
     users, items, times = _histories(rng, world, params)
     ratings = _ratings(rng, world, users, items)
 
+    data = _assemble(rng, world, users, items, times, ratings, params)
+    logger.info("synthetic data: %d users, %d items, %d interactions, %d segments",
+                n_users, n_items, len(data.interactions), n_segments)
+    return data
+
+
+def _assemble(rng, world, users, items, times, ratings, params) -> SyntheticData:
+    """The frames of one generated dataset (the item and user tables draw from ``rng`` after the log)."""
+    n_users, n_items = params["n_users"], params["n_items"]
     # A log in time order, like real exports; ties (different users) by user.
     order = _sorted_positions(times * n_users + users)
     user_ids = _format_ids("u", n_users)
@@ -375,10 +397,8 @@ def generate_synthetic(
         "timestamp": times[order] + _EPOCH_2020,
     })
     items_frame = _item_frame(rng, world, item_ids)
-    users_frame = _user_frame(rng, world, user_ids, attribute_signal)
+    users_frame = _user_frame(rng, world, user_ids, params["attribute_signal"])
     segments = pd.DataFrame({"user_id": pd.array(user_ids, dtype="str"), "segment": world.segment})
-    logger.info("synthetic data: %d users, %d items, %d interactions, %d segments",
-                n_users, n_items, len(interactions), n_segments)
     return SyntheticData(interactions, items_frame, users_frame, segments, params)
 
 

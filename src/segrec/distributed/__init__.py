@@ -4,7 +4,9 @@
 only place segrec imports Ray, and is loaded only when asked for.
 """
 
-from .executor import Executor, LocalExecutor, TaskFailure, make_executor
+from typing import Any
+
+from .executor import Executor, LocalExecutor, TaskFailure
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "TaskFailure", "make_executor"]
 
@@ -16,3 +18,23 @@ def __getattr__(name: str):
 
         return RayExecutor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_executor(settings: Any | None = None) -> Executor:
+    """The executor a run's ``[ray]`` settings ask for.
+
+    Args:
+        settings: A :class:`segrec.config.RayConfig` (or anything with its fields);
+            None gives the local executor.
+
+    Returns:
+        :class:`LocalExecutor`, or a ``RayExecutor`` (imports Ray; extra ``ray``).
+
+    Raises:
+        MissingDependencyError: ``executor = "ray"`` and Ray is not installed.
+    """
+    if settings is None or getattr(settings, "executor", "local") == "local":
+        return LocalExecutor(max_retries=getattr(settings, "max_retries", 1))
+    from .ray import RayExecutor
+
+    return RayExecutor.from_config(settings)

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..errors import ConfigError, ModelFitError
 
-__all__ = ["Executor", "LocalExecutor", "TaskFailure", "failures", "make_executor", "raise_if_all_failed"]
+__all__ = ["Executor", "LocalExecutor", "TaskFailure", "failures", "raise_if_all_failed"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Executor(Protocol):
     """Runs independent tasks and returns their results in order.
 
     That is the whole protocol. :class:`LocalExecutor` and ``RayExecutor`` add
-    ``fit_data_parallel(model, train, valid=)`` (the global Transformer on Ray
+    ``fit_data_parallel(model, train, valid=, context=)`` (the global Transformer on Ray
     Train) and ``close()``; callers use them when present.
     """
 
@@ -167,9 +167,9 @@ class LocalExecutor:
             log.debug("%s done in %.2fs", label, time.perf_counter() - start)
         return out
 
-    def fit_data_parallel(self, model: Any, train: Any, *, valid: Any = None) -> Any:
-        """One process: a plain ``model.fit(train, valid=valid)``."""
-        return model.fit(train, valid=valid)
+    def fit_data_parallel(self, model: Any, train: Any, *, valid: Any = None, context: Any = None) -> Any:
+        """One process: a plain ``model.fit(train, valid=valid, context=context)``."""
+        return model.fit(train, valid=valid, context=context)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -194,23 +194,3 @@ def raise_if_all_failed(results: Sequence[Any], what: str) -> None:
     """
     if results and all(isinstance(r, TaskFailure) for r in results):
         raise ModelFitError(f"{what}: every one of {len(results)} tasks failed; first: {results[0]}")
-
-
-def make_executor(settings: Any | None = None) -> Executor:
-    """The executor a run's ``[ray]`` settings ask for.
-
-    Args:
-        settings: A :class:`segrec.config.RayConfig` (or anything with its fields);
-            None gives the local executor.
-
-    Returns:
-        :class:`LocalExecutor`, or a ``RayExecutor`` (imports Ray; extra ``ray``).
-
-    Raises:
-        MissingDependencyError: ``executor = "ray"`` and Ray is not installed.
-    """
-    if settings is None or getattr(settings, "executor", "local") == "local":
-        return LocalExecutor(max_retries=getattr(settings, "max_retries", 1))
-    from .ray import RayExecutor
-
-    return RayExecutor.from_config(settings)

@@ -209,7 +209,27 @@ class RayExecutor:
         return out
 
     # ---------------------------------------------------- data-parallel fit
-    def fit_data_parallel(self, model: Any, train: Any, *, valid: Any = None) -> Any:
+    def _trainer(self, ray: Any, loop_config: dict[str, Any], storage: str) -> Any:
+        """A TorchTrainer running :func:`_train_transformer_worker` on ``workers`` DDP workers."""
+        train_mod = require("ray.train", "ray")
+        torch_mod = require("ray.train.torch", "ray")
+        use_gpu = loop_config["use_gpu"]
+        resources = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if use_gpu else {})}
+        if self.storage_path is None and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+            log.warning("Ray Train on a multi-node cluster without [ray] storage_path: the checkpoint "
+                        "goes to a local temporary directory that other nodes cannot reach; set "
+                        "storage_path to a shared path or s3:// URI if the fit fails at the end")
+        name = f"segrec-transformer-{uuid.uuid4().hex[:8]}"
+        return torch_mod.TorchTrainer(
+            _train_transformer_worker,
+            train_loop_config=loop_config,
+            torch_config=torch_mod.TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            scaling_config=train_mod.ScalingConfig(num_workers=self.workers, use_gpu=use_gpu,
+                                                   resources_per_worker=resources),
+            run_config=train_mod.RunConfig(name=name, storage_path=storage),
+        )
+
+    def fit_data_parallel(self, model: Any, train: Any, *, valid: Any = None, context: Any = None) -> Any:
         """Fit a TransformerRecommender with Ray Train's TorchTrainer on ``workers`` DDP workers.
 
         Each worker runs ``model``'s own ``fit`` (same network, loop, early stopping
@@ -219,6 +239,8 @@ class RayExecutor:
             model: An unfitted :class:`~segrec.models.transformer.TransformerRecommender`.
             train: Fit interactions.
             valid: Optional held-out tail (early stopping), as in ``fit``.
+            context: The model's :class:`~segrec.models.FitContext`; its item embeddings
+                travel to the workers (its executor and progress callback do not).
 
         Returns:
             A new fitted TransformerRecommender with ``model``'s config (the argument is
@@ -229,36 +251,29 @@ class RayExecutor:
             ModelFitError: The Ray Train run failed (the message has the workers' error).
         """
         from ..io import load_tensors, read_json
-        from ..models.transformer import TransformerRecommender
 
-        if not isinstance(model, TransformerRecommender):
-            raise ConfigError("fit_data_parallel trains a TransformerRecommender; "
-                              f"got {type(model).__name__}")
+        # the model's own class travels to the workers (no import of segrec.models here: that
+        # layer sits above this one); it must declare that it trains data-parallel
+        cls = type(model)
+        if not model.__recommender_tags__().data_parallel:
+            raise ConfigError(f"fit_data_parallel trains a model tagged data_parallel "
+                              f"(the TransformerRecommender); got {cls.__name__}")
+        embeddings = None if context is None else context.item_embeddings
+        # what a worker's fit may use: the item embeddings; the executor, progress and stage log
+        # stay on the driver (None without a context: the worker's fit then uses its defaults)
+        worker_context = None if context is None else context.with_changes(
+            executor=None, progress=None, stages=None, shared={})
         ray = self._ray()
-        train_mod = require("ray.train", "ray")
-        torch_mod = require("ray.train.torch", "ray")
         use_gpu = self.gpus_per_worker > 0
-        resources = {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if use_gpu else {})}
-        if self.storage_path is None and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
-            log.warning("Ray Train on a multi-node cluster without [ray] storage_path: the checkpoint "
-                        "goes to a local temporary directory that other nodes cannot reach; set "
-                        "storage_path to a shared path or s3:// URI if the fit fails at the end")
         storage = self.storage_path or tempfile.mkdtemp(prefix="segrec-ray-train-")
-        name = f"segrec-transformer-{uuid.uuid4().hex[:8]}"
         loop_config = {
-            "data": ray.put((train, valid, model._item_init)),  # once, read by every worker
+            "data": ray.put((train, valid, worker_context)),  # once, read by every worker
+            "model_class": cls,
             "config": model.config.model_dump(mode="json"),
             "use_gpu": use_gpu,
             "threads": max(1, int(self.cpus_per_worker)),
         }
-        trainer = torch_mod.TorchTrainer(
-            _train_transformer_worker,
-            train_loop_config=loop_config,
-            torch_config=torch_mod.TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=train_mod.ScalingConfig(num_workers=self.workers, use_gpu=use_gpu,
-                                                   resources_per_worker=resources),
-            run_config=train_mod.RunConfig(name=name, storage_path=storage),
-        )
+        trainer = self._trainer(ray, loop_config, storage)
         start = time.perf_counter()
         log.info("Ray Train: %d %s worker(s) fitting the Transformer", self.workers,
                  "GPU" if use_gpu else "CPU")
@@ -272,25 +287,25 @@ class RayExecutor:
                 raise ModelFitError("Ray Train finished without the rank-0 checkpoint of the Transformer")
             with result.checkpoint.as_directory() as ckpt:
                 ckpt = Path(ckpt)
-                fitted = TransformerRecommender.load(ckpt)
+                fitted = cls.load(ckpt)
                 inner_file = ckpt / INNER_PARAMS
                 inner = load_tensors(inner_file) if inner_file.exists() else None
                 extra = read_json(ckpt / "data_parallel.json")
         finally:
             if self.storage_path is None:
                 shutil.rmtree(storage, ignore_errors=True)
-        return _restore(fitted, model, inner, extra, time.perf_counter() - start, self.workers)
+        return _restore(fitted, model, inner, extra, time.perf_counter() - start, self.workers, embeddings)
 
 
 def _restore(fitted: Any, model: Any, inner: dict | None, extra: dict[str, Any], seconds: float,
-             workers: int) -> Any:
+             workers: int, embeddings: Any = None) -> Any:
     """The loaded checkpoint, back on the caller's config/device, with what ``save`` leaves out."""
     import torch
 
     if fitted.config != model.config:  # workers may have run on another device / thread count
         fitted.config = model.config
         fitted.net_ = fitted.net_.to(model.config.device)
-    fitted._item_init = model._item_init
+    fitted._item_init = embeddings
     fitted.inner_params_ = None if inner is None else {
         k: torch.from_numpy(v.copy()) for k, v in inner.items()}
     fitted.inner_score_ = extra.get("inner_score")
@@ -310,13 +325,13 @@ def _train_transformer_worker(cfg: dict[str, Any]) -> None:
     import ray.train.torch
 
     from ..io import save_tensors, write_json
-    from ..models.transformer import TransformerConfig, TransformerRecommender
     from .ddp import TorchDataParallel
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    train, valid, item_init = ray.get(cfg["data"])
-    config = TransformerConfig.model_validate(cfg["config"])
+    train, valid, worker_context = ray.get(cfg["data"])
+    cls = cfg["model_class"]
+    config = cls.Config.model_validate(cfg["config"])
     changes: dict[str, Any] = {}
     device = "cpu"
     if cfg["use_gpu"]:
@@ -324,11 +339,10 @@ def _train_transformer_worker(cfg: dict[str, Any]) -> None:
         changes["device"] = device
     if config.n_threads is None:
         changes["n_threads"] = cfg["threads"]  # Ray reserved this many CPUs for the worker
-    model = TransformerRecommender(config.model_copy(update=changes))
-    model.set_item_init(item_init)
+    model = cls(config.model_copy(update=changes))
     model.data_parallel_hook = TorchDataParallel(device, rank, world)
     start = time.perf_counter()
-    model.fit(train, valid=valid)
+    model.fit(train, valid=valid, context=worker_context)
     model.data_parallel_hook = None
     # saved with the caller's config: the driver may have no GPU / another thread count
     model.config = config
@@ -346,3 +360,4 @@ def _train_transformer_worker(cfg: dict[str, Any]) -> None:
         write_json(out / "data_parallel.json", {"world_size": world, "train_seconds": metrics["seconds"],
                                                 "inner_score": None if score is None else float(score)})
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+

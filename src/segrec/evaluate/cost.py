@@ -12,15 +12,15 @@ These are the cost axes of the cost-accuracy frontier (issue 5) and of the
 * **Latency** is *measured* on this CPU (p50/p99 per request at batch 1 and at
   batch 256), bounded both in number of calls and in seconds.
 
-A model can define its own ``flops_per_request`` / ``n_parameters``; otherwise
-:func:`analytic_flops` uses the formula registered for its ``name`` in
-:data:`FLOP_RULES`, and falls back to one multiply-add per learned number.
+Every model knows its own cost (``n_parameters``, ``flops_per_request``,
+``flops_per_user``, ``sub_models``; :class:`segrec.models.Recommender`); this
+module only measures and aggregates.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,41 +31,21 @@ import scipy.sparse as sp
 from .ranking import mask_seen, top_k
 
 __all__ = [
-    "FLOP_RULES",
     "CostReport",
-    "analytic_flops",
+    "cost_figures",
     "cost_table",
     "history_lengths",
     "measure_cost",
     "measure_latency",
     "memory_bytes",
-    "state_parameters",
 ]
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------- parameters
-def _submodels(model: Any) -> list[Any]:
-    """Fitted sub-models of a composite (per-segment models, routed tiers)."""
-    subs: list[Any] = []
-    for attr in ("models_", "tiers_"):
-        value = getattr(model, attr, None)
-        if isinstance(value, dict):
-            subs.extend(value.values())
-    return subs
-
-
 def _arrays(model: Any) -> list[np.ndarray]:
     return [np.asarray(v) for v in model._state().values()]
-
-
-def state_parameters(model: Any) -> int:
-    """Learned floating-point numbers in ``model._state()`` plus those of its sub-models.
-
-    Integer arrays (histories, segment labels, sparse indices) are bookkeeping,
-    not parameters; a sparse weight matrix counts its stored values only.
-    """
-    own = sum(int(a.size) for a in _arrays(model) if np.issubdtype(a.dtype, np.floating))
-    return own + sum(int(m.n_parameters()) for m in _submodels(model))
 
 
 def memory_bytes(model: Any) -> int:
@@ -78,116 +58,32 @@ def memory_bytes(model: Any) -> int:
     seen = getattr(model, "seen_", None)
     if sp.issparse(seen):
         total += int(seen.data.nbytes + seen.indices.nbytes + seen.indptr.nbytes)
-    return total + sum(memory_bytes(m) for m in _submodels(model))
+    return total + sum(memory_bytes(m) for m in model.sub_models())
 
 
-# ---------------------------------------------------------------------- FLOPs
+def cost_figures(systems: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Parameters, mean analytic FLOPs per request and memory of each named fitted model.
+
+    A model whose figures cannot be computed is left out with a warning in the log:
+    cost accounting must never lose a finished run.
+    """
+    costs = {}
+    for name, model in systems.items():
+        try:
+            costs[name] = {"n_parameters": int(model.n_parameters()),
+                           "flops_per_request": float(np.mean(model.flops_per_request())),
+                           "memory_bytes": int(memory_bytes(model))}
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("no cost figures for %s: %s", name, exc)
+    return costs
+
+
 def history_lengths(model: Any) -> np.ndarray:
     """Fit-data history length per dense user of a fitted model (from ``seen_``)."""
     seen = getattr(model, "seen_", None)
     if seen is None:
         return np.zeros(0, np.float64)
     return np.diff(seen.indptr).astype(np.float64)
-
-
-def _h(model: Any, n_history) -> np.ndarray:
-    if n_history is None:
-        lengths = history_lengths(model)
-        return np.array(lengths.mean() if len(lengths) else 0.0)
-    return np.asarray(n_history, dtype=np.float64)
-
-
-def _rank_flops(model: Any) -> float:
-    # masking + one selection pass over the catalogue: about one op per item
-    return float(model.n_items)
-
-
-def _popularity(model: Any, h: np.ndarray) -> np.ndarray:
-    return np.zeros_like(h)  # the score row is a copy of the counts
-
-
-def _item_item(model: Any, h: np.ndarray) -> np.ndarray:
-    # x_u @ W with a binary x_u of h non-zeros: h rows of W summed
-    w = model.weights_
-    n = model.n_items
-    per_row = w.nnz / max(w.shape[0], 1) if sp.issparse(w) else float(n)
-    return 2.0 * np.minimum(h, n) * per_row
-
-
-def _als(model: Any, h: np.ndarray) -> np.ndarray:
-    # one (d,) x (d, n_items) product; the user's factors are a lookup
-    n, d = model.item_factors_.shape
-    return np.full_like(h, 2.0 * n * d)
-
-
-def _transformer_net_flops(cfg: Any, h: np.ndarray, n_items: int) -> np.ndarray:
-    """FLOPs of one SeqNet forward over the last ``min(h, max_len)`` items + logits.
-
-    Per layer and position: q/k/v and output projections (4 d^2) and the MLP
-    (2 * ffn_mult * d^2), each a multiply-add (x2); attention scores and the
-    weighted sum cost 2 * L * d each per position. Only the last position's
-    hidden state is dotted with the item table (d * n_items).
-    """
-    d = float(cfg.embedding_size)
-    length = np.minimum(h, float(cfg.max_len))
-    ffn = float(getattr(cfg, "ffn_mult", 4))
-    per_layer = 2.0 * length * (4.0 + 2.0 * ffn) * d * d + 4.0 * length * length * d
-    return cfg.n_layers * per_layer + 2.0 * d * n_items
-
-
-def _transformer(model: Any, h: np.ndarray) -> np.ndarray:
-    net = getattr(model, "net_", None)
-    extra = 0.0
-    if net is None:  # segment-adapted models wrap the global one (``global_``)
-        net = getattr(getattr(model, "global_", None), "net_", None)
-        # LoRA deltas add FLOPs in proportion to their parameters (x @ A @ B per adapted weight)
-        extra = float(getattr(model, "param_ratio_", 0.0) or 0.0)
-    if net is None or not hasattr(net, "config"):
-        return _default(model, h)
-    return _transformer_net_flops(net.config, h, model.n_items) * (1.0 + extra)
-
-
-def _per_segment(model: Any, h: np.ndarray) -> np.ndarray:
-    # a request is served by one segment's model; they share the catalogue, so report their mean
-    subs = list(getattr(model, "models_", {}).values())
-    if not subs:
-        return np.zeros_like(h)
-    return np.mean([m.flops_per_request(h) - _rank_flops(m) for m in subs], axis=0)
-
-
-def _default(model: Any, h: np.ndarray) -> np.ndarray:
-    # a dense forward pass touches every learned number once: one multiply-add each
-    return np.full_like(h, 2.0 * state_parameters(model))
-
-
-#: saved model name -> FLOPs of scoring the catalogue for users with history lengths h.
-#: Ranking (about n_items ops) is added by :func:`analytic_flops`. One explicit dict.
-FLOP_RULES: dict[str, Callable[[Any, np.ndarray], np.ndarray]] = {
-    "popularity": _popularity,
-    "ease": _item_item,
-    "itemknn": _item_item,
-    "als": _als,
-    "transformer": _transformer,
-    "adapted_transformer": _transformer,
-    "per_segment": _per_segment,
-}
-
-
-def analytic_flops(model: Any, n_history=None) -> np.ndarray | float:
-    """FLOPs to score and rank the whole catalogue for one request.
-
-    Args:
-        model: A fitted Recommender.
-        n_history: History length(s) of the requesting user(s); ``None`` uses the
-            mean fit-data history length of the model's users.
-
-    Returns:
-        A float (scalar ``n_history`` or None) or a float array shaped like ``n_history``.
-    """
-    h = _h(model, n_history)
-    rule = FLOP_RULES.get(getattr(model, "name", ""), _default)
-    flops = np.asarray(rule(model, h), dtype=np.float64) + _rank_flops(model)
-    return float(flops) if flops.ndim == 0 else flops
 
 
 # -------------------------------------------------------------------- latency
@@ -295,10 +191,7 @@ def measure_cost(
     if users is None:
         users = np.flatnonzero(lengths > 0)
     users = np.asarray(users, dtype=np.int64)
-    if hasattr(model, "flops_per_user"):  # routed systems: each user's own tier
-        flops = model.flops_per_user(users)
-    else:
-        flops = model.flops_per_request(lengths[users] if len(lengths) else None)
+    flops = model.flops_per_user(users)  # routed systems: each user's own serving tier
     report: dict[str, Any] = {
         "system": system or getattr(model, "name", type(model).__name__),
         "n_parameters": int(model.n_parameters()),

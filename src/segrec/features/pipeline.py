@@ -194,10 +194,28 @@ class FeaturePipeline:
             mean, i.e. zero after scaling.
         """
         check_block_fitted(self)
-        raws = [b.transform_new(new, self.item_vocab_) for b in self.blocks_]
         from .base import _dense_histories
 
-        dense = _dense_histories(new, self.item_vocab_)
+        # ids mapped to dense items once, not once per block (a served new user pays for it)
+        return self._transform_dense(_dense_histories(new, self.item_vocab_), new.user_ids)
+
+    def transform_new_indexed(self, histories: list[np.ndarray], attributes: pd.DataFrame | None,
+                              user_ids) -> UserFeatures:
+        """:meth:`transform_new` for histories already given as dense item indices of the fit data.
+
+        The server holds a request's items as dense indices; this skips mapping them
+        back to ids and forth again.
+        """
+        check_block_fitted(self)
+        from .base import _DenseNew
+
+        hist = [np.asarray(h, dtype=np.int64) for h in histories]
+        return self._transform_dense(_DenseNew(len(hist), attributes, hist), user_ids)
+
+    def _transform_dense(self, dense, user_ids) -> UserFeatures:
+        for b in self.blocks_:
+            check_block_fitted(b)
+        raws = [b._transform(None, dense) for b in self.blocks_]
         lengths = np.array([len(h) for h in dense.histories], dtype=np.int64)
         indptr = np.concatenate([[0], np.cumsum(lengths)])
         items = np.concatenate(dense.histories) if lengths.sum() else np.empty(0, np.int64)
@@ -214,4 +232,4 @@ class FeaturePipeline:
                 "rating_mean": np.nan,
             }
         )
-        return self._assemble(raws, Vocabulary(list(new.user_ids)), rows, stats)
+        return self._assemble(raws, Vocabulary(list(user_ids)), rows, stats)

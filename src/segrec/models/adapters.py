@@ -22,8 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -31,15 +30,17 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from ..distributed.executor import Executor, LocalExecutor, TaskFailure, raise_if_all_failed
-from ..errors import ConfigError, DataValidationError, SegrecWarning
+from ..distributed.executor import LocalExecutor, TaskFailure, raise_if_all_failed
+from ..errors import SegrecWarning
 from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
 from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
 from ._seqtrain import LoopSettings, mask_seen, multi_target_ce, run_loop, score_rows, seeded
 from .base import ModelConfig, Recommender, check_is_fitted
-from .transformer import TransformerConfig, TransformerRecommender
+from .context import FitContext
+from .tags import RecommenderTags
+from .transformer import TransformerConfig, TransformerRecommender, net_flops
 from .tuning import inner_sets
 
 __all__ = [
@@ -325,55 +326,22 @@ class AdaptedTransformerRecommender(Recommender):
     Config = AdapterConfig
     name = "adapted_transformer"
     config: AdapterConfig
-    #: ``fit`` takes ``executor=`` (one adapter task per segment)
-    uses_executor = True
-    #: ``fit`` needs ``segments=`` and takes the fitted global model (``global_model=``); the run
-    #: and SegmentedRecommender pass them by these flags (without them ``segrec run`` crashed here)
-    segment_aware = True
-    needs_global = True
 
-    def fit(
-        self, train: Interactions, valid: Interactions | None = None, *,
-        segments: np.ndarray, global_model: TransformerRecommender | None = None,
-        executor: Executor | None = None,
-    ) -> AdaptedTransformerRecommender:
-        """Fit the global model (unless given) and one adapter per segment.
+    def __recommender_tags__(self) -> RecommenderTags:
+        """Needs segments; starts from the fitted global Transformer when the context has one."""
+        return replace(super().__recommender_tags__(), requires_segments=True, builds_on="transformer",
+                       history_input="sequence")
 
-        Args:
-            train: Fit interactions.
-            valid: Optional held-out tail (early stopping), then merged in.
-            segments: int array of shape (n_users,), a segment label per dense user; -1 = none.
-            global_model: A TransformerRecommender, fitted on the same data or not (then fitted here).
-            executor: Runs the per-segment adapter fits (default: one after another here).
-                A segment whose task fails on every attempt keeps the global model and is
-                listed in ``failed_segments_``.
-
-        Returns:
-            self, fitted.
-
-        Raises:
-            DataValidationError: ``segments`` has the wrong length.
-        """
-        segments = np.asarray(segments)
-        if segments.ndim != 1 or len(segments) != train.n_users:
-            raise DataValidationError(
-                f"segments must be an int array of shape (n_users,) = ({train.n_users},); "
-                f"got shape {segments.shape}", source="segments", problem="wrong shape")
-        self._segments_in = segments.astype(np.int64)
-        self._global_in = global_model
-        self._executor_in = executor
-        return super().fit(train, valid=valid)
-
-    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
+        # the global model: the fitted one in context.shared (tags: builds_on), else trained here;
+        # a segment whose task fails on every attempt keeps the global model (failed_segments_)
         c = self.config
         start = time.perf_counter()
-        g = self._global_in
+        g = context.shared.get("transformer")
         if g is None:
-            g = TransformerRecommender(c.global_model)
-        if getattr(g, "item_vocab_", None) is None:
-            g.fit(train, valid=valid)
+            g = TransformerRecommender(c.global_model).fit(train, valid=valid, context=context)
         self.global_ = g
-        self.segments_ = self._segments_in
+        self.segments_ = np.array(context.segments, dtype=np.int64)
         net_config = g.net_.config
         n_shared = g.net_.n_params()
         self.rank_ = choose_rank(net_config, n_shared, c)
@@ -399,7 +367,7 @@ class AdaptedTransformerRecommender(Recommender):
         self.adapters_: dict[int, dict[str, np.ndarray]] = {}
         self.segment_info_: dict[int, dict[str, Any]] = {}
         self.failed_segments_: dict[int, str] = {}
-        executor = getattr(self, "_executor_in", None) or LocalExecutor()
+        executor = context.executor or LocalExecutor()
         labels, counts = np.unique(self.segments_[self.segments_ >= 0], return_counts=True)
         todo: dict[int, np.ndarray] = {}
         for k, n_users in zip(labels.tolist(), counts.tolist(), strict=True):
@@ -493,27 +461,16 @@ class AdaptedTransformerRecommender(Recommender):
                 out[pick] = _score_adapted(net, base, theta, self.config, hist, rows[pick])
         return out
 
-    def score_histories(self, histories: Sequence[Sequence[int]], segments: Sequence[int]) -> np.ndarray:
-        """Scores for new users from their item-index histories and segment labels.
-
-        Args:
-            histories: One sequence of dense item indices per user, oldest first.
-            segments: Segment per user (-1 or an unknown segment = the global model).
-
-        Returns:
-            float32 array of shape (n, n_items); NaN rows for empty histories.
-        """
-        check_is_fitted(self)
-        segs = np.asarray(segments, dtype=np.int64).reshape(-1)
-        if len(segs) != len(histories):
-            raise ConfigError(f"score_histories: {len(histories)} histories but {len(segs)} segments")
-        hist = Histories.from_lists(histories)
-        bad = (hist.items < 0) | (hist.items >= self.n_items)
-        if bad.any():
-            raise ConfigError(f"score_histories: item indices must be in [0, {self.n_items}); "
-                              f"got {hist.items[bad][:5].tolist()}")
-        hist = hist.tail(self.global_.config.max_len)
+    def _score_histories(self, histories: list[list[int]], segments: np.ndarray | None) -> np.ndarray:
+        # new users' item-index sequences and segments (None, -1 or unknown = the global model)
+        segs = np.full(len(histories), -1, np.int64) if segments is None else segments
+        hist = Histories.from_lists(histories).tail(self.global_.config.max_len)
         return self._score_hist(hist, np.arange(len(hist)), segs)
+
+    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
+        # LoRA deltas add FLOPs in proportion to their parameters (x @ A @ B per adapted weight)
+        extra = float(self.param_ratio_ or 0.0)
+        return net_flops(self.global_.net_.config, h, self.n_items) * (1.0 + extra)
 
     def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True):
         """Top-k items per user (see :meth:`Recommender.recommend`); records each user's segment."""

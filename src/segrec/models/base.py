@@ -1,30 +1,38 @@
 """The Recommender protocol every model, baseline and routed system obeys.
 
-A subclass supplies a pydantic ``Config`` class and four hooks:
-``_fit(train, valid)``, ``_score(users)`` (dense scores over the catalogue),
-``_state()`` and ``_set_state(tensors, meta)``. The base class owns everything
-that must behave identically across models: id mapping, seen-item exclusion,
-top-k, fitted checks, and the artifact format.
+A subclass supplies a pydantic ``Config`` class, a saved ``name`` and hooks:
+``_fit(train, valid, context)``, ``_score(users)`` (dense scores over the
+catalogue), ``_score_histories(histories, segments)`` for new users (in the form
+its ``history_input`` tag names), ``_score_flops(h, segments)`` for its cost,
+and ``_state()`` / ``_set_state(tensors, meta)`` for its artifact. The base class
+owns everything that must behave identically across models: the one ``fit``
+signature, id mapping, seen-item exclusion, top-k, fitted checks, the
+conversion between item rows and item sequences, and the artifact format
+(:mod:`segrec.models._artifact`).
+
+A class that declares ``name`` registers itself under it, so
+``Recommender.load`` finds every model without an import of the models package
+(which would be a cycle).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import NotFittedError, SegrecError, UnknownIDError
+from ..errors import DataValidationError, SegrecError, UnknownIDError
 from ..evaluate.ranking import rank_in_chunks
-from ..io import atomic_dir, load_tensors, read_json, read_table, save_tensors, write_json, write_table
 from ..types import Interactions, Recommendations, Vocabulary
+from ._histories import as_history_input, n_histories
+from ._registry import check_is_fitted, model_class, register, registered_models
+from .context import FitContext
+from .tags import RecommenderTags, get_tags
 
-__all__ = ["ModelConfig", "Recommender", "check_is_fitted"]
-
+__all__ = ["ModelConfig", "Recommender", "check_is_fitted", "model_class", "registered_models"]
 
 class ModelConfig(BaseModel):
     """Base of every model config: frozen, and unknown keys are an error."""
@@ -32,24 +40,22 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def check_is_fitted(model: Any) -> None:
-    """Raise :class:`NotFittedError` unless ``model`` has been fitted."""
-    if getattr(model, "item_vocab_", None) is None:
-        raise NotFittedError(
-            f"This {type(model).__name__} instance is not fitted yet; call fit(train) first."
-        )
-
-
 class Recommender:
-    """Base class: ``fit`` / ``score`` / ``recommend`` / ``save`` / ``load``.
+    """Base class: ``fit`` / ``score`` / ``recommend`` / ``score_histories`` / ``save`` / ``load``.
 
     Subclasses set ``Config`` (a :class:`ModelConfig`) and ``name``; they are built
     from a config object or keyword overrides, never both. Learned attributes end
-    with ``_``; ``item_vocab_`` marks a fitted model.
+    with ``_``; ``item_vocab_`` marks a fitted model. Capabilities are declared in
+    :meth:`__recommender_tags__` and read with :func:`~segrec.models.tags.get_tags`.
     """
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     name: ClassVar[str] = "base"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a shared base (e.g. the item-item models) is not saved
+            register(cls)
 
     def __init__(self, config: ModelConfig | None = None, **overrides: Any):
         if config is not None and overrides:
@@ -63,8 +69,8 @@ class Recommender:
         self.item_vocab_: Vocabulary | None = None
         self.seen_: sp.csr_matrix | None = None
         #: wall seconds of the parts of the last fit, e.g. ``tuning_s`` / ``refit_s`` (the run's
-        #: cost breakdown shows them); each model records what it has
-        self.fit_timings_: dict[str, float] = {}
+        #: cost breakdown shows them); each model records what it has (None before a fit)
+        self.fit_timings_: dict[str, float] | None = None
         #: fingerprint of the data the last fit learned from (train ∪ valid), so a composite can
         #: tell whether a kept inner model was fitted on the very inner split it needs
         self.fitted_on_: str | None = None
@@ -73,12 +79,17 @@ class Recommender:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
         return f"{type(self).__name__}({args})"
 
+    def __recommender_tags__(self) -> RecommenderTags:
+        """This model's declared capabilities; override with ``replace(super()...(), field=...)``."""
+        return RecommenderTags()
+
     def with_params(self, **changes: Any) -> Self:
         """An unfitted copy with some config values changed (re-validated)."""
         return type(self)(self.Config.model_validate({**self.config.model_dump(), **changes}))
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train: Interactions, *, valid: Interactions | None = None, **fit_params: Any) -> Self:
+    def fit(self, train: Interactions, *, valid: Interactions | None = None,
+            context: FitContext | None = None) -> Self:
         """Learn from ``train`` (and ``valid``), forgetting any earlier fit.
 
         Args:
@@ -87,26 +98,45 @@ class Recommender:
                 choose settings or stop early, then learns from train ∪ valid
                 (EVAL_PROTOCOL's black-box rule). Without it, a model that tunes
                 carves its own inner validation out of ``train``.
-            **fit_params: Model-specific inputs, e.g. ``segments=`` (int label per
-                dense user) for segment-aware models.
+            context: What else the fit may use (segments, item embeddings, executor,
+                device, already-fitted shared models); see :class:`FitContext`.
 
         Returns:
             self, fitted.
+
+        Raises:
+            SegrecError: No interactions; DataValidationError: a model tagged
+                ``requires_segments`` got no or wrongly shaped ``context.segments``.
         """
         if len(train) == 0:
             raise SegrecError(f"{type(self).__name__}.fit: the training data has no interactions")
-        full = train if valid is None or len(valid) == 0 else train.concat(valid)
+        context = FitContext() if context is None else context
+        self._check_context(train, context)
+        if context.device is not None and "device" in self.Config.model_fields:
+            self.config = self.config.model_copy(update={"device": context.device})
+        valid = None if valid is None or len(valid) == 0 else valid
+        full = train if valid is None else train.concat(valid)
         self.user_vocab_ = None
         self.item_vocab_ = None
         self.fit_timings_ = {}
-        self._fit(train, None if valid is None or len(valid) == 0 else valid, **fit_params)
+        self._fit(train, valid, context)
         self.user_vocab_ = full.user_vocab
         self.item_vocab_ = full.item_vocab
         self.seen_ = full.to_csr()
         self.fitted_on_ = full.fingerprint()
         return self
 
-    def _fit(self, train: Interactions, valid: Interactions | None, **fit_params: Any) -> None:
+    def _check_context(self, train: Interactions, context: FitContext) -> None:
+        if not get_tags(self).requires_segments:
+            return
+        segs = context.segments
+        if segs is None or segs.shape != (train.n_users,):
+            got = "none" if segs is None else f"shape {segs.shape}"
+            raise DataValidationError(
+                f"{type(self).__name__}.fit needs context.segments: an int array of shape (n_users,) = "
+                f"({train.n_users},); got {got}", source="segments", problem="wrong shape")
+
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         raise NotImplementedError
 
     def _score(self, users: np.ndarray) -> np.ndarray:
@@ -123,6 +153,10 @@ class Recommender:
         """
         return None
 
+    def sub_models(self) -> list[Recommender]:
+        """Fitted models this one is made of and saves apart (per-segment models, tiers); none here."""
+        return []
+
     # --------------------------------------------------------------- scoring
     @property
     def n_items(self) -> int:
@@ -134,6 +168,23 @@ class Recommender:
         """Scores of shape (len(users), n_items) for dense user ids (evaluator hook)."""
         check_is_fitted(self)
         return self._score(np.asarray(users, dtype=np.int64))
+
+    def score_one(self, user: int) -> np.ndarray:
+        """Scores (n_items,) of one dense user: the server's single-request path.
+
+        Models override it where one user is much cheaper than a batch row (the
+        item-item models skip scipy's per-call sparse indexing); the numbers are
+        the same as :meth:`score_dense`'s.
+        """
+        check_is_fitted(self)
+        return np.asarray(self._score(np.array([int(user)], dtype=np.int64)), dtype=np.float32)[0]
+
+    def serves_segments(self, segments: np.ndarray) -> np.ndarray:
+        """Bool per segment label: whether this model has what it needs to score users there.
+
+        True everywhere by default; per-segment models are False for segments without a model.
+        """
+        return np.ones(np.shape(segments), dtype=bool)
 
     def _user_index(self, user_ids, *, strict: bool = True) -> np.ndarray:
         idx = self.user_vocab_.index(user_ids)
@@ -159,6 +210,40 @@ class Recommender:
         ok = items >= 0
         out[:, ok] = full[:, items[ok]]
         return out
+
+    def score_histories(self, histories, segments=None) -> np.ndarray:
+        """Scores for users known only by their items (brand-new users), without refitting.
+
+        Args:
+            histories: One sequence of dense item indices per user, oldest first, or a
+                sparse (n, n_items) matrix of item rows; converted to what the model
+                takes (its ``history_input`` tag).
+            segments: Optional segment per user (segment-aware models use it).
+
+        Returns:
+            float32 array of shape (n, n_items); NaN rows for users the model cannot
+            score from items (an empty history, unless it ignores histories).
+
+        Raises:
+            SegrecError: The model has no new-user path, or the inputs do not fit it.
+        """
+        check_is_fitted(self)
+        tags = get_tags(self)
+        if tags.history_input is None:
+            raise SegrecError(f"{type(self).__name__} cannot score new users from their items")
+        n = n_histories(histories)
+        segs = None if segments is None else np.asarray(segments, dtype=np.int64).reshape(-1)
+        if segs is not None and len(segs) != n:
+            raise SegrecError(f"score_histories: {n} histories but {len(segs)} segments")
+        inputs, empty = as_history_input(histories, tags.history_input, self.n_items)
+        scores = np.array(self._score_histories(inputs, segs), dtype=np.float32, copy=True)
+        if tags.needs_history:
+            scores[empty] = np.nan
+        return scores
+
+    def _score_histories(self, histories, segments: np.ndarray | None) -> np.ndarray:
+        """Hook: (n, n_items) scores for histories in the ``history_input`` form."""
+        raise NotImplementedError
 
     def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True) -> Recommendations:
         """Top-k items for one user id or a batch, best first.
@@ -203,32 +288,50 @@ class Recommender:
 
     # ----------------------------------------------------------------- cost
     def n_parameters(self) -> int:
-        """Learned floating-point numbers (float arrays of ``_state()`` and sub-models).
+        """Learned floating-point numbers: float arrays of ``_state()`` plus the sub-models'.
 
-        Override where ``_state()`` holds more than the parameters.
+        Integer arrays (histories, segment labels, sparse indices) are bookkeeping,
+        not parameters. Override where ``_state()`` holds more than the parameters.
         """
         check_is_fitted(self)
-        from ..evaluate.cost import state_parameters
+        own = sum(int(np.asarray(a).size) for a in self._state().values()
+                  if np.issubdtype(np.asarray(a).dtype, np.floating))
+        return own + sum(int(m.n_parameters()) for m in self.sub_models())
 
-        return state_parameters(self)
+    def flops_per_request(self, n_history=None, *, segments=None):
+        """Analytic FLOPs to score and rank the catalogue for one request (issue 5).
 
-    def flops_per_request(self, n_history=None):
-        """Analytic FLOPs to score and rank the catalogue for one user (issue 5).
-
-        The default uses the formula registered for this model's ``name`` in
-        :data:`segrec.evaluate.cost.FLOP_RULES`, else one multiply-add per
-        parameter; override it where the model knows better.
+        Scoring FLOPs come from the model's own :meth:`_score_flops` (one
+        multiply-add per learned number unless it knows better); ranking adds
+        about one operation per item.
 
         Args:
             n_history: History length (scalar or array); None = the mean over fit users.
+            segments: Segment per request, shaped like ``n_history``; models with one
+                sub-model per segment cost each request by its segment's model (NaN
+                where there is none) instead of their mean.
 
         Returns:
             float, or a float array shaped like ``n_history``.
         """
         check_is_fitted(self)
-        from ..evaluate.cost import analytic_flops
+        if n_history is None:
+            lengths = np.diff(self.seen_.indptr).astype(np.float64)
+            h = np.array(lengths.mean() if len(lengths) else 0.0)
+        else:
+            h = np.asarray(n_history, dtype=np.float64)
+        flops = np.asarray(self._score_flops(h, segments), dtype=np.float64) + float(self.n_items)
+        return float(flops) if flops.ndim == 0 else flops
 
-        return analytic_flops(self, n_history)
+    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
+        """Scoring FLOPs for history lengths ``h``: a dense pass touching every learned number once."""
+        return np.full_like(h, 2.0 * self.n_parameters())
+
+    def flops_per_user(self, users: np.ndarray) -> np.ndarray:
+        """Analytic FLOPs of each dense user's request (their own history length)."""
+        check_is_fitted(self)
+        lengths = np.diff(self.seen_.indptr).astype(np.float64)
+        return np.asarray(self.flops_per_request(lengths[np.asarray(users, np.int64)]), np.float64)
 
     # ------------------------------------------------------------ artifacts
     def _state(self) -> dict[str, np.ndarray]:
@@ -242,43 +345,23 @@ class Recommender:
         """JSON-able learned values (e.g. chosen hyperparameters) to save."""
         return {}
 
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted model to directory ``path`` atomically.
-
-        Layout: ``model.json`` (class, config, learned metadata, versions),
-        ``tensors.safetensors``, ``users.parquet`` and ``items.parquet`` (ids).
-        """
-        check_is_fitted(self)
-        with atomic_dir(path) as tmp:
-            self.save_into(tmp)
-        return Path(path)
-
-    def save_into(self, directory: Path) -> None:
-        """Write the model's files into an existing directory (used by bundles)."""
-        from .. import __version__
-
-        tensors = {
-            "seen_indptr": self.seen_.indptr.astype(np.int64),
-            "seen_indices": self.seen_.indices.astype(np.int32),
-            **{f"state.{k}": v for k, v in self._state().items()},
-        }
-        save_tensors(directory / "tensors.safetensors", tensors)
-        write_table(directory / "users.parquet", pd.DataFrame({"id": self.user_vocab_.ids.astype(str)}))
-        write_table(directory / "items.parquet", pd.DataFrame({"id": self.item_vocab_.ids.astype(str)}))
-        write_json(directory / "model.json", {
-            "class": self.name,
-            "config": self.config.model_dump(mode="json"),
-            "meta": self._meta(),
-            "segrec_version": __version__,
-            "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
-        })
-        self._save_extra(directory)
-
     def _save_extra(self, directory: Path) -> None:
         """Write further files (e.g. sub-models in sub-directories); default none."""
 
     def _load_extra(self, directory: Path) -> None:
         """Read what :meth:`_save_extra` wrote; default none."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to directory ``path`` atomically (layout: ``models/_artifact.py``)."""
+        from ._artifact import save_model
+
+        return save_model(self, path)
+
+    def save_into(self, directory: Path) -> None:
+        """Write the model's files into an existing directory (used by bundles and composites)."""
+        from ._artifact import write_model
+
+        write_model(self, Path(directory))
 
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
@@ -287,26 +370,6 @@ class Recommender:
         Called on :class:`Recommender` it dispatches on the saved class name; on a
         subclass it also checks the saved class matches.
         """
-        from . import MODELS
+        from ._artifact import load_model
 
-        path = Path(path)
-        info = read_json(path / "model.json")
-        name = info.get("class")
-        target = MODELS.get(name)
-        if target is None:
-            raise SegrecError(f"{path}: unknown model class {name!r}; known: {sorted(MODELS)}")
-        if cls is not Recommender and target is not cls:
-            raise SegrecError(f"{path}: holds a {name!r} model, not {cls.name!r}")
-        model = target(config=target.Config.model_validate(info["config"]))
-        tensors = load_tensors(path / "tensors.safetensors")
-        model.user_vocab_ = Vocabulary(read_table(path / "users.parquet")["id"].astype(str).to_numpy())
-        model.item_vocab_ = Vocabulary(read_table(path / "items.parquet")["id"].astype(str).to_numpy())
-        indices = tensors["seen_indices"]
-        model.seen_ = sp.csr_matrix(
-            (np.ones(len(indices), np.float32), indices, tensors["seen_indptr"]),
-            shape=(len(model.user_vocab_), len(model.item_vocab_)),
-        )
-        state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
-        model._set_state(state, info.get("meta", {}))
-        model._load_extra(path)
-        return model
+        return load_model(path, None if cls is Recommender else cls)

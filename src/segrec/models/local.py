@@ -15,6 +15,7 @@ longer hold K full n_items^2 matrices).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from ..distributed.executor import Executor, LocalExecutor, TaskFailure, raise_if_all_failed
+from ..distributed.executor import LocalExecutor, TaskFailure, raise_if_all_failed
 from ..errors import SegrecError
 from ..types import Interactions, Vocabulary
-from .base import ModelConfig, Recommender
+from .base import ModelConfig, Recommender, registered_models
+from .context import FitContext
+from .tags import RecommenderTags
 
 __all__ = ["ItemSubsetRecommender", "PerSegmentRecommender"]
 
@@ -72,20 +75,21 @@ class PerSegmentRecommender(Recommender):
 
     Config = PerSegmentConfig
     name = "per_segment"
-    segment_aware = True
-    #: ``fit`` takes ``executor=`` (per-segment fits as independent tasks)
-    uses_executor = True
+
+    def __init__(self, config: PerSegmentConfig | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self.segments_: np.ndarray | None = None
+        self.models_: dict[int, Recommender] | None = None
+
+    def __recommender_tags__(self) -> RecommenderTags:
+        """Needs the segments; new users are scored by their segment's model from item rows."""
+        return replace(super().__recommender_tags__(), requires_segments=True)
 
     def _make_base(self) -> Recommender:
         return _build_base(self.config)
 
-    def _fit(self, train: Interactions, valid: Interactions | None, *, segments=None,
-             executor: Executor | None = None, **_: Any) -> None:
-        if segments is None:
-            raise SegrecError("PerSegmentRecommender.fit needs segments= (one label per dense user)")
-        labels = np.asarray(segments, dtype=np.int64)
-        if labels.shape != (train.n_users,):
-            raise SegrecError(f"segments must have one label per user ({train.n_users}); got {labels.shape}")
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
+        labels = np.array(context.segments, dtype=np.int64)
         _build_base(self.config)  # a bad base/base_params is a config error: fail now, not per segment
         self.segments_ = labels
         self.models_: dict[int, Recommender] = {}
@@ -93,7 +97,7 @@ class PerSegmentRecommender(Recommender):
         active = train.user_counts() > 0
         todo = [int(s) for s in np.unique(labels[labels >= 0])
                 if ((labels == s) & active).sum() >= self.config.min_segment_users]
-        executor = executor or LocalExecutor()
+        executor = context.executor or LocalExecutor()
         # the data goes to the executor once (Ray: one ray.put); each task cuts its segment out
         results = executor.map(fit_segment_model, todo, shared=(self.config, train, valid, labels),
                                labels=[f"{self.name} segment {s}" for s in todo], on_error="return")
@@ -113,6 +117,48 @@ class PerSegmentRecommender(Recommender):
             rows = np.flatnonzero(seg == s)
             if len(rows):
                 out[rows] = model._score(users[rows])
+        return out
+
+    def sub_models(self) -> list[Recommender]:
+        """The per-segment models."""
+        return list(self.models_.values())
+
+    def serves_segments(self, segments: np.ndarray) -> np.ndarray:
+        """True for segments that have a model."""
+        return np.isin(np.asarray(segments, np.int64), list(self.models_))
+
+    def score_one(self, user: int) -> np.ndarray:
+        """One user's scores from their segment's model (its fast path), NaN without one."""
+        sub = self.models_.get(int(self.segments_[int(user)]))
+        if sub is None:
+            return np.full(len(self.item_vocab_), np.nan, dtype=np.float32)
+        return sub.score_one(user)
+
+    def _score_histories(self, rows, segments: np.ndarray | None) -> np.ndarray:
+        # each user through their segment's model; no segment or no model: a NaN row
+        n = rows.shape[0]
+        out = np.full((n, len(self.item_vocab_)), np.nan, dtype=np.float32)
+        segs = np.full(n, -1, np.int64) if segments is None else segments
+        for s in np.unique(segs):
+            sub = self.models_.get(int(s))
+            if sub is not None:
+                pick = np.flatnonzero(segs == s)
+                out[pick] = sub.score_histories(rows[pick], segs[pick])
+        return out
+
+    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
+        subs = self.models_
+        if segments is None:
+            # a request is served by one segment's model; they share the catalogue: their mean
+            if not subs:
+                return np.zeros_like(h)
+            return np.mean([m.flops_per_request(h) - m.n_items for m in subs.values()], axis=0)
+        segs = np.broadcast_to(np.asarray(segments, np.int64), h.shape)
+        out = np.full(h.shape, np.nan)
+        for s in np.unique(segs):
+            if int(s) in subs:
+                pick = segs == s
+                out[pick] = subs[int(s)]._score_flops(h[pick], None)
         return out
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -141,13 +187,11 @@ class PerSegmentRecommender(Recommender):
 
 
 def _build_base(config: PerSegmentConfig) -> Recommender:
-    from . import MODELS
-
-    cls = MODELS.get(config.base)
-    if cls is None:
+    known = registered_models()
+    if config.base not in known:
         raise SegrecError(f"PerSegmentRecommender: unknown base model {config.base!r}; "
-                          f"known: {sorted(MODELS)}")
-    return cls(**config.base_params)
+                          f"known: {sorted(known)}")
+    return known[config.base](**config.base_params)
 
 
 def fit_segment_model(shared: tuple, segment: int) -> Recommender:
@@ -210,15 +254,17 @@ class ItemSubsetRecommender(Recommender):
     Config = ItemSubsetConfig
     name = "item_subset"
 
-    def _make_inner(self) -> Recommender:
-        from . import MODELS
+    def __recommender_tags__(self) -> RecommenderTags:
+        """New users are scored from item rows like the base; popularity needs no history."""
+        return replace(super().__recommender_tags__(), needs_history=self.config.base != "popularity")
 
+    def _make_inner(self) -> Recommender:
         if self.config.base not in RESTRICTABLE:
             raise SegrecError(f"ItemSubsetRecommender: base {self.config.base!r} cannot be restricted to "
                               f"touched items exactly; use one of {sorted(RESTRICTABLE)}")
-        return MODELS[self.config.base](**self.config.base_params)
+        return registered_models()[self.config.base](**self.config.base_params)
 
-    def _fit(self, train: Interactions, valid: Interactions | None, **_: Any) -> None:
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         inner = self._make_inner()
         parts = [train] if valid is None else [train, valid]
         every = np.concatenate([p.items for p in parts])
@@ -261,37 +307,56 @@ class ItemSubsetRecommender(Recommender):
                              shape=(rows.shape[0], len(self.item_index_)))
 
     def _score(self, users: np.ndarray) -> np.ndarray:
-        return self.score_histories(self.seen_[users])
+        return self._score_histories(self.seen_[users], None)
 
-    def score_histories(self, rows) -> np.ndarray:
-        """Scores (n, n_items) for sparse catalogue rows; items outside the sub-catalogue score 0."""
-        local = self.inner_.score_histories(self._local_rows(rows))
+    def _score_histories(self, rows, segments) -> np.ndarray:
+        # (n, n_items) for sparse catalogue rows; items outside the sub-catalogue score 0
+        local = self.inner_._score_histories(self._local_rows(rows), None)
         out = np.zeros((local.shape[0], len(self.item_vocab_)), np.float32)
         out[:, self.item_index_] = local
         return out
 
-    def flops_per_request(self, n_history=None):
-        """The base's FLOPs on the sub-catalogue, ranked over the whole catalogue."""
-        from ..evaluate.cost import _h
+    def score_one(self, user: int) -> np.ndarray:
+        """The base's single-user path on the sub-catalogue (same users), mapped back."""
+        out = np.zeros(len(self.item_vocab_), np.float32)
+        out[self.item_index_] = self.inner_.score_one(user)
+        return out
 
-        h = _h(self, n_history)
-        return self.inner_.flops_per_request(h) + float(len(self.item_vocab_) - len(self.item_index_))
+    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
+        # the base's scoring on the sub-catalogue; ranking over the whole one is added by the caller
+        return self.inner_._score_flops(h, None)
+
+    def sub_models(self) -> list[Recommender]:
+        """The base model over the sub-catalogue (saved in ``inner/``)."""
+        return [self.inner_]
 
     # -------------------------------------------------------------- artifacts
     def _state(self) -> dict[str, np.ndarray]:
-        return {"item_index": self.item_index_,
-                **{f"inner.{k}": v for k, v in self.inner_._state().items()}}
+        return {"item_index": self.item_index_}
 
     def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.item_index_ = np.asarray(tensors["item_index"], np.int64)
-        inner = self._make_inner()
-        inner.user_vocab_ = self.user_vocab_
-        inner.item_vocab_ = Vocabulary(self.item_vocab_.ids[self.item_index_])
-        inner.seen_ = self._local_rows(self.seen_)
-        inner._set_state({k[len("inner."):]: v for k, v in tensors.items() if k.startswith("inner.")},
-                         meta.get("inner", {}))
-        self.inner_ = inner
+        from ._checks import check_array
+
+        index = check_array("item_subset", "state.item_index", tensors.get("item_index"), kind="iu",
+                            ndim=1, low=0, high=max(len(self.item_vocab_), 1))
+        if (np.diff(index) <= 0).any():
+            raise SegrecError("item_subset: tensor 'state.item_index' is not strictly increasing; "
+                              "the artifact is corrupt")
+        self.item_index_ = index.astype(np.int64)
         self.items_dropped_ = int(meta.get("items_dropped", 0))
 
     def _meta(self) -> dict[str, Any]:
-        return {"inner": self.inner_._meta(), "items_dropped": getattr(self, "items_dropped_", 0)}
+        return {"items_dropped": getattr(self, "items_dropped_", 0)}
+
+    def _save_extra(self, directory: Path) -> None:
+        (directory / "inner").mkdir()
+        self.inner_.save_into(directory / "inner")
+
+    def _load_extra(self, directory: Path) -> None:
+        inner = Recommender.load(directory / "inner")
+        if inner.name != self.config.base or inner.n_items != len(self.item_index_) or \
+                len(inner.user_vocab_) != len(self.user_vocab_):
+            raise SegrecError(f"{directory / 'inner'}: holds a {inner.name} over {inner.n_items} items, "
+                              f"expected {self.config.base} over {len(self.item_index_)}; the artifact "
+                              "is corrupt")
+        self.inner_ = inner

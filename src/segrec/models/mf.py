@@ -28,6 +28,7 @@ from pydantic import Field
 from ..errors import ModelFitError, require
 from ..types import Interactions
 from .base import ModelConfig, Recommender
+from .context import FitContext
 from .tuning import grid_search
 
 __all__ = ["ALSConfig", "ALSRecommender", "als_update"]
@@ -90,7 +91,7 @@ class ALSRecommender(Recommender):
     Config = ALSConfig
     name = "als"
 
-    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         cfg = self.config
         grid: dict[str, tuple] = {}
         if cfg.embedding_size is None:
@@ -158,24 +159,20 @@ class ALSRecommender(Recommender):
     def _score(self, users: np.ndarray) -> np.ndarray:
         return self.user_factors_[users] @ self.item_factors_.T
 
-    def score_histories(self, rows: sp.csr_matrix) -> np.ndarray:
-        """Scores of shape (n, n_items) for users given only their items (fold-in).
-
-        Each row's factors are the exact least-squares solution against the
-        learned item factors, as one more user half-step would compute them, so a
-        brand-new user is served without refitting.
-
-        Args:
-            rows: sparse (n, n_items) interactions, e.g. a new user's recent items.
-
-        Returns:
-            float32 array of shape (n, n_items).
-        """
+    def _score_histories(self, rows: sp.csr_matrix, segments) -> np.ndarray:
+        # fold-in: each row's factors are the exact least-squares solution against the
+        # learned item factors, as one more user half-step would compute them, so a
+        # brand-new user is served without refitting
         rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)  # never write into the caller's matrix
         rows.sum_duplicates()
         rows.data[:] = self.config.alpha  # same confidences as in fit (binary x alpha)
         x = fold_in(rows, self.item_factors_, self.reg_)
         return x @ self.item_factors_.T
+
+    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
+        # one (d,) x (d, n_items) product; the user's factors are a lookup
+        n, d = self.item_factors_.shape
+        return np.full_like(h, 2.0 * n * d)
 
     # ---------------------------------------------------------------- artifacts
     def _state(self) -> dict[str, np.ndarray]:

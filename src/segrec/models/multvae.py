@@ -27,6 +27,7 @@ from ..errors import ModelFitError
 from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
 from .base import ModelConfig, Recommender
+from .context import FitContext
 from .tuning import inner_sets, scored_users
 
 __all__ = ["MultVAEConfig", "MultVAENet", "MultVAERecommender"]
@@ -176,7 +177,7 @@ class MultVAERecommender(Recommender):
     Config = MultVAEConfig
     name = "multvae"
 
-    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         cfg = self.config
         start = time.perf_counter()
         inner_train, inner_valid = inner_sets(train, valid)
@@ -266,17 +267,10 @@ class MultVAERecommender(Recommender):
 
     # ------------------------------------------------------------------ scoring
     def _score(self, users: np.ndarray) -> np.ndarray:
-        return self.score_histories(self.train_csr_[users])
+        return self._score_histories(self.train_csr_[users], None)
 
-    def score_histories(self, rows: sp.csr_matrix) -> np.ndarray:
-        """Scores (logits) of shape (n, n_items) for binary item rows, e.g. a new user's items.
-
-        Args:
-            rows: sparse (n, n_items) interactions.
-
-        Returns:
-            float32 array of shape (n, n_items).
-        """
+    def _score_histories(self, rows: sp.csr_matrix, segments) -> np.ndarray:
+        # logits (n, n_items) for item rows, e.g. a new user's items
         rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)  # never write into the caller's matrix
         rows.sum_duplicates()
         rows.data[:] = 1.0  # binary, as in training

@@ -1,7 +1,7 @@
 """The global "large" model: a SASRec-style Transformer trained with full-softmax cross-entropy.
 
 A user is their time-ordered history, so the model is inductive: new users are
-scored from their items (:meth:`TransformerRecommender.score_histories`) without
+scored from their items (``score_histories``) without
 refitting. The network lives in ``_seqnet.py`` (nanoGPT style), the data windows in
 ``_seqdata.py`` and the loop in ``_seqtrain.py``; this file is the Recommender.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -25,6 +25,8 @@ from ._seqdata import Histories, make_windows
 from ._seqnet import SeqNet, SeqNetConfig
 from ._seqtrain import LoopSettings, mask_seen, multi_target_ce, run_loop, score_rows, seeded
 from .base import ModelConfig, Recommender, check_is_fitted
+from .context import FitContext
+from .tags import RecommenderTags
 from .tuning import inner_sets
 
 __all__ = ["TransformerConfig", "TransformerRecommender"]
@@ -112,15 +114,17 @@ class TransformerRecommender(Recommender):
         fit_seconds_: Wall time of fit.
 
     Example:
-        >>> from segrec.testing_helpers import cyclic_interactions  # doctest: +SKIP
-        >>> model = TransformerRecommender(embedding_size=16, epochs=5).fit(train)  # doctest: +SKIP
+        >>> from segrec.testing import planted_split
+        >>> split = planted_split()
+        >>> model = TransformerRecommender(embedding_size=16, n_heads=1, max_len=8, epochs=2,
+        ...                                n_threads=1).fit(split.train, valid=split.valid)
+        >>> model.score_histories([[0, 1, 2]]).shape
+        (1, 23)
     """
 
     Config = TransformerConfig
     name = "transformer"
     config: TransformerConfig
-    #: can train data-parallel (Ray Train, ``segrec.distributed``) through ``data_parallel_hook``
-    supports_data_parallel = True
 
     def __init__(self, config: TransformerConfig | None = None, **overrides: Any):
         super().__init__(config, **overrides)
@@ -133,38 +137,12 @@ class TransformerRecommender(Recommender):
                 f"divisible by n_heads={self.config.n_heads}", key="embedding_size")
         self._item_init: np.ndarray | None = None
 
+    def __recommender_tags__(self) -> RecommenderTags:
+        """Sequential input; trains data-parallel; reads item embeddings with ``item_init="text"``."""
+        return replace(super().__recommender_tags__(), history_input="sequence", data_parallel=True,
+                       uses_item_embeddings=self.config.item_init == "text")
+
     # ------------------------------------------------------------------ fit
-    def set_item_init(self, item_embeddings: np.ndarray | None) -> TransformerRecommender:
-        """Give item embeddings (e.g. text features) to start from when ``item_init="text"``.
-
-        Args:
-            item_embeddings: float array of shape (n_items, any width) in dense item order,
-                or None to clear. Projected to ``embedding_size`` by PCA at fit time.
-
-        Returns:
-            self.
-        """
-        self._item_init = None if item_embeddings is None else np.asarray(item_embeddings, np.float32)
-        return self
-
-    def fit(
-        self, train: Interactions, *, valid: Interactions | None = None,
-        item_embeddings: np.ndarray | None = None,
-    ) -> TransformerRecommender:
-        """Learn from ``train`` (and ``valid``); see :meth:`Recommender.fit`.
-
-        Args:
-            train: Fit interactions, in canonical (user, time) order.
-            valid: Optional held-out tail used for early stopping, then merged in.
-            item_embeddings: Optional (n_items, any) array, same as :meth:`set_item_init`.
-
-        Returns:
-            self, fitted.
-        """
-        if item_embeddings is not None:
-            self.set_item_init(item_embeddings)
-        return super().fit(train, valid=valid)
-
     def _net_config(self, n_items: int) -> SeqNetConfig:
         c = self.config
         return SeqNetConfig(n_items=n_items, max_len=c.max_len, embedding_size=c.embedding_size,
@@ -182,8 +160,8 @@ class TransformerRecommender(Recommender):
         net = SeqNet(self._net_config(n_items))
         if self.config.item_init == "text":
             if self._item_init is None:
-                raise ConfigError("TransformerRecommender: item_init='text' needs item_embeddings "
-                                  "(pass them to fit or set_item_init)", key="item_init")
+                raise ConfigError("TransformerRecommender: item_init='text' needs item embeddings "
+                                  "(fit(..., context=FitContext(item_embeddings=...)))", key="item_init")
             if self._item_init.shape[0] != n_items:
                 raise ConfigError(f"item_embeddings has {self._item_init.shape[0]} rows; expected "
                                   f"n_items={n_items} (dense item order)", key="item_init")
@@ -230,8 +208,10 @@ class TransformerRecommender(Recommender):
             net.eval()
         return net, result
 
-    def _fit(self, train: Interactions, valid: Interactions | None) -> None:
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         c = self.config
+        self._item_init = (None if context.item_embeddings is None
+                           else np.asarray(context.item_embeddings, np.float32))
         start = time.perf_counter()
         full = train if valid is None else train.concat(valid)
         self.inner_params_ = None
@@ -291,25 +271,13 @@ class TransformerRecommender(Recommender):
         with seeded(c.random_state, c.n_threads):
             return _score_net(self.net_, hist, rows, c.device)
 
-    def score_histories(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """Scores for new users given as item-index histories (oldest first).
-
-        Args:
-            histories: One sequence of dense item indices per user (e.g. from
-                ``item_vocab_.index(ids)``); only the last ``max_len`` are used.
-
-        Returns:
-            float32 array of shape (n, n_items); rows of empty histories are NaN
-            (nothing to condition on: fall back to another model).
-        """
-        check_is_fitted(self)
-        hist = Histories.from_lists(histories)
-        bad = (hist.items < 0) | (hist.items >= self.n_items)
-        if bad.any():
-            raise ConfigError(f"score_histories: item indices must be in [0, {self.n_items}); "
-                              f"got {hist.items[bad][:5].tolist()}")
-        hist = hist.tail(self.config.max_len)
+    def _score_histories(self, histories: list[list[int]], segments) -> np.ndarray:
+        # new users as item-index sequences (oldest first); only the last max_len are used
+        hist = Histories.from_lists(histories).tail(self.config.max_len)
         return self._score_hist(hist, np.arange(len(hist)))
+
+    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
+        return net_flops(self.net_.config, h, self.n_items)
 
     @property
     def n_params_(self) -> int:
@@ -369,6 +337,21 @@ def _score_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> n
         return net.logits(hidden[torch.arange(len(last), device=hidden.device), last])  # (b, n_items)
 
     return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=device)
+
+
+def net_flops(cfg: SeqNetConfig, h: np.ndarray, n_items: int) -> np.ndarray:
+    """FLOPs of one SeqNet forward over the last ``min(h, max_len)`` items + logits.
+
+    Per layer and position: q/k/v and output projections (4 d^2) and the MLP
+    (2 * ffn_mult * d^2), each a multiply-add (x2); attention scores and the
+    weighted sum cost 2 * L * d each per position. Only the last position's
+    hidden state is dotted with the item table (d * n_items).
+    """
+    d = float(cfg.embedding_size)
+    length = np.minimum(h, float(cfg.max_len))
+    ffn = float(cfg.ffn_mult)
+    per_layer = 2.0 * length * (4.0 + 2.0 * ffn) * d * d + 4.0 * length * length * d
+    return cfg.n_layers * per_layer + 2.0 * d * n_items
 
 
 def project_embeddings(x: np.ndarray, d: int, std: float = 0.02) -> np.ndarray:

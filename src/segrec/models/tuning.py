@@ -19,6 +19,7 @@ import numpy as np
 from ..evaluate.ranking import quick_ndcg
 from ..split import holdout_split
 from ..types import Interactions
+from .context import FitContext
 
 __all__ = ["MAX_SCORED_USERS", "inner_sets", "grid_search", "scored_users"]
 
@@ -82,7 +83,7 @@ def grid_search(
     for values in itertools.product(*(grid[n] for n in names)):
         params = dict(zip(names, values, strict=True))
         candidate = model.with_params(**params)
-        candidate._fit(inner_train, None)
+        candidate._fit(inner_train, None, FitContext())
         score = quick_ndcg(candidate._score, train_csr, valid_csr, k=10, users=users)
         table.append({**params, "ndcg@10": score})
         log.info("%s %s: inner-valid NDCG@10 %.4f", type(model).__name__, params, score)

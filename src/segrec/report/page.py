@@ -10,127 +10,19 @@ dashboard inserts its navigation bar.
 
 from __future__ import annotations
 
-import base64
 import logging
-import math
-from collections.abc import Callable
 from html import escape
 from typing import Any
 
-from ..errors import MissingDependencyError, SegrecError
+from ..errors import SegrecError
 from . import plots
+from ._html import CSS, NAV_MARKER, _big, _f, _figure, _swatch, _table
 from .collect import METRIC, PAYLOAD_VERSION
 
 __all__ = ["NAV_MARKER", "render_report"]
 
 log = logging.getLogger(__name__)
 
-#: replaced by the HTTP dashboard with its navigation bar
-NAV_MARKER = "<!--segrec:nav-->"
-
-CSS = """
-:root { --fg:#1d2430; --muted:#5b6577; --line:#dde2ea; --bg:#f6f7f9; --card:#fff; --accent:#0072B2; }
-* { box-sizing: border-box; }
-body { margin:0; font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--fg);
-       background:var(--bg); }
-header.top { background:#17324d; color:#fff; padding:18px 28px; }
-header.top h1 { margin:0 0 4px; font-size:22px; }
-header.top .sub { color:#c8d6e5; font-size:13px; }
-nav.toc { padding:8px 28px; background:#fff; border-bottom:1px solid var(--line); position:sticky; top:0;
-          z-index:2; }
-nav.toc a { margin-right:14px; color:var(--accent); text-decoration:none; font-size:13px; }
-nav.app { background:#0d2236; padding:8px 28px; }
-nav.app a { color:#fff; margin-right:18px; text-decoration:none; font-weight:600; }
-nav.app a.active { text-decoration:underline; }
-main { padding:8px 28px 40px; max-width:1280px; }
-section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:14px 18px;
-          margin:16px 0; }
-section h2 { margin:0 0 8px; font-size:17px; }
-p.note, .muted { color:var(--muted); font-size:12.5px; }
-table.data { border-collapse:collapse; margin:8px 0; font-size:13px; }
-table.data th, table.data td { border-bottom:1px solid var(--line); padding:4px 10px; text-align:left;
-                               vertical-align:top; }
-table.data th { background:#eef1f5; font-weight:600; }
-table.data td.num, table.data th.num { text-align:right; font-variant-numeric:tabular-nums;
-                                       white-space:nowrap; }
-table.data tr.best td { background:#eaf4ea; }
-table.data td:first-child { white-space:nowrap; }
-.swatch { display:inline-block; width:11px; height:11px; border-radius:2px; margin-right:6px;
-          vertical-align:-1px; }
-.bar { display:inline-block; height:8px; background:var(--accent); border-radius:2px; margin-left:6px;
-       vertical-align:0; opacity:.55; }
-figure { margin:10px 0; }
-figure img.plot { max-width:100%; height:auto; border:1px solid var(--line); border-radius:4px;
-                  background:#fff; }
-figcaption { color:var(--muted); font-size:12.5px; margin-top:4px; }
-dl.kv { display:grid; grid-template-columns:max-content 1fr; gap:3px 18px; margin:4px 0; }
-dl.kv dt { color:var(--muted); } dl.kv dd { margin:0; }
-.tier { display:inline-block; padding:1px 7px; border-radius:10px; background:#e7eef7; font-size:12px; }
-.pos { color:#0a7a32; } .neg { color:#b3261e; }
-"""
-
-
-def _f(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return escape(str(v))
-
-
-def _big(v: Any) -> str:
-    """Large counts readably: 1.2e9 -> 1.2 G."""
-    if v is None:
-        return "–"
-    v = float(v)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return f"{v:.3g}"
-
-
-def _table(
-    headers: list[str],
-    rows: list[list[str]],
-    *,
-    table_id: str | None = None,
-    numeric: set[int] | None = None,
-    classes: list[str] | None = None,
-) -> str:
-    numeric = numeric or set()
-    tid = f' id="{table_id}"' if table_id else ""
-    head = "".join(f"<th{' class=num' if i in numeric else ''}>{h}</th>" for i, h in enumerate(headers))
-    body = []
-    for r, row in enumerate(rows):
-        cls = f' class="{classes[r]}"' if classes and classes[r] else ""
-        cells = "".join(f"<td{' class=num' if i in numeric else ''}>{c}</td>" for i, c in enumerate(row))
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f'<table class="data"{tid}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-def _figure(name: str, draw: Callable[[], str], caption: str, alt: str) -> str:
-    """One embedded figure, or a note saying why it is missing (the page never fails on a plot)."""
-    try:
-        svg = draw()
-    except MissingDependencyError as exc:
-        return f'<p class="note" data-missing-plot="{name}">Plot not drawn: {escape(str(exc))}</p>'
-    except Exception as exc:
-        log.warning("report: figure %s failed: %s", name, exc)
-        return f'<p class="note" data-missing-plot="{name}">Plot not drawn: {escape(str(exc))}</p>'
-    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    return (
-        f'<figure><img class="plot" data-plot="{name}" alt="{escape(alt)}" '
-        f'src="data:image/svg+xml;base64,{data}"><figcaption>{caption}</figcaption></figure>'
-    )
-
-
-def _swatch(segment: int) -> str:
-    return f'<span class="swatch" style="background:{plots.segment_color(segment)}"></span>'
-
-
-# ------------------------------------------------------------------ sections
 def _summary(p: dict[str, Any]) -> str:
     d, meta = p["dataset"], p["meta"]
     items = [
@@ -231,21 +123,6 @@ def _accuracy(p: dict[str, Any]) -> str:
             '<section id="accuracy"><h2>Accuracy</h2><p class="note">Nothing was evaluated '
             "(run with no held-out split).</p></section>"
         )
-    cols = [
-        c
-        for c in ("ndcg@10", "recall@10", "hit_rate@10", "mrr@10", "ndcg@20", "recall@20", "coverage@10")
-        if c in overall[0]
-    ]
-    ordered = sorted(overall, key=lambda r: -(r.get(METRIC) or 0))
-    best = ordered[0]["system"]
-    rows = [[escape(r["system"]), *[_f(r.get(c)) for c in cols], _f(r.get("fit_s"), 2)] for r in ordered]
-    table = _table(
-        ["system", *cols, "fit s"],
-        rows,
-        table_id="overall",
-        numeric=set(range(1, len(cols) + 2)),
-        classes=["best" if r["system"] == best else "" for r in ordered],
-    )
     nbs = p["ndcg_by_segment"]
     fig = _figure(
         "ndcg",
@@ -254,6 +131,47 @@ def _accuracy(p: dict[str, Any]) -> str:
         f"bootstrap CIs of the mean over the segment's users ({nbs['n_boot']} resamples).",
         "per-segment NDCG@10 bars with confidence intervals",
     )
+    comps = _comparisons(p.get("comparisons") or {}) + _adaptation(p.get("adaptation") or [])
+    return (
+        f'<section id="accuracy"><h2>Accuracy (test, full ranking)</h2>{_overall(overall)}'
+        f"{_single_tier_note(p)}{fig}"
+        f"<h3>{escape(nbs['metric'])} per segment, 95% CI</h3>{_by_segment(nbs)}{comps}</section>"
+    )
+
+
+def _single_tier_note(p: dict[str, Any]) -> str:
+    """Say so when the routed system sends every segment to one tier: its rows then repeat that tier's."""
+    routing = (p.get("routing") or {}).get("routing") or {}
+    tiers = set(routing.values())
+    if len(routing) < 1 or len(tiers) != 1:
+        return ""
+    tier = escape(str(next(iter(tiers))))
+    return (f'<p class="note" id="single-tier">The routing sent every segment to the <b>{tier}</b> tier, so '
+            f"<b>segmented</b> serves exactly what that tier serves: its rows here and below repeat that "
+            "system's numbers; it is not a second result.</p>")
+
+
+def _overall(overall: list[dict[str, Any]]) -> str:
+    """The overall table, best system first and marked."""
+    cols = [
+        c
+        for c in ("ndcg@10", "recall@10", "hit_rate@10", "mrr@10", "ndcg@20", "recall@20", "coverage@10")
+        if c in overall[0]
+    ]
+    ordered = sorted(overall, key=lambda r: -(r.get(METRIC) or 0))
+    best = ordered[0]["system"]
+    rows = [[escape(r["system"]), *[_f(r.get(c)) for c in cols], _f(r.get("fit_s"), 2)] for r in ordered]
+    return _table(
+        ["system", *cols, "fit s"],
+        rows,
+        table_id="overall",
+        numeric=set(range(1, len(cols) + 2)),
+        classes=["best" if r["system"] == best else "" for r in ordered],
+    )
+
+
+def _by_segment(nbs: dict[str, Any]) -> str:
+    """Per-segment NDCG@10 with its CI for every system."""
     systems = list(dict.fromkeys(r["system"] for r in nbs["rows"]))
     groups = sorted({r["group"] for r in nbs["rows"] if r["group"] != "all"})
     cell = {(r["system"], r["group"]): r for r in nbs["rows"]}
@@ -269,11 +187,14 @@ def _accuracy(p: dict[str, Any]) -> str:
     users = next((r for r in nbs["rows"] if r["group"] == "all"), {}).get("users")
     seg_users = {r["group"]: r["users"] for r in nbs["rows"]}
     heads = [f"overall ({_f(users)})", *[f"{_swatch(g)}segment {g} ({_f(seg_users.get(g))})" for g in groups]]
-    by_seg = _table(
-        ["system", *heads], rows, table_id="ndcg-by-segment", numeric=set(range(1, len(groups) + 2))
-    )
+    numeric = set(range(1, len(groups) + 2))
+    return _table(["system", *heads], rows, table_id="ndcg-by-segment", numeric=numeric)
+
+
+def _comparisons(comparisons: dict[str, list[dict[str, Any]]]) -> str:
+    """The paired-bootstrap difference tables, CIs above zero green and below red."""
     comps = ""
-    for name, recs in (p.get("comparisons") or {}).items():
+    for name, recs in comparisons.items():
         crow = []
         for r in recs:
             lo, hi = r.get("lo"), r.get("hi")
@@ -297,33 +218,34 @@ def _accuracy(p: dict[str, Any]) -> str:
             '<h3>Paired differences</h3><p class="note">Paired bootstrap over users; green: the CI is '
             "above zero, red: below.</p>" + comps
         )
-    adapt = p.get("adaptation") or []
-    if adapt:
-        arow = [
-            [
-                f"{_swatch(r['segment'])}segment {r['segment']}",
-                _f(r.get("users")),
-                _f(r.get("valid_ndcg_global")),
-                _f(r.get("valid_ndcg_adapted")),
-                _f(r.get("best_epoch")),
-                "yes" if r.get("adapted") else "no: θ_shared kept",
-            ]
-            for r in adapt
+    return comps
+
+
+def _adaptation(adapt: list[dict[str, Any]]) -> str:
+    """Each segment adapter's validation NDCG against the shared model's (empty without adapters)."""
+    if not adapt:
+        return ""
+    arow = [
+        [
+            f"{_swatch(r['segment'])}segment {r['segment']}",
+            _f(r.get("users")),
+            _f(r.get("valid_ndcg_global")),
+            _f(r.get("valid_ndcg_adapted")),
+            _f(r.get("best_epoch")),
+            "yes" if r.get("adapted") else "no: θ_shared kept",
         ]
-        comps += (
-            "<h3>Segment adapters on validation</h3><p class=\"note\">Each segment's θ_k is trained on "
-            "the inner train part and kept only if an epoch beats the shared model's validation "
-            "NDCG@10 (epoch 0 = no adapter).</p>"
-            + _table(
-                ["segment", "users", "valid NDCG@10 θ_shared", "valid NDCG@10 adapted", "epochs", "adapted"],
-                arow,
-                table_id="adaptation",
-                numeric={1, 2, 3, 4},
-            )
-        )
+        for r in adapt
+    ]
     return (
-        f'<section id="accuracy"><h2>Accuracy (test, full ranking)</h2>{table}{fig}'
-        f"<h3>{escape(nbs['metric'])} per segment, 95% CI</h3>{by_seg}{comps}</section>"
+        "<h3>Segment adapters on validation</h3><p class=\"note\">Each segment's θ_k is trained on "
+        "the inner train part and kept only if an epoch beats the shared model's validation "
+        "NDCG@10 (epoch 0 = no adapter).</p>"
+        + _table(
+            ["segment", "users", "valid NDCG@10 θ_shared", "valid NDCG@10 adapted", "epochs", "adapted"],
+            arow,
+            table_id="adaptation",
+            numeric={1, 2, 3, 4},
+        )
     )
 
 

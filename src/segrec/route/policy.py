@@ -28,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ConfigError
 
 __all__ = [
+    "RoutingPolicy",
     "RulesConfig",
+    "best_tier_cost",
     "choose_accuracy",
     "choose_budget",
     "choose_rules",
@@ -226,3 +228,74 @@ def segment_activity(segments: np.ndarray, lengths: np.ndarray) -> pd.DataFrame:
         rows.append({"segment": int(s), "users": int(m.sum()), "median_history": float(np.median(lengths[m])),
                      "q1": float(q1), "q2": float(q2)})
     return pd.DataFrame(rows, columns=["segment", "users", "median_history", "q1", "q2"])
+
+
+class RoutingPolicy(BaseModel):
+    """How a composite routes its segments (issue 5), as one frozen value.
+
+    ``choose`` reads the per-(segment, tier) validation table (with costs) and
+    returns segment -> tier; the table never comes from test data.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["accuracy", "budget", "rules"] = "accuracy"
+    """The best tier per segment on validation NDCG@10; the best routing within a FLOPs budget;
+    or value-tier rules."""
+    min_gain: float = Field(0.0, ge=0.0)
+    """A tier must beat the default tier by more than this validation NDCG@10 to be routed to."""
+    default_tier: str = "global"
+    """Tier kept for a segment when no other tier beats it (and for unsegmented users)."""
+    budget_flops: float | None = Field(None, ge=0)
+    """``budget``: most mean FLOPs per request (absolute)."""
+    budget_fraction: float | None = Field(None, ge=0)
+    """``budget``: budget as a share of the mean FLOPs of the tier with the best overall
+    validation NDCG@10 (e.g. 0.3); used when ``budget_flops`` is None."""
+    rules: RulesConfig = RulesConfig()
+    """``rules``: activity level -> tier, per-segment overrides, new-user tier."""
+
+    def choose(self, table: pd.DataFrame | None, segments: np.ndarray, lengths: np.ndarray,
+               available: set[str]) -> dict[int, str]:
+        """Segment -> tier by this policy.
+
+        Args:
+            table: Validation rows ``segment, tier, users, ndcg@10[, flops]``; None when
+                the composite was given a fixed routing (then only ``rules`` works).
+            segments: Segment per dense fit user.
+            lengths: Fit-history length per dense user.
+            available: Fitted tier names.
+        """
+        if self.kind == "rules":
+            return choose_rules(segment_activity(segments, np.asarray(lengths, np.float64)), self.rules,
+                                available=available, default=self.default_tier)
+        if table is None:
+            raise ConfigError(f"the {self.kind!r} policy needs the validation table; this model has none "
+                              "(fitted with a fixed routing=)")
+        if self.kind == "accuracy":
+            return choose_accuracy(table, min_gain=self.min_gain, default=self.default_tier)
+        return choose_budget(table, self.budget_from(table), default=self.default_tier)
+
+    def budget_from(self, table: pd.DataFrame) -> float:
+        """The FLOPs budget: absolute, or a share of the most accurate tier's cost."""
+        if self.budget_flops is not None:
+            return float(self.budget_flops)
+        if self.budget_fraction is None:
+            raise ConfigError("the 'budget' routing policy needs budget_flops or budget_fraction",
+                              key="budget_flops")
+        return float(self.budget_fraction) * best_tier_cost(table)[1]
+
+    @property
+    def new_user_tier(self) -> str | None:
+        """The tier for brand-new users the policy fixes (rules only), else None (their segment's)."""
+        return self.rules.new_users if self.kind == "rules" else None
+
+
+def best_tier_cost(table: pd.DataFrame) -> tuple[str, float]:
+    """The single tier with the best user-weighted validation NDCG@10, and its mean FLOPs."""
+    best, best_score, best_flops = "", -np.inf, np.nan
+    for tier in table["tier"].unique():
+        rows = table[table["tier"] == tier]
+        summary = routing_summary(table, {int(s): tier for s in rows["segment"]})
+        if summary["ndcg@10"] > best_score:
+            best, best_score, best_flops = str(tier), summary["ndcg@10"], summary.get("flops", np.nan)
+    return best, float(best_flops)

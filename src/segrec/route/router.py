@@ -1,9 +1,10 @@
 """The request path: user (known or new) -> segment -> tier -> top-k, never a dead end.
 
-:class:`Router` is pure and read-only once built: it holds a fitted system
-(usually a :class:`~segrec.models.SegmentedRecommender`), the segment of every
-known user, a :class:`~segrec.route.assign.ProfileAssigner` for new users, item
-titles, and a popularity vector as the last resort. The HTTP server and the
+:class:`Router` is pure and read-only once built: it holds one fitted
+:class:`~segrec.route.composite.SegmentedRecommender` (a plain model is served as
+a one-tier composite, so there is one path), item titles, and a popularity
+vector as the last resort. The composite's own segmenter places new users and
+its fallback chain covers users a tier cannot score. The HTTP server and the
 batch CLI both call it, so both serve the same lists and flag fallbacks the
 same way.
 
@@ -11,10 +12,10 @@ Decision order for one request:
 
 1. ``user_id`` known: the user's segment and its routed tier (the tier's own
    fallback chain covers users it cannot score).
-2. otherwise ``recent_items`` and/or ``attributes``: the assigner places the user
-   in a segment; the segment's new-user tier scores the items through its
-   ``score_histories``; without usable items the segment's own popular items
-   are served (flagged as a fallback).
+2. otherwise ``recent_items`` and/or ``attributes``: the composite's segmenter
+   places the user in a segment; the segment's new-user tier scores the items
+   through its ``score_histories``; without usable items the segment's own
+   popular items are served (flagged as a fallback).
 3. nothing usable: global popularity, flagged as a fallback. Never an error.
 """
 
@@ -28,12 +29,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, UnknownIDError
-from ..models.base import Recommender
-from ..models.segmented import SegmentedRecommender, score_histories
+from ..models.base import Recommender, check_is_fitted
 from ..types import Recommendations
-from .assign import ProfileAssigner
+from .composite import SegmentedRecommender
 
-__all__ = ["Router", "Served", "fast_scores", "top_k_row"]
+__all__ = ["Router", "Served", "top_k_row"]
 
 #: FLOPs per request above which a model counts as heavy (about a millisecond of CPU and up):
 #: the HTTP server computes such requests in a worker thread, cheaper ones on the event loop
@@ -61,7 +61,8 @@ class Served:
             scored by it), including the popularity fallbacks.
         new_user: True when the user was not in the fit data.
         reason: Why a fallback happened, in words.
-        confidence: Posterior probability of the assigned segment (new users).
+        confidence: The segmenter's probability of the assigned segment (new users; None
+            for segmenters without membership probabilities).
         evidence: What placed a new user: ``items``, ``attributes``, ``items+attributes``.
         unknown_items: Requested recent items not in the catalogue (ignored).
     """
@@ -79,37 +80,6 @@ class Served:
     confidence: float | None = None
     evidence: str | None = None
     unknown_items: list[str] = field(default_factory=list)
-
-
-def fast_scores(model: Recommender, user: int, segment: int) -> np.ndarray | None:
-    """One known user's scores without scipy's per-call sparse-indexing overhead, or None.
-
-    On the server's hot path, ``score_dense`` of an item-item model spends most of
-    its time in scipy's fancy row indexing and matmul dispatch (~0.7 ms of ~1 ms a
-    request on ml-100k). For the models listed here the same numbers come from
-    plain numpy: a binary history row times a dense ``W`` is the sum of the
-    history's rows of ``W``, added in the same order (bitwise equal; tested).
-    Other models return None and go through ``score_dense``.
-
-    Args:
-        model: A fitted tier model.
-        user: Dense user id.
-        segment: The user's segment (per-segment models serve it with that segment's model).
-    """
-    subs = getattr(model, "models_", None)
-    if type(model).__name__ == "PerSegmentRecommender" and isinstance(subs, dict):
-        sub = subs.get(int(segment))
-        return None if sub is None else fast_scores(sub, user, segment)
-    if type(model).__name__ == "PopularityRecommender":
-        return model.counts_
-    weights = getattr(model, "weights_", None)
-    if type(model).__name__ in ("EASERecommender", "ItemKNNRecommender") and isinstance(weights, np.ndarray):
-        rows = model.train_csr_
-        history = rows.indices[rows.indptr[user]:rows.indptr[user + 1]]
-        if len(history) == 0:
-            return np.zeros(weights.shape[1], dtype=np.float32)
-        return np.add.reduce(weights[np.sort(history)], axis=0)
-    return None
 
 
 def _is_heavy(model: Recommender) -> bool:
@@ -140,12 +110,9 @@ class Router:
     """Answer recommendation requests for known and brand-new users.
 
     Args:
-        model: The fitted system to serve (segmented or any Recommender).
-        segments: int (n_users,), segment per dense user of ``model.user_vocab_``
-            (ignored for a SegmentedRecommender, which has its own); None = unsegmented.
-        assigner: Places new users in segments; None = new users are served by
-            the model's ``score_histories`` where it has one, else popularity.
-        titles: Title per dense item of ``model.item_vocab_``, or None.
+        system: The fitted system to serve; a plain Recommender is wrapped as a
+            one-tier composite (:meth:`SegmentedRecommender.serving`).
+        titles: Title per dense item of the system's ``item_vocab_``, or None.
         popularity: Fallback scores (n_items,); default: fit interactions per item.
         info: Free-form facts about the served artifact (path, fingerprint, policy).
 
@@ -155,36 +122,24 @@ class Router:
         True
     """
 
-    def __init__(self, model: Recommender, *, segments: np.ndarray | None = None,
-                 assigner: ProfileAssigner | None = None, titles: np.ndarray | None = None,
+    def __init__(self, system: Recommender, *, titles: np.ndarray | None = None,
                  popularity: np.ndarray | None = None, info: dict[str, Any] | None = None):
-        from ..models.base import check_is_fitted
-
-        check_is_fitted(model)
-        self.model = model
-        self.segmented = isinstance(model, SegmentedRecommender)
-        n_users = len(model.user_vocab_)
-        if self.segmented:
-            self.segments = np.asarray(model.segments_, dtype=np.int64)
-        elif segments is not None:
-            self.segments = np.asarray(segments, dtype=np.int64)
-        else:
-            self.segments = np.full(n_users, -1, np.int64)
-        if self.segments.shape != (n_users,):
-            raise ValueError(f"segments must have one label per user ({n_users}); got {self.segments.shape}")
-        self.assigner = assigner
+        check_is_fitted(system)
+        if not isinstance(system, SegmentedRecommender):
+            system = SegmentedRecommender.serving(system)
+        self.model = system
+        self.segments = np.asarray(system.segments_, dtype=np.int64)
         self.titles = None if titles is None else np.asarray(titles, dtype=object)
-        seen = model.seen_
+        seen = system.seen_
         self.popularity = (np.asarray(seen.sum(0), dtype=np.float32).ravel() if popularity is None
                            else np.asarray(popularity, dtype=np.float32))
         self.info = dict(info or {})
         # Python dicts beat pandas indexers for the handful of ids in one request.
-        self._user_index = {u: i for i, u in enumerate(model.user_vocab_.ids)}
-        self._item_index = {it: i for i, it in enumerate(model.item_vocab_.ids)}
-        self._item_ids = model.item_vocab_.ids
+        self._user_index = {u: i for i, u in enumerate(system.user_vocab_.ids)}
+        self._item_index = {it: i for i, it in enumerate(system.item_vocab_.ids)}
+        self._item_ids = system.item_vocab_.ids
         self._seen = seen
-        tiers = model.tiers_ if self.segmented else {model.name: model}
-        self._heavy = {name: _is_heavy(m) for name, m in tiers.items()}
+        self._heavy = {name: _is_heavy(m) for name, m in system.tiers_.items()}
 
     # -------------------------------------------------------------- lookups
     @property
@@ -193,10 +148,8 @@ class Router:
         return len(self._item_ids)
 
     def tier_of_segment(self, segment: int) -> str:
-        """The tier routed to ``segment`` (the model's name for an unrouted system)."""
-        if self.segmented:
-            return self.model.routing_.get(int(segment), self.model.config.default_tier)
-        return self.model.name
+        """The tier routed to ``segment``."""
+        return self.model.tier_of_segment(segment)
 
     def user_segment(self, user_id: str) -> tuple[int | None, str]:
         """Segment and routed tier of a known user.
@@ -209,7 +162,7 @@ class Router:
             raise UnknownIDError(f"unknown user id {str(user_id)!r}: not in the fit data of this artifact; "
                                  "POST /v1/recommend with recent_items or attributes serves new users")
         seg = int(self.segments[u])
-        return (seg if seg >= 0 else None), (self.tier_of_segment(seg) if seg >= 0 else self.model.name)
+        return (seg if seg >= 0 else None), self.tier_of_segment(seg)
 
     def heavy(self, user_id: str | None, has_recent_items: bool) -> bool:
         """Whether a request may be scored by a heavy tier (see :data:`HEAVY_FLOPS`).
@@ -219,8 +172,7 @@ class Router:
         """
         u = self._user_index.get(str(user_id)) if user_id is not None else None
         if u is not None:
-            tier = self.tier_of_segment(int(self.segments[u])) if self.segmented else self.model.name
-            return self._heavy.get(tier, True)
+            return self._heavy.get(self.tier_of_segment(int(self.segments[u])), True)
         return has_recent_items and any(self._heavy.values())
 
     def item_indices(self, item_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -252,12 +204,12 @@ class Router:
             raise ConfigError(f"k must be >= 1; got {k}", key="k")
         recent, unknown_items = self.item_indices(recent_items or [])
         banned, _ = self.item_indices(exclude)
-        if attributes and self.assigner is not None:
-            self.assigner.check_attributes(attributes)
+        if attributes:
+            self.model.check_attributes(attributes)
         u = self._user_index.get(str(user_id)) if user_id is not None else None
         if u is not None:
             return self._known(str(user_id), u, recent, banned, k, exclude_seen, unknown_items)
-        has_attrs = bool(attributes) and self.assigner is not None and self.assigner.columns_
+        has_attrs = bool(attributes) and self.model.uses_attributes
         if len(recent) or has_attrs:
             return self._new(user_id, recent, attributes, banned, k, unknown_items)
         why = "unknown user" if user_id is not None else "anonymous request"
@@ -269,20 +221,9 @@ class Router:
 
     def _known(self, user_id, u, recent, banned, k, exclude_seen, unknown_items) -> Served:
         seg = int(self.segments[u])
-        rows = np.array([u], dtype=np.int64)
-        if self.segmented:
-            routed = self.tier_of_segment(seg)
-            fast = fast_scores(self.model.tiers_[routed], u, seg) if routed in self.model.tiers_ else None
-            if fast is not None and np.isfinite(fast).any():
-                scores, tier = fast[None, :], routed
-            else:
-                scores, served = self.model.score_served(rows)
-                tier = str(served[0])
-        else:
-            fast = fast_scores(self.model, u, seg)
-            scores = (fast[None, :] if fast is not None
-                      else np.asarray(self.model.score_dense(rows), np.float32))
-            tier = routed = self.model.name
+        routed = self.tier_of_segment(seg)
+        row, tier = self.model.score_one_served(u)  # each tier's single-user path, then the chain
+        scores = row[None, :]
         reason = None
         if not np.isfinite(scores).any():
             scores, tier, reason = self.popularity[None, :], POPULARITY, "no tier could score this user"
@@ -293,27 +234,19 @@ class Router:
                             unknown_items=unknown_items)
 
     def _new(self, user_id, recent, attributes, banned, k, unknown_items) -> Served:
-        seg, confidence, evidence = -1, None, None
-        if self.assigner is not None:
-            placed = self.assigner.assign([recent], [attributes] if attributes else None)
-            seg = int(placed.segments[0])
-            confidence, evidence = float(placed.confidence[0]), str(placed.evidence[0])
-        routed = None
+        segs, conf, evid = self.model.place([recent], [attributes] if attributes else None)
+        seg = int(segs[0])
+        confidence = None if conf[0] is None else float(conf[0])
+        evidence = None if evid[0] is None else str(evid[0])
+        routed = self.model.new_user_tier(seg) if seg >= 0 or len(recent) else None
         scores, tier = None, ""
-        if seg >= 0 and self.segmented:
-            routed = self.model.new_user_tier(seg)
-            if len(recent):
-                s, served = self.model.score_new([recent], np.array([seg]))
-                if np.isfinite(s).any():
-                    scores, tier = s, str(served[0])
-        elif len(recent):
-            routed = self.model.name
-            s = score_histories(self.model, [recent], np.array([seg]))
-            if s is not None and np.isfinite(s).any():
-                scores, tier = s, self.model.name
+        if len(recent):
+            s, served = self.model.score_new([recent], np.array([seg]))
+            if np.isfinite(s).any():
+                scores, tier = s, str(served[0])
         reason = None
-        if scores is None and seg >= 0 and self.assigner is not None:
-            scores, tier = self.assigner.segment_popularity(seg)[None, :], SEGMENT_POPULARITY
+        if scores is None and seg >= 0:
+            scores, tier = self.model.segment_popularity(seg)[None, :], SEGMENT_POPULARITY
             reason = ("no recent items to condition on: the segment's popular items" if not len(recent)
                       else f"tier {routed!r} cannot score new users: the segment's popular items")
         if scores is None:
@@ -360,9 +293,8 @@ class Router:
             ids[pos], vals[pos] = recs.item_ids, recs.scores
             segment[pos] = self.segments[[self._user_index[user_ids[i]] for i in pos]]
             tier[pos] = recs.tier
-            if self.segmented:
-                routed = np.array([self.tier_of_segment(s) for s in segment[pos]], dtype=object)
-                fallback[pos] = recs.tier != routed
+            routed = np.array([self.tier_of_segment(s) for s in segment[pos]], dtype=object)
+            fallback[pos] = recs.tier != routed
         for i in np.flatnonzero(~known):
             served = self.recommend(user_id=user_ids[i], k=int(k))
             m = len(served.item_ids)
@@ -384,12 +316,11 @@ class Router:
         out = []
         for s in np.unique(self.segments[self.segments >= 0]):
             members = self.segments == s
-            counts = (self.assigner.segment_popularity(int(s)) if self.assigner is not None
-                      else np.asarray(self._seen[np.flatnonzero(members)].sum(0)).ravel())
+            counts = self.model.segment_popularity(int(s))
             top = np.argsort(-counts, kind="stable")[:top_n]
             prof: dict[str, Any] = {
                 "segment": int(s), "users": int(members.sum()), "tier": self.tier_of_segment(int(s)),
-                "new_user_tier": self.model.new_user_tier(int(s)) if self.segmented else self.model.name,
+                "new_user_tier": self.model.new_user_tier(int(s)),
                 "median_history": float(np.median(lengths[members])) if members.any() else 0.0,
                 "top_items": [{"item_id": str(self._item_ids[i]), "title": None if self.titles is None
                                else str(self.titles[i]), "interactions": int(counts[i])} for i in top],
@@ -402,7 +333,7 @@ class Router:
                 prof["top_categories"] = [{"category": str(cats.columns[i]),
                                            "share": float(weights[i] / total)}
                                           for i in order if weights[i] > 0]
-            validation = getattr(self.model, "validation_", None)
+            validation = self.model.validation_
             if validation is not None:
                 rows = validation[(validation["segment"] == s) & (validation["tier"] == prof["tier"])]
                 if len(rows):

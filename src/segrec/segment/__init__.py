@@ -13,6 +13,7 @@ Example:
 from .api import (
     METHODS,
     SEGMENTERS,
+    Placement,
     SegmentationPipeline,
     default_features,
     make_segmenter,
@@ -42,6 +43,7 @@ __all__ = [
     "KMeansSegmenter",
     "KSelection",
     "MethodSelection",
+    "Placement",
     "ReassignConfig",
     "ReassignmentResult",
     "SegmentProfile",

@@ -6,6 +6,7 @@ Example:
     >>> seg.summary()["sizes"]  # doctest: +SKIP
     >>> pipe = SegmentationPipeline.build("gmm", n_segments=6).fit(split.train)  # doctest: +SKIP
     >>> pipe.assign_new(NewUsers(["new"], histories=[["50", "181"]]))  # doctest: +SKIP
+    >>> pipe.place([["50", "181"]], [{"age": 25}]).segments  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -21,6 +23,7 @@ import numpy as np
 from ..errors import DataWarning, MissingDependencyError, SegmentationError
 from ..features import FeaturePipeline, FeaturesConfig, NewUsers, TextEmbedder, UserFeatures
 from ..types import Interactions
+from ._placement import ATTRIBUTE_ID_COLUMNS, NewUserPlacement, Placement
 from .base import Segmentation, Segmenter, check_is_fitted, single_thread_below
 from .gmm import GMMSegmenter
 from .hierarchical import AgglomerativeSegmenter
@@ -32,6 +35,7 @@ from .vae import VAESegmenter
 __all__ = [
     "METHODS",
     "SEGMENTERS",
+    "Placement",
     "SegmentationPipeline",
     "default_features",
     "make_segmenter",
@@ -100,35 +104,60 @@ def default_features(
     return FeaturePipeline(FeaturesConfig(blocks=tuple(blocks)), embedder=embedder, cache_dir=cache_dir)
 
 
-class SegmentationPipeline:
+class SegmentationPipeline(NewUserPlacement):
     """Features + segmenter, fitted together; places brand-new users.
 
     Args:
-        features: An unfitted :class:`FeaturePipeline`.
+        features: An unfitted :class:`FeaturePipeline`, or None for :func:`default_features`
+            of the fit data.
         segmenter: An unfitted segmenter, or None with ``method="auto"`` to choose one.
         method_candidates: Segmenters tried when ``segmenter`` is None.
         criterion: How K / the method is chosen (see ``select_n_segments``).
+        text: With ``features=None``: use the item-text block when available.
+        embedder: With ``features=None``: the text encoder (None = MiniLM, offline).
+        cache_dir: With ``features=None``: the item-embedding cache directory.
 
     Attributes:
-        features_: The fitted users' :class:`UserFeatures`.
+        features_: The fitted users' :class:`UserFeatures` (not kept by ``save``).
         segmenter_: The fitted segmenter.
         segmentation_: Its :class:`Segmentation`.
         method_selection_: The method comparison when the method was chosen.
+        attribute_names_: The fit users table's attribute columns (what a new user may carry).
     """
 
     def __init__(
         self,
-        features: FeaturePipeline,
+        features: FeaturePipeline | None = None,
         segmenter: Segmenter | None = None,
         *,
         method_candidates: dict[str, Segmenter] | None = None,
         criterion: str = "silhouette",
+        text: bool = True,
+        embedder: TextEmbedder | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ):
         self.features = features
         self.segmenter = segmenter
         self.method_candidates = method_candidates
         self.criterion = criterion
+        self.text, self.embedder, self.cache_dir = text, embedder, cache_dir
         self.segmentation_: Segmentation | None = None
+        self.segmenter_: Segmenter | None = None
+
+    def __repr__(self) -> str:
+        what = (self.segmenter if self.segmenter is not None
+                else f"auto {sorted(self.method_candidates or {})}")
+        return f"SegmentationPipeline({what}, features={self.features!r})"
+
+    def clone(self) -> SegmentationPipeline:
+        """An unfitted copy with the same settings (default features are rebuilt at fit)."""
+        features = None if self.features is None else FeaturePipeline(
+            self.features.config, embedder=self.features.embedder, cache_dir=self.features.cache_dir)
+        return SegmentationPipeline(
+            features, None if self.segmenter is None else self.segmenter.with_params(),
+            method_candidates=None if self.method_candidates is None else {
+                k: v.with_params() for k, v in self.method_candidates.items()},
+            criterion=self.criterion, text=self.text, embedder=self.embedder, cache_dir=self.cache_dir)
 
     @classmethod
     def build(
@@ -139,27 +168,37 @@ class SegmentationPipeline:
         random_state: int = 0,
         features: FeaturePipeline | None = None,
         criterion: str = "silhouette",
+        text: bool = True,
+        embedder: TextEmbedder | None = None,
+        cache_dir: str | os.PathLike | None = None,
         **params: Any,
     ) -> SegmentationPipeline:
         """A pipeline for a method name; ``features=None`` uses :func:`default_features` at fit time."""
         common = {"n_segments": n_segments, "random_state": random_state, **params}
         if method != "tiers" and criterion != "silhouette":
             common["k_criterion"] = criterion
+        where = {"criterion": criterion, "text": text, "embedder": embedder, "cache_dir": cache_dir}
         if method == "auto":
             cands = {m: make_segmenter(m, **common) for m in AUTO_METHODS}
-            return cls(features, None, method_candidates=cands, criterion=criterion)
-        return cls(features, make_segmenter(method, **common), criterion=criterion)
+            return cls(features, None, method_candidates=cands, **where)
+        return cls(features, make_segmenter(method, **common), **where)
 
     def fit(
         self,
         data: Interactions,
         *,
-        text: bool = True,
+        text: bool | None = None,
         embedder: TextEmbedder | None = None,
         cache_dir: str | os.PathLike | None = None,
     ) -> Self:
-        """Fit features on ``data`` (fit data only) and segment its users; returns self."""
+        """Fit features on ``data`` (fit data only) and segment its users; returns self.
+
+        ``text``, ``embedder`` and ``cache_dir`` override the constructor's for this fit.
+        """
         start = time.perf_counter()
+        text = self.text if text is None else text
+        embedder = self.embedder if embedder is None else embedder
+        cache_dir = self.cache_dir if cache_dir is None else cache_dir
         if self.features is None:
             self.features = default_features(data, text=text, embedder=embedder, cache_dir=cache_dir)
         # the SVD and scaling are small dense work per user: one thread (see single_thread_below)
@@ -191,6 +230,9 @@ class SegmentationPipeline:
             )
         self.segmentation_ = seg
         self.timings_["segmenter_s"] = time.perf_counter() - start
+        table = data.user_table
+        self.attribute_names_ = [] if table is None else [str(c) for c in table.columns
+                                                           if c not in ATTRIBUTE_ID_COLUMNS]
         return self
 
     def assign(self, data: Interactions) -> np.ndarray:
@@ -202,6 +244,20 @@ class SegmentationPipeline:
         """Segments of brand-new users from their attributes and/or a few items."""
         check_is_fitted(self.segmenter_)
         return self.segmenter_.assign(self.features.transform_new(new))
+
+    # ------------------------------------------------------------ artifacts
+    def save_into(self, directory: str | os.PathLike) -> None:
+        """Write the fitted pipeline (features and segmenter state) into an existing directory."""
+        from ._persist import save_pipeline
+
+        save_pipeline(self, Path(directory))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> SegmentationPipeline:
+        """Read what :meth:`save_into` wrote; never unpickles."""
+        from ._persist import load_pipeline
+
+        return load_pipeline(Path(directory), SEGMENTERS, cls)
 
 
 def segment_interactions(

@@ -1,4 +1,4 @@
-"""The :class:`Segmentation` value and the :class:`Segmenter` base class.
+"""The :class:`Segmenter` base class (the :class:`Segmentation` value lives in ``segmentation.py``).
 
 Every segmenter takes :class:`~segrec.features.UserFeatures` (or a plain
 matrix), learns ``labels_`` (one int per row), ``centers_`` where they exist,
@@ -20,22 +20,20 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from threadpoolctl import threadpool_limits
 
-from ..errors import ConvergenceWarning, NotFittedError, SegmentationError, SegrecError
+from ..errors import ConvergenceWarning, NotFittedError, SegmentationError
 from ..features.base import UserFeatures
-from ..io import atomic_dir, load_tensors, read_json, read_table, save_tensors, write_json, write_table
 from ..types import Interactions
+from ._arrays import _matrix, nearest_center, quality_metrics, segment_means
+from .segmentation import Segmentation
 
 __all__ = [
     "Segmentation",
@@ -44,149 +42,12 @@ __all__ = [
     "check_is_fitted",
     "nearest_center",
     "quality_metrics",
+    "segment_means",
 ]
 
 log = logging.getLogger(__name__)
 
 KCriterion = Literal["silhouette", "davies_bouldin", "calinski_harabasz", "stability", "downstream"]
-
-
-@dataclass(frozen=True, eq=False)
-class Segmentation:
-    """A segment per user, with what is needed to read and reuse it.
-
-    Attributes:
-        labels: int64 array of shape (n_users,), segment per dense user of the
-            features' vocabulary (``-1`` never occurs).
-        n_segments: Number of segments (labels are ``0..n_segments-1``).
-        method: Segmenter name (``kmeans``, ``gmm``, ...).
-        centers: float32 (n_segments, n_features) in the feature space, or None.
-        metrics: Quality figures (silhouette, davies_bouldin, calinski_harabasz,
-            and stability / downstream figures when computed).
-        names: Optional readable segment names (tiers), one per segment.
-        user_ids: External user ids of the labelled rows, shape (n_users,).
-        config: The segmenter's resolved config.
-        extra: JSON-able extras (K-selection table, reassignment report, seconds).
-    """
-
-    labels: np.ndarray
-    n_segments: int
-    method: str
-    centers: np.ndarray | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    names: tuple[str, ...] | None = None
-    user_ids: np.ndarray | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def sizes(self) -> np.ndarray:
-        """Users per segment, int64 array of shape (n_segments,)."""
-        return np.bincount(self.labels, minlength=self.n_segments)
-
-    def segment_name(self, s: int) -> str:
-        """Readable name of segment ``s`` (its tier name, or ``"segment s"``)."""
-        return self.names[s] if self.names else f"segment {s}"
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-able summary: method, K, sizes, metrics, names and extras."""
-        return {
-            "method": self.method,
-            "n_segments": int(self.n_segments),
-            "sizes": self.sizes().tolist(),
-            "metrics": {k: float(v) for k, v in self.metrics.items()},
-            "names": list(self.names) if self.names else None,
-            **self.extra,
-        }
-
-    def assign(self, features: UserFeatures | np.ndarray) -> np.ndarray:
-        """Nearest centre in the feature space (segmenter-free placement after ``load``).
-
-        Raises:
-            SegmentationError: The segmentation has no centres (e.g. tiers).
-        """
-        if self.centers is None:
-            raise SegmentationError(f"{self.method} segmentation has no centres; assign with its segmenter")
-        return nearest_center(_matrix(features), self.centers)
-
-    def with_labels(
-        self,
-        labels: np.ndarray,
-        *,
-        method: str | None = None,
-        centers: np.ndarray | None = None,
-        metrics: dict[str, float] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> Segmentation:
-        """A copy with new labels (e.g. after reassignment) and optionally new centres/metrics."""
-        return Segmentation(
-            np.asarray(labels, dtype=np.int64),
-            self.n_segments,
-            method or self.method,
-            self.centers if centers is None else centers,
-            dict(self.metrics if metrics is None else metrics),
-            self.names,
-            self.user_ids,
-            self.config,
-            {**self.extra, **(extra or {})},
-        )
-
-    # ------------------------------------------------------------ artifacts
-    def save(self, path: str | Path) -> Path:
-        """Write ``segmentation.json``, ``segmentation.safetensors`` and ``users.parquet`` atomically."""
-        import pandas as pd
-
-        from .. import __version__
-
-        with atomic_dir(path) as tmp:
-            tensors = {"labels": self.labels.astype(np.int64)}
-            if self.centers is not None:
-                tensors["centers"] = np.asarray(self.centers, dtype=np.float32)
-            save_tensors(tmp / "segmentation.safetensors", tensors)
-            if self.user_ids is not None:
-                write_table(
-                    tmp / "users.parquet", pd.DataFrame({"id": np.asarray(self.user_ids).astype(str)})
-                )
-            write_json(
-                tmp / "segmentation.json",
-                {
-                    "method": self.method,
-                    "n_segments": int(self.n_segments),
-                    "metrics": self.metrics,
-                    "names": list(self.names) if self.names else None,
-                    "config": self.config,
-                    "extra": self.extra,
-                    "segrec_version": __version__,
-                    "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
-                },
-            )
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Segmentation:
-        """Load what :meth:`save` wrote; never unpickles."""
-        path = Path(path)
-        info = read_json(path / "segmentation.json")
-        tensors = load_tensors(path / "segmentation.safetensors")
-        users = None
-        if (path / "users.parquet").exists():
-            users = read_table(path / "users.parquet")["id"].astype(str).to_numpy(dtype=object)
-        labels = tensors["labels"].astype(np.int64)
-        if users is not None and len(users) != len(labels):
-            raise SegrecError(f"{path}: {len(labels)} labels but {len(users)} user ids")
-        return cls(
-            labels,
-            int(info["n_segments"]),
-            str(info["method"]),
-            tensors.get("centers"),
-            dict(info.get("metrics") or {}),
-            tuple(info["names"]) if info.get("names") else None,
-            users,
-            dict(info.get("config") or {}),
-            dict(info.get("extra") or {}),
-        )
 
 
 #: Feature matrices up to this many cells are segmented on one BLAS/OpenMP thread: thread
@@ -199,52 +60,6 @@ SINGLE_THREAD_MAX_CELLS = 50_000_000
 def single_thread_below(cells: int):
     """``threadpool_limits(1)`` for problems up to :data:`SINGLE_THREAD_MAX_CELLS` cells."""
     return threadpool_limits(1) if cells <= SINGLE_THREAD_MAX_CELLS else contextlib.nullcontext()
-
-
-def _matrix(features: UserFeatures | np.ndarray) -> np.ndarray:
-    x = features.matrix if isinstance(features, UserFeatures) else np.asarray(features)
-    if x.ndim != 2:
-        raise SegmentationError(f"features must be a 2-D matrix (n_users, n_features); got shape {x.shape}")
-    if not np.isfinite(x).all():
-        bad = np.flatnonzero(~np.isfinite(x).all(1))[:5]
-        raise SegmentationError(f"features have NaN/inf values in rows {bad.tolist()}")
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def nearest_center(x: np.ndarray, centers: np.ndarray, chunk_size: int = 65536) -> np.ndarray:
-    """Index of the nearest centre (squared Euclidean) for each row, computed in chunks."""
-    centers = np.asarray(centers, dtype=np.float32)
-    c_sq = (centers**2).sum(1)
-    out = np.empty(len(x), np.int64)
-    for start in range(0, len(x), chunk_size):
-        block = x[start : start + chunk_size]
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 is constant per row
-        out[start : start + chunk_size] = np.argmin(c_sq[None, :] - 2.0 * (block @ centers.T), axis=1)
-    return out
-
-
-def quality_metrics(
-    x: np.ndarray, labels: np.ndarray, *, sample_size: int = 5000, random_state: int = 0
-) -> dict[str, float]:
-    """Silhouette, Davies-Bouldin and Calinski-Harabasz on a reproducible sample.
-
-    Silhouette is O(n^2), so every metric uses the same random sample of at
-    most ``sample_size`` rows; NaN when the sample has fewer than 2 segments.
-    """
-    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
-
-    n = len(x)
-    if n > sample_size:
-        idx = np.sort(np.random.default_rng(random_state).choice(n, sample_size, replace=False))
-        x, labels = x[idx], labels[idx]
-    k = len(np.unique(labels))
-    if k < 2 or k >= len(x):
-        return {"silhouette": float("nan"), "davies_bouldin": float("nan"), "calinski_harabasz": float("nan")}
-    return {
-        "silhouette": float(silhouette_score(x, labels)),
-        "davies_bouldin": float(davies_bouldin_score(x, labels)),
-        "calinski_harabasz": float(calinski_harabasz_score(x, labels)),
-    }
 
 
 def check_is_fitted(segmenter: Any) -> None:
@@ -455,6 +270,26 @@ class Segmenter:
         raw = np.asarray(self._assign_raw(_matrix(features), features), dtype=np.int64)
         return self.label_map_[raw]
 
+    def membership(self, features: UserFeatures | np.ndarray) -> np.ndarray | None:
+        """Membership probabilities (n, n_segments) where the segmenter has a model of them, else None.
+
+        Only probabilistic segmenters (GMM) have them; a new user's placement reports
+        the probability of their segment as its confidence.
+        """
+        check_is_fitted(self)
+        return None
+
+    #: learned attributes a subclass saves as arrays itself (``_extra_state``), e.g. a scikit-learn
+    #: model; the rest of the fitted state is saved generically (:mod:`segrec.segment._persist`)
+    own_state: ClassVar[tuple[str, ...]] = ()
+
+    def _extra_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Arrays and JSON for the attributes in :attr:`own_state`; none by default."""
+        return {}, {}
+
+    def _restore_extra(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Rebuild what :meth:`_extra_state` saved."""
+
     def fit_assign(self, features: UserFeatures | np.ndarray) -> np.ndarray:
         """``fit(features).labels_``."""
         return self.fit(features).labels_
@@ -468,13 +303,3 @@ class Segmenter:
             raise NotImplementedError
         # centres are stored in public order; map back to raw labels for label_map_
         return self.raw_labels_[nearest_center(x, self.centers_)]
-
-
-def segment_means(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Mean feature row per label ``0..k-1``, float32 (k, d); zeros for empty labels."""
-    import scipy.sparse as sp
-
-    onehot = sp.csr_matrix((np.ones(len(labels)), (labels, np.arange(len(labels)))), shape=(k, len(labels)))
-    sums = np.asarray(onehot @ x.astype(np.float64))
-    counts = np.bincount(labels, minlength=k)[:, None]
-    return (sums / np.maximum(counts, 1)).astype(np.float32)

@@ -22,6 +22,9 @@ from .base import Segmenter, SegmenterConfig
 
 __all__ = ["GMMConfig", "GMMSegmenter"]
 
+#: the fitted GaussianMixture arrays a saved GMM segmenter keeps
+_GMM_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_")
+
 
 class GMMConfig(SegmenterConfig):
     """Settings of :class:`GMMSegmenter`."""
@@ -63,9 +66,35 @@ class GMMSegmenter(Segmenter):
         self.centers_ = self.model_.means_.astype(np.float32)
         return self.model_.predict(x)
 
+    own_state = ("model_",)
+
+    def membership(self, features) -> np.ndarray:
+        """The component probabilities of each row, in segment order (see :meth:`predict_proba`)."""
+        return self.predict_proba(features)
+
+    def _extra_state(self):
+        m = self.model_
+        arrays = {f"gmm.{k}": np.asarray(getattr(m, k)) for k in _GMM_ARRAYS}
+        return arrays, {"n_features_in": int(m.n_features_in_), "converged": bool(m.converged_),
+                        "n_iter": int(m.n_iter_), "lower_bound": float(m.lower_bound_)}
+
+    def _restore_extra(self, tensors, meta):
+        from sklearn.mixture import GaussianMixture
+
+        cfg = self.config
+        m = GaussianMixture(len(tensors["gmm.weights_"]), covariance_type=cfg.covariance_type,
+                            n_init=cfg.n_init, max_iter=cfg.max_iter, reg_covar=cfg.reg_covar,
+                            random_state=cfg.random_state)
+        for k in _GMM_ARRAYS:  # the fitted attributes predict_proba reads (no pickle)
+            setattr(m, k, tensors[f"gmm.{k}"])
+        m.n_features_in_, m.converged_ = meta["n_features_in"], meta["converged"]
+        m.n_iter_, m.lower_bound_ = meta["n_iter"], meta["lower_bound"]
+        self.model_ = m
+
     def predict_proba(self, features) -> np.ndarray:
         """Membership probabilities, shape (n, n_segments), columns in segment order."""
-        from .base import _matrix, check_is_fitted
+        from ._arrays import _matrix
+        from .base import check_is_fitted
 
         check_is_fitted(self)
         proba = self.model_.predict_proba(_matrix(features))[:, self.raw_labels_]

@@ -34,7 +34,7 @@ from ..errors import SegmentationError
 from ..features.base import UserFeatures
 from ..split import holdout_split
 from ..types import Interactions
-from .base import _matrix
+from ._arrays import _matrix
 
 __all__ = ["KSelection", "MethodSelection", "select_method", "select_n_segments", "stability_ari"]
 

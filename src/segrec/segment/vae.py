@@ -202,6 +202,22 @@ class VAESegmenter(Segmenter):
         self.centers_ = segment_means(x, labels, k)
         return labels
 
+    own_state = ("net_",)
+
+    def _extra_state(self):
+        net = self.net_
+        arrays = {f"net.{k}": t.detach().cpu().numpy() for k, t in net.state_dict().items()}
+        n_feat = 0 if net.enc_feat is None else int(net.enc_feat.in_features)
+        return arrays, {"n_items": int(net.enc_items.in_features), "n_feat": n_feat}
+
+    def _restore_extra(self, tensors, meta):
+        import torch
+
+        self.net_ = self._build(meta["n_items"], meta["n_feat"])
+        self.net_.load_state_dict({k[len("net."):]: torch.from_numpy(np.array(v))
+                                   for k, v in tensors.items() if k.startswith("net.")})
+        self.net_.eval()
+
     def _canonicalise(self, raw):
         super()._canonicalise(raw)
         self.latent_centers_ = self.latent_centers_raw_[self.raw_labels_]

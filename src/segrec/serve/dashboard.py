@@ -146,6 +146,31 @@ def _no_report_page(served: Any) -> str:
             f"<th>routed tier</th></tr></thead><tbody>{rows}</tbody></table></section></main></body></html>")
 
 
+def _static_body(name: str) -> bytes:
+    """A bundled asset's bytes; ``report.css`` is the report page's own style sheet."""
+    if name == "report.css":
+        from ..report.page import CSS
+
+        return CSS.encode("utf-8")
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def _examples(served: Any, cat: _Catalogue, per_segment: int) -> dict[str, Any]:
+    """A few known users per segment (with their routed tier) and the most popular items."""
+    router = served.router
+    ids = np.asarray(router.model.user_vocab_.ids).astype(str)
+    users = []
+    segs = np.asarray(router.segments)
+    for s in sorted(int(x) for x in np.unique(segs)):
+        for u in np.flatnonzero(segs == s)[:per_segment]:
+            users.append({"user_id": str(ids[u]), "segment": s if s >= 0 else None,
+                          "tier": router.tier_of_segment(s)})
+    return {"users": users, "items": cat.search("", 10), "n_users": int(len(ids)),
+            "n_items": int(len(cat.ids)), "has_titles": cat.has_titles,
+            "system": router.info.get("system"), "policy": router.info.get("policy"),
+            "generation": served.generation}
+
+
 def dashboard_router(current: Callable[[], Any]):
     """The dashboard's routes, to be included by :func:`segrec.serve.create_app`.
 
@@ -197,31 +222,13 @@ def dashboard_router(current: Callable[[], Any]):
         """A bundled asset from the fixed list in :data:`STATIC`."""
         if name not in STATIC:
             raise fastapi.HTTPException(404, f"no static file {name!r}")
-        if name == "report.css":
-            from ..report.page import CSS
-
-            body = CSS.encode("utf-8")
-        else:
-            body = resources.files(__package__).joinpath("static", name).read_bytes()
-        return Response(body, media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
+        return Response(_static_body(name), media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
 
     @api.get("/ui/api/examples", tags=["dashboard"])
     async def examples(per_segment: int = fastapi.Query(3, ge=1, le=20)) -> dict[str, Any]:
         """A few known users per segment and the most popular items, to start from."""
         served = current()
-        router = served.router
-        ids = np.asarray(router.model.user_vocab_.ids).astype(str)
-        users = []
-        segs = np.asarray(router.segments)
-        for s in sorted(int(x) for x in np.unique(segs)):
-            for u in np.flatnonzero(segs == s)[:per_segment]:
-                users.append({"user_id": str(ids[u]), "segment": s if s >= 0 else None,
-                              "tier": router.tier_of_segment(s) if s >= 0 else router.model.name})
-        cat = items_of(served)
-        return {"users": users, "items": cat.search("", 10), "n_users": int(len(ids)),
-                "n_items": int(len(cat.ids)), "has_titles": cat.has_titles,
-                "system": router.info.get("system"), "policy": router.info.get("policy"),
-                "generation": served.generation}
+        return _examples(served, items_of(served), per_segment)
 
     @api.get("/ui/api/items", tags=["dashboard"])
     async def items(q: str = fastapi.Query("", max_length=200),

@@ -1,19 +1,4 @@
-"""Contract tests and known-answer data for Recommenders, shipped with the library.
-
-Like scikit-learn's ``estimator_checks`` and LensKit's ``lenskit.testing``, this
-lets any Recommender — ours or a user's — prove it obeys the protocol of
-:class:`segrec.models.Recommender` with one short test class::
-
-    from segrec.testing import RecommenderContract
-
-    class TestMyModel(RecommenderContract):
-        def make_model(self):
-            return MyRecommender(embedding_size=8, epochs=3, random_state=0)
-
-The data helpers build tiny deterministic logs with a planted answer
-(:func:`planted_split`), so a model that learns anything gets recall@1 = 1.0 and a
-broken one cannot hide behind "it ran". This module needs pytest (``segrec[dev]``).
-"""
+"""The Recommender contract: checks every model must pass (construction, fit, recommend, artifacts)."""
 
 from __future__ import annotations
 
@@ -24,125 +9,17 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from .errors import NotFittedError, SegrecError, UnknownIDError
-from .evaluate import evaluate
-from .models import MODELS, Recommender, check_is_fitted
-from .split import temporal_split
-from .types import Interactions, Split, Vocabulary
+from ..errors import NotFittedError, SegrecError, UnknownIDError
+from ..evaluate import evaluate
+from ..models import FitContext, Recommender, check_is_fitted, get_tags, model_class, registered_models
+from ..types import Interactions, Split
+from ._data import planted_labels, planted_split, random_interactions
 
-__all__ = [
-    "RecommenderContract",
-    "assert_same_ranking",
-    "planted_interactions",
-    "planted_split",
-    "random_interactions",
-]
+__all__ = ["RecommenderContract", "assert_same_ranking"]
 
 UNKNOWN_USER = "no-such-user"
 
 
-# ---------------------------------------------------------------------------- data
-def planted_interactions(
-    n_groups: int = 3,
-    users_per_group: int = 12,
-    items_per_group: int = 7,
-    n_cold_items: int = 2,
-    seed: int = 0,
-) -> Interactions:
-    """A log of G user groups, each interacting with exactly its own block of items.
-
-    Every user of group ``g`` interacts with all ``items_per_group`` items of block
-    ``g``, in a user-specific rotation, so each item of the block is the *last*
-    (test) item of some users and an early one of others. ``n_cold_items`` items
-    nobody touched complete the catalogue. Dense item ids are shuffled so a model
-    cannot lean on id order; external ids are ``u0..`` and ``i0..``.
-
-    Args:
-        n_groups: Number of groups G (and item blocks).
-        users_per_group: Users in each group.
-        items_per_group: Items in each block (7 splits 5/1/1 under the protocol).
-        n_cold_items: Items with no interactions.
-        seed: Shuffling seed.
-
-    Returns:
-        Interactions with ``n_groups * users_per_group`` users and
-        ``n_groups * items_per_group + n_cold_items`` items.
-
-    Example:
-        >>> data = planted_interactions()
-        >>> data.n_users, data.n_items, len(data)
-        (36, 23, 252)
-    """
-    rng = np.random.default_rng(seed)
-    n_items = n_groups * items_per_group + n_cold_items
-    item_perm = rng.permutation(n_items)  # block item b*m + j lives at dense id item_perm[...]
-    users, items, times = [], [], []
-    for g in range(n_groups):
-        block = item_perm[g * items_per_group : (g + 1) * items_per_group]
-        for j in range(users_per_group):
-            u = g * users_per_group + j
-            order = np.roll(block, -(j % items_per_group))  # last item differs across users
-            users.extend([u] * items_per_group)
-            items.extend(order.tolist())
-            times.extend(range(1000 * u, 1000 * u + items_per_group))
-    n_users = n_groups * users_per_group
-    return Interactions.from_arrays(
-        np.array(users), np.array(items), timestamps=np.array(times),
-        user_vocab=Vocabulary([f"u{i}" for i in range(n_users)]),
-        item_vocab=Vocabulary([f"i{i}" for i in range(n_items)]),
-        source="<planted>",
-    )
-
-
-def planted_split(**kwargs) -> Split:
-    """:func:`planted_interactions` split by the protocol (5 train, 1 valid, 1 test per user).
-
-    Fitted on ``train`` with ``valid``, the only unseen item of a user's block is
-    their test item, so any model that learned the blocks has recall@1 = 1.0.
-
-    Args:
-        **kwargs: Passed to :func:`planted_interactions`.
-    """
-    return temporal_split(planted_interactions(**kwargs), name="planted")
-
-
-def random_interactions(
-    n_users: int = 20,
-    n_items: int = 15,
-    n_interactions: int = 80,
-    seed: int = 0,
-    *,
-    user_prefix: str = "u",
-    item_prefix: str = "i",
-) -> Interactions:
-    """Uniformly random (user, item) pairs without duplicates, every user with >= 1 row.
-
-    Args:
-        n_users: Users in the vocabulary.
-        n_items: Items in the vocabulary.
-        n_interactions: Target number of rows (fewer after removing duplicate pairs).
-        seed: Random seed.
-        user_prefix: External user ids are ``f"{user_prefix}{i}"``.
-        item_prefix: External item ids are ``f"{item_prefix}{i}"``.
-
-    Returns:
-        Interactions with integer ratings 1..5 and distinct timestamps.
-    """
-    rng = np.random.default_rng(seed)
-    users = np.concatenate([np.arange(n_users), rng.integers(0, n_users, max(n_interactions - n_users, 0))])
-    items = rng.integers(0, n_items, len(users))
-    _, keep = np.unique(users * n_items + items, return_index=True)
-    keep = np.sort(keep)
-    return Interactions.from_arrays(
-        users[keep], items[keep],
-        ratings=rng.integers(1, 6, len(keep)), timestamps=rng.permutation(len(keep)),
-        user_vocab=Vocabulary([f"{user_prefix}{i}" for i in range(n_users)]),
-        item_vocab=Vocabulary([f"{item_prefix}{i}" for i in range(n_items)]),
-        source="<random>",
-    )
-
-
-# ----------------------------------------------------------------------- assertions
 def assert_same_ranking(a, b, *, rtol: float = 1e-4, atol: float = 1e-6) -> None:
     """Assert two :class:`Recommendations` agree: same ids and padding, close scores.
 
@@ -169,7 +46,6 @@ def _arrays(data: Interactions) -> dict[str, np.ndarray]:
             for name in ("users", "items", "ratings", "timestamps", "indptr")}
 
 
-# --------------------------------------------------------------------- the contract
 class RecommenderContract:
     """Mixin of pytest checks every :class:`~segrec.models.Recommender` must pass.
 
@@ -183,15 +59,15 @@ class RecommenderContract:
         min_recall_at_1: Mean recall@1 required on the planted test items.
         scores_every_item: Whether every known (user, item) score is finite; a
             routed model that returns NaN for fallback sets it False.
-        history_format: What ``score_histories`` takes: ``"rows"`` (a sparse
-            user x item matrix, for set-based models) or ``"sequences"`` (one
-            time-ordered list of dense item ids per user, for sequential models).
+
+    What a model takes is read from its declared tags (:func:`segrec.models.get_tags`):
+    a model tagged ``requires_segments`` is fitted with the planted groups, and
+    ``score_histories`` is checked with both item rows and item sequences.
     """
 
     known_answer: ClassVar[bool] = True
     min_recall_at_1: ClassVar[float] = 1.0
     scores_every_item: ClassVar[bool] = True
-    history_format: ClassVar[str] = "rows"
 
     def make_model(self) -> Recommender:
         """Return a fresh, unfitted model with small, seeded settings."""
@@ -201,23 +77,28 @@ class RecommenderContract:
         """Return the Split to fit (``train`` with ``valid``) and check; planted by default."""
         return planted_split()
 
-    def fit_params(self, train: Interactions) -> dict:
-        """Extra keyword arguments for ``fit`` on ``train`` (e.g. ``segments=``); none by default."""
-        return {}
+    def fit_context(self, model: Recommender, train: Interactions) -> FitContext | None:
+        """The context of a fit on ``train``: the planted groups for a model that requires segments."""
+        if get_tags(model).requires_segments:
+            return FitContext(segments=planted_labels(train.n_users))
+        return None
 
     def _fit_model(self, model: Recommender, train: Interactions, valid: Interactions | None = None):
-        return model.fit(train, valid=valid, **self.fit_params(train))
+        return model.fit(train, valid=valid, context=self.fit_context(model, train))
 
     # ------------------------------------------------------------ shared fixtures
     @pytest.fixture(scope="class")
-    def data(self) -> Split:
+    @classmethod
+    def data(cls) -> Split:
         """The class's Split, built once."""
-        return self.make_data()
+        return cls().make_data()
 
     @pytest.fixture(scope="class")
-    def fitted(self, data: Split) -> Recommender:
+    @classmethod
+    def fitted(cls, data: Split) -> Recommender:
         """One model fitted on ``data.train`` with ``data.valid``; checks must not mutate it."""
-        return self._fit_model(self.make_model(), data.train, data.valid)
+        checks = cls()
+        return checks._fit_model(checks.make_model(), data.train, data.valid)
 
     @staticmethod
     def _user_ids(data: Split) -> np.ndarray:
@@ -236,15 +117,15 @@ class RecommenderContract:
             check_is_fitted(model)
 
     def test_config_round_trip(self):
-        """``type(m)(m.config)``, kwargs, ``with_params`` and JSON all give the same frozen config."""
+        """``type(m)(config=m.config)``, kwargs, ``with_params`` and JSON all give the same frozen config."""
         model = self.make_model()
         cfg = model.config
-        assert type(model)(cfg).config == cfg
+        assert type(model)(config=cfg).config == cfg
         assert type(model)(**cfg.model_dump()).config == cfg
         assert model.with_params().config == cfg
         assert type(model).Config.model_validate_json(cfg.model_dump_json()) == cfg  # artifacts use JSON
         with pytest.raises(TypeError):
-            type(model)(cfg, **{next(iter(cfg.model_dump()), "x"): None})
+            type(model)(config=cfg, **{next(iter(cfg.model_dump()), "x"): None})
         with pytest.raises(ValueError):
             type(model)(no_such_setting=1)
         fields = list(type(model).Config.model_fields)
@@ -253,10 +134,13 @@ class RecommenderContract:
                 setattr(cfg, fields[0], getattr(cfg, fields[0]))
 
     def test_registered_for_load(self):
-        """The class is in ``MODELS`` under its ``name``, so ``Recommender.load`` finds it."""
+        """The class is registered under its ``name``, so ``Recommender.load`` finds it; tags are declared."""
         model = self.make_model()
-        assert MODELS.get(model.name) is type(model), (
-            f"add {type(model).__name__} to segrec.models.MODELS so Recommender.load finds it")
+        assert model_class(model.name) is type(model), (
+            f"{type(model).__name__} must declare a unique class attribute `name` (Recommender.load)")
+        tags = get_tags(model)
+        with pytest.raises(AttributeError):
+            tags.no_such_tag  # noqa: B018 - an unknown tag is an error, not a silent False
 
     def test_not_fitted_raises(self, tmp_path):
         """Using recommend / score / score_dense / save before fit raise NotFittedError."""
@@ -417,7 +301,7 @@ class RecommenderContract:
         users = np.arange(data.fit.n_users)
         np.testing.assert_array_equal(loaded.score_dense(users), fitted.score_dense(users))
         assert type(fitted).load(path).config == fitted.config
-        wrong = next(cls for name, cls in MODELS.items() if cls is not type(fitted))
+        wrong = next(cls for cls in registered_models().values() if cls is not type(fitted))
         with pytest.raises(SegrecError):
             wrong.load(path)
         loaded.save(tmp_path / "again")  # a loaded model is a fitted model
@@ -430,27 +314,34 @@ class RecommenderContract:
         report = evaluate(fitted, data, ks=(1,))
         assert report.overall["recall@1"] >= self.min_recall_at_1, report.overall
 
-    def test_score_histories(self, data, fitted):
-        """New-user scoring from item rows: right shape, finite, input untouched, known answer."""
-        if not hasattr(fitted, "score_histories"):
-            pytest.skip(f"{type(fitted).__name__} has no score_histories (no new-user path)")
+    @pytest.mark.parametrize("form", ["sequences", "rows"])
+    def test_score_histories(self, data, fitted, form):
+        """New users from item sequences or item rows: right shape, finite, input untouched, known answer."""
+        if get_tags(fitted).history_input is None:
+            pytest.skip(f"{type(fitted).__name__} declares no new-user path (history_input=None)")
         seen = data.fit.to_csr()
         users = data.fit.active_users()
         rows = sp.csr_matrix(seen[users])
-        if self.history_format == "sequences":
+        if form == "sequences":
             histories = [data.fit.history(u).tolist() for u in users]
         else:
             # weights other than 1 catch a model that binarises its input in place
             histories = sp.csr_matrix((np.full(rows.nnz, 2.0, np.float32), rows.indices, rows.indptr),
                                       shape=rows.shape)
         before = copy.deepcopy(histories)
-        scores = np.asarray(fitted.score_histories(histories))
+        context = self.fit_context(fitted, data.train)
+        segments = None if context is None or context.segments is None else context.segments[users]
+        scores = np.asarray(fitted.score_histories(histories, segments))
         assert scores.shape == (len(users), data.fit.n_items)
         assert np.isfinite(scores).all()
         if sp.issparse(histories):
             assert (histories != before).nnz == 0, "score_histories changed its input"
         else:
             assert histories == before, "score_histories changed its input"
+        empty = np.asarray(fitted.score_histories([[]], None if segments is None else segments[:1]))
+        assert empty.shape == (1, data.fit.n_items)
+        if get_tags(fitted).needs_history:
+            assert np.isnan(empty).all(), "an empty history must score NaN, so a fallback can serve it"
         if self.known_answer:
             masked = np.where(rows.toarray() > 0, -np.inf, scores)
             truth = data.test.to_csr()[users]
@@ -461,7 +352,7 @@ class RecommenderContract:
 
 def _row(recs, i):
     """One row of a Recommendations as a 1-user Recommendations."""
-    from .types import Recommendations
+    from ..types import Recommendations
 
     return Recommendations(recs.user_ids[i : i + 1], recs.item_ids[i : i + 1], recs.scores[i : i + 1],
                            recs.segment[i : i + 1], recs.tier[i : i + 1])

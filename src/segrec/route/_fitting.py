@@ -1,0 +1,152 @@
+"""How a composite fits its members and measures them for routing (the composite's fit order).
+
+* :func:`fit_order`: members that build on another member's model (tag
+  ``builds_on``) come after it; otherwise the given order.
+* :func:`fit_member`: one member with its own view of the run context (the
+  fitted models it may build on, item embeddings only if it reads them), through
+  the executor's data-parallel fit where the member trains that way.
+* :func:`inner_members`: the candidates as fitted on the inner train part only —
+  a member's kept ``inner_model()`` when it was fitted on that very part (and on
+  the same segments), else a fresh fit — so validation is honest and no work is
+  done twice (issue 12).
+* :func:`validation_table` / :func:`tier_costs`: per-segment validation NDCG@10
+  and analytic FLOPs of each candidate, the table every routing policy reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..evaluate.metrics import ndcg
+from ..evaluate.ranking import hit_matrix, rank_in_chunks
+from ..models.base import Recommender
+from ..models.context import FitContext
+from ..models.tags import get_tags
+from ..types import Interactions
+
+__all__ = ["fit_member", "fit_order", "inner_members", "tier_costs", "validation_table"]
+
+
+def fit_order(members: Mapping[str, Recommender]) -> list[str]:
+    """Member names in fit order: a stable sort by how many members each builds on in a chain.
+
+    Members that stand alone keep their order and come first; one that builds on
+    another member's model (tag ``builds_on``) comes after every stand-alone one.
+    """
+    provides = {m.name: n for n, m in members.items()}
+
+    def depth(name: str, seen: tuple[str, ...] = ()) -> int:
+        base = get_tags(members[name]).builds_on
+        owner = provides.get(base) if base is not None else None
+        if owner is None or owner == name:
+            return 0
+        if owner in seen:
+            raise ValueError(f"members build on each other in a cycle: {' -> '.join((*seen, name))}")
+        return 1 + depth(owner, (*seen, name))
+
+    return sorted(members, key=depth)
+
+
+def member_context(model: Recommender, context: FitContext, fitted: Iterable[Recommender]) -> FitContext:
+    """The context one member sees: the fitted models it may build on, embeddings only if it reads them."""
+    tags = get_tags(model)
+    shared = {m.name: m for m in fitted if tags.builds_on == m.name}
+    embeddings = context.item_embeddings if tags.uses_item_embeddings else None
+    return context.with_changes(shared=shared, item_embeddings=embeddings)
+
+
+def fit_member(model: Recommender, train: Interactions, valid: Interactions | None,
+               context: FitContext) -> Recommender:
+    """Fit one member; returns the fitted model (a new object when trained data-parallel).
+
+    A member tagged ``data_parallel`` trains through ``context.executor.fit_data_parallel``
+    when the executor offers one (Ray Train under the Ray executor; a plain fit locally).
+    """
+    executor = context.executor
+    parallel = getattr(executor, "fit_data_parallel", None) if executor is not None else None
+    if parallel is not None and get_tags(model).data_parallel:
+        return parallel(model, train, valid=valid, context=context)
+    return model.fit(train, valid=valid, context=context)
+
+
+def inner_members(members: Mapping[str, Recommender], names: list[str], inner_train: Interactions,
+                  segments: np.ndarray, context: FitContext) -> dict[str, Recommender]:
+    """The named members as fitted on ``inner_train`` only (kept inner models reused).
+
+    Args:
+        members: name -> fitted member (on the full fit data).
+        names: The candidates, in fit order.
+        inner_train: The inner train part (valid, or the last 10% of each user, held out).
+        segments: Segment per dense user.
+        context: The composite's run context (executor, progress).
+    """
+    inner_print = inner_train.fingerprint()
+    stage: dict[str, Recommender] = {}
+    for name in names:
+        # A fitted member may have kept its version fitted on this very inner train part
+        # (also with no valid set: both carve the same last 10% per user): reuse it rather
+        # than training it again (issue 12: no work done twice).
+        kept = members[name].inner_model()
+        if kept is not None and kept.fitted_on_ != inner_print:
+            kept = None
+        per_segment = kept is not None and get_tags(kept).requires_segments
+        if per_segment and not np.array_equal(kept.segments_, segments):
+            kept = None  # fitted per other segments: its θ_k would be misassigned
+        if kept is None:
+            fresh = members[name].with_params()
+            kept = fresh.fit(inner_train, context=member_context(fresh, context, stage.values()))
+        stage[name] = kept
+    return stage
+
+
+def tier_costs(models: dict[str, Recommender], segments: np.ndarray, lengths: np.ndarray,
+               users: np.ndarray) -> pd.DataFrame:
+    """Mean analytic FLOPs per request of each tier for each segment's users.
+
+    Args:
+        models: tier -> fitted Recommender.
+        segments: Segment per dense user.
+        lengths: Fit-history length per dense user (FLOPs grow with it for some models).
+        users: The dense users to average over (e.g. those with validation items).
+
+    Returns:
+        Rows ``segment, tier, flops``; NaN where the tier has no model for the segment.
+    """
+    seg = segments[users]
+    rows = []
+    for tier, model in models.items():
+        for s in np.unique(seg):
+            h = lengths[users[seg == s]]
+            # per-segment models cost a request by the segment's own model (NaN: none)
+            flops = float(np.mean(model.flops_per_request(h, segments=np.full(len(h), s))))
+            rows.append({"segment": int(s), "tier": tier, "flops": flops})
+    return pd.DataFrame(rows, columns=["segment", "tier", "flops"])
+
+
+def validation_table(
+    models: dict[str, Recommender], train: Interactions, valid: Interactions, segments: np.ndarray
+) -> pd.DataFrame:
+    """Per-segment validation NDCG@10 of each fitted model (fitted on ``train`` only).
+
+    Returns:
+        Rows ``segment, tier, users, ndcg@10``; NaN where a tier scores no user of
+        the segment (e.g. a segment too small for a local model).
+    """
+    train_csr, valid_csr = train.to_csr(), valid.to_csr()
+    n_valid = np.diff(valid_csr.indptr)
+    users = np.flatnonzero(n_valid > 0)
+    rows = []
+    for tier, model in models.items():
+        top, vals = rank_in_chunks(model.score_dense, users, 10, seen=train_csr)
+        # a tier that cannot score a user (NaN row) gives an empty list: leave it out
+        scores_nan = ~np.isfinite(vals[:, 0])
+        per_user = ndcg(hit_matrix(top, valid_csr, users), n_valid[users], 10)
+        seg = segments[users]
+        for s in np.unique(seg):
+            m = (seg == s) & ~scores_nan
+            rows.append({"segment": int(s), "tier": tier, "users": int((seg == s).sum()),
+                         "ndcg@10": float(per_user[m].mean()) if m.any() else np.nan})
+    return pd.DataFrame(rows)
