@@ -216,6 +216,8 @@ def test_per_segment_models_on_touched_items_score_exactly_as_on_the_full_catalo
         np.testing.assert_allclose(restricted.score_dense(users), plain.score_dense(users), rtol=1e-5,
                                    atol=1e-6)
         rows = full.to_csr()[:7]
+        for u in (0, 5, train.n_users - 1):  # the single-user (server) path agrees
+            np.testing.assert_allclose(restricted.score_one(u), plain.score_one(u), rtol=1e-5, atol=1e-6)
         for s, m in restricted.models_.items():
             np.testing.assert_allclose(m.score_histories(rows), plain.models_[s].score_histories(rows),
                                        rtol=1e-5, atol=1e-6)
