@@ -5,9 +5,10 @@ import pytest
 import scipy.sparse as sp
 
 import segrec.resources
+from segrec import ease as _ease
 from segrec.errors import ResourceError, SegrecError
 from segrec.evaluate.ranking import quick_ndcg
-from segrec.models import EASERecommender, FitContext, ItemKNNRecommender, _ease
+from segrec.models import EASERecommender, FitContext, ItemKNNRecommender
 from segrec.models.baselines import _Neighbours
 from segrec.testing import planted_split
 
@@ -101,7 +102,7 @@ def _assert_same_path(got, want):
 
 
 def test_reg_path_samples_scored_users_at_scale(monkeypatch):
-    import segrec.models.tuning as tuning
+    import segrec.evaluate.ranking as tuning
 
     monkeypatch.setattr(tuning, "MAX_SCORED_USERS", 25)
     train, valid = _holdout(_random_binary(150, 50, 0.12, seed=7))

@@ -15,9 +15,9 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from ..ease import ease_reg_path, ease_weights
 from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
-from ._ease import ease_reg_path, ease_weights
 from .base import ModelConfig, Recommender
 from .context import FitContext
 from .tags import RecommenderTags
@@ -216,8 +216,8 @@ class EASERecommender(_ItemItemModel):
     ``score(u) = x_u @ B``. Memory is one n_items^2 float32 matrix (1.4 GB at 19k items);
     a catalogue that would need more than the machine has raises
     :class:`~segrec.errors.ResourceError`. With fewer users than items the closed form
-    goes through the users' Gram matrix (Woodbury), and lambda is tuned from one
-    eigendecomposition for the whole grid (:mod:`segrec.models._ease`).
+    goes through the users' Gram matrix (Woodbury); lambda is tuned on one Gram matrix built
+    once for the grid, on at most 4096 items (:mod:`segrec.ease`).
 
     Attributes:
         weights_: float32 (n_items, n_items).

@@ -211,7 +211,7 @@ class MultVAERecommender(Recommender):
         batch = max(cfg.batch_size, -(-len(users) // cfg.max_steps_per_epoch))
         steps_per_epoch = max(1, -(-len(users) // batch))
         self.batch_size_ = batch
-        # validation ranks a fixed sample of users at scale (tuning.MAX_SCORED_USERS)
+        # validation ranks a fixed sample of users at scale (evaluate.ranking.MAX_SCORED_USERS)
         scored = None if valid_csr is None else scored_users(valid_csr, seed=seed)
         # fork_rng keeps the caller's global torch RNG untouched while we seed ours.
         with torch.random.fork_rng(devices=[]):

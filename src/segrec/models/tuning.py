@@ -14,19 +14,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from ..evaluate.ranking import quick_ndcg
+from ..evaluate.ranking import MAX_SCORED_USERS, quick_ndcg, scored_users
 from ..split import holdout_split
 from ..types import Interactions
 from .context import FitContext
 
 __all__ = ["MAX_SCORED_USERS", "inner_sets", "grid_search", "scored_users"]
 
-#: Inner-validation users scored per candidate at most: beyond this a fixed random sample
-#: (paired across candidates, so their differences stay precise) keeps tuning bounded on
-#: 50k-user logs; ml-100k (943) and amazon-scientific (2,928) are scored in full.
-MAX_SCORED_USERS = 5000
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +30,6 @@ def inner_sets(train: Interactions, valid: Interactions | None) -> tuple[Interac
     if valid is not None and len(valid):
         return train, valid
     return holdout_split(train, 0.1)
-
-
-def scored_users(valid_csr, cap: int | None = None, seed: int = 0) -> np.ndarray:
-    """Dense users with inner-validation items: all of them, or a fixed sample of ``cap``.
-
-    Args:
-        valid_csr: sparse (n_users, n_items) inner-validation items.
-        cap: Most users returned; default :data:`MAX_SCORED_USERS`.
-        seed: Seed of the sample (the same users for every candidate).
-
-    Returns:
-        Sorted int64 dense user ids.
-    """
-    users = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
-    cap = MAX_SCORED_USERS if cap is None else int(cap)
-    if len(users) <= cap:
-        return users
-    return np.sort(np.random.default_rng(seed).choice(users, cap, replace=False))
 
 
 def grid_search(

@@ -66,7 +66,7 @@ class DownstreamResult:
 
 def _ease(x: sp.csr_matrix, reg: float) -> np.ndarray:
     # the same closed form as segrec.models.EASERecommender (Steck 2019), on a given row subset
-    from ..models._ease import ease_weights
+    from ..ease import ease_weights
 
     return ease_weights(x, reg, what="per-segment EASE")
 

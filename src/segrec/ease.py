@@ -20,7 +20,7 @@ default run on a 9.7k / 17.6k-item catalogue (385 s / 1,053 s at >= 8 GB, issue 
   scored: the inner-validation curve is not single-peaked (amazon-scientific:
   .1021 .1016 .1018 .1007 .1000 .0999 over 50..2000), so a walk uphill from the grid's
   middle would pick 200 where the scan picks 50. The scored validation
-  users are a fixed random sample beyond :data:`~segrec.models.tuning.MAX_SCORED_USERS`
+  users are a fixed random sample beyond :data:`~segrec.evaluate.ranking.MAX_SCORED_USERS`
   (never on ml-100k-sized data). Where even the smaller side exceeds
   :data:`TUNE_EXACT_MAX`, λ is chosen on the sub-catalogue of the most-interacted
   :data:`TUNE_EXACT_MAX` items (their co-occurrence counts are exact there); the final fit
@@ -43,10 +43,9 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
-from .. import resources
-from ..evaluate.ranking import quick_ndcg
-from ..resources import format_bytes
-from .tuning import scored_users
+from . import resources
+from .evaluate.ranking import quick_ndcg, scored_users
+from .resources import format_bytes
 
 __all__ = ["FLOAT64_MAX_ITEMS", "TUNE_EXACT_MAX", "ease_memory", "ease_reg_path", "ease_weights"]
 
