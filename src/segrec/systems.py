@@ -22,6 +22,7 @@ from .models import (
     ALSRecommender,
     EASERecommender,
     ItemKNNRecommender,
+    JointTransformerRecommender,
     MultVAERecommender,
     PerSegmentRecommender,
     PopularityRecommender,
@@ -40,12 +41,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "transformer": {"max_len": 50, "epochs": 15, "patience": 3, "target_window": 1,
                         "exclude_seen": False},
         "adapter": {"epochs": 8, "patience": 2},
+        "joint": {"max_len": 50, "epochs": 15, "patience": 3, "target_window": 1, "exclude_seen": False},
     },
     "none": {},
 }
 
 #: the routing roles of the composite, in the order its validation table lists them
-ROLES = ("adapted", "global", "local", "popularity")
+ROLES = ("adapted", "joint", "global", "local", "popularity")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ SYSTEMS: dict[str, SystemSpec] = {
                                                           MultVAERecommender.Config.model_fields else {})}),
     "transformer": SystemSpec(TransformerRecommender, "global", "transformer", _neural),
     "adapted_transformer": SystemSpec(AdaptedTransformerRecommender, "adapted", "adapter", _neural),
+    # opt-in (not in the default ``systems``): θ_shared and θ_k trained together (issue 17)
+    "joint_transformer": SystemSpec(JointTransformerRecommender, "joint", "joint", _neural),
     "local_ease": SystemSpec(PerSegmentRecommender, "local", "local_ease",
                              lambda cfg: {"base": "ease", "min_segment_users": cfg.models.min_segment_users}),
 }

@@ -12,6 +12,7 @@ from segrec.models import (
     EASERecommender,
     ItemKNNRecommender,
     ItemSubsetRecommender,
+    JointTransformerRecommender,
     PerSegmentRecommender,
     PopularityRecommender,
     TransformerRecommender,
@@ -92,6 +93,13 @@ class TestAdaptedTransformer(RecommenderContract):
     def make_model(self):
         return AdaptedTransformerRecommender(global_model=TransformerConfig(**TINY_TRANSFORMER), epochs=3,
                                              max_param_ratio=0.5, n_threads=1, random_state=0)
+
+
+class TestJointTransformer(RecommenderContract):
+    """Tagged ``requires_segments``: θ_shared and θ_k trained together on the planted groups."""
+
+    def make_model(self):
+        return JointTransformerRecommender(**TINY_TRANSFORMER, max_param_ratio=0.5)
 
 
 class TestPerSegmentEASE(RecommenderContract):

@@ -7,6 +7,7 @@ from .adapters import AdaptedTransformerRecommender
 from .base import ModelConfig, Recommender, check_is_fitted, model_class, registered_models
 from .baselines import EASERecommender, ItemKNNRecommender, PopularityRecommender
 from .context import FitContext
+from .joint import JointTransformerRecommender
 from .local import ItemSubsetRecommender, PerSegmentRecommender
 from .mf import ALSRecommender
 from .multvae import MultVAERecommender
@@ -24,6 +25,7 @@ __all__ = [
     "FitContext",
     "ItemKNNRecommender",
     "ItemSubsetRecommender",
+    "JointTransformerRecommender",
     "MODELS",
     "ModelConfig",
     "MultVAERecommender",

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -126,6 +127,7 @@ def run_loop(
     rng: np.random.Generator,
     pad_id: int,
     validate: Callable[[], float] | None = None,
+    side: Callable[[np.ndarray], Any] | None = None,
 ) -> LoopResult:
     """Train ``params`` with AdamW on ``windows``; early-stop on ``validate()`` if given.
 
@@ -142,6 +144,9 @@ def run_loop(
         rng: Shuffles batches; seeded by the caller.
         pad_id: Padding item id.
         validate: Returns validation NDCG@10 for the current parameters.
+        side: Optional per-batch input besides the items, from the batch's window indices
+            (the joint model's segment weight per window); then the loss is called as
+            ``batch_loss(inputs, targets, side(idx))``.
 
     Returns:
         LoopResult; ``best_params`` holds the parameters of the best epoch.
@@ -201,7 +206,7 @@ def run_loop(
         for idx in iter_batches(windows, rng, tokens=settings.batch_tokens, size=settings.batch_size):
             inputs, targets = to_batch(hist, windows, idx, settings.target_window, pad_id, device)
             with autocast(device, settings.bf16):
-                loss = batch_loss(inputs, targets)
+                loss = batch_loss(inputs, targets) if side is None else batch_loss(inputs, targets, side(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if settings.clip_grad:
@@ -262,6 +267,7 @@ def score_rows(
     *,
     device: str = "cpu",
     batch_size: int = 256,
+    side: Callable[[np.ndarray], Any] | None = None,
 ) -> np.ndarray:
     """Scores (len(rows), n_items) from the last position of each history; NaN for empty ones.
 
@@ -274,6 +280,8 @@ def score_rows(
         n_items: Catalogue size.
         device: Torch device.
         batch_size: Users per forward pass; users are sorted by length so padding stays small.
+        side: Optional per-user input besides the items, from positions into ``rows``; then
+            ``forward(inputs, last, side(positions))`` (the joint model's segment weights).
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows), n_items), dtype=np.float32)
@@ -284,7 +292,8 @@ def score_rows(
         pick = order[s : s + batch_size]
         inputs, last = padded_tail(hist, rows[pick], pad_id)
         with autocast(dev):
-            scores = forward(torch.from_numpy(inputs).to(dev), torch.from_numpy(last).to(dev))
+            args = (torch.from_numpy(inputs).to(dev), torch.from_numpy(last).to(dev))
+            scores = forward(*args) if side is None else forward(*args, side(pick))
         out[pick] = scores.float().cpu().numpy()
     out[lengths == 0] = np.nan
     return out

@@ -40,6 +40,9 @@ class FitContext:
     Attributes:
         segments: int array (n_users,), segment per dense user of the fit data
             (-1 = none); read by models tagged ``requires_segments``.
+        segment_probs: float array (n_users, K), each user's posterior over the segments
+            where the segmenter has one (a GMM), else None; read by the joint model's
+            soft segments.
         item_embeddings: float array (n_items, any) in dense item order; read by
             models tagged ``uses_item_embeddings``.
         executor: Runs per-segment tasks (and data-parallel training when it offers
@@ -54,6 +57,7 @@ class FitContext:
     """
 
     segments: np.ndarray | None = None
+    segment_probs: np.ndarray | None = None
     item_embeddings: np.ndarray | None = None
     executor: Executor | None = None
     device: str | None = None
@@ -68,6 +72,10 @@ class FitContext:
             segs = np.asarray(self.segments, dtype=np.int64)
             segs.flags.writeable = False
             object.__setattr__(self, "segments", segs)
+        if self.segment_probs is not None:
+            probs = np.asarray(self.segment_probs, dtype=np.float32)
+            probs.flags.writeable = False
+            object.__setattr__(self, "segment_probs", probs)
 
     def with_changes(self, **changes: Any) -> FitContext:
         """A copy with some fields replaced."""

@@ -228,8 +228,24 @@ class TransformerRecommender(Recommender):
         c = self.config
         return c.n_negatives if n_items > c.full_softmax_max_items and c.n_negatives < n_items else None
 
+    def _blank_net(self, n_items: int) -> SeqNet:
+        """A freshly initialised network of this model's shape (subclasses add their parameters)."""
+        return SeqNet(self._net_config(n_items))
+
+    def _objective(self, net: SeqNet, n_items: int) -> torch.nn.Module:
+        """The training loss module of ``net`` (``forward(inputs, targets[, side])``)."""
+        return NextItemLoss(net, self.config.exclude_seen, self.n_negatives_for(n_items))
+
+    def _batch_side(self, hist: Histories, windows) -> Any:
+        """Per-batch extra loss input from window indices (:func:`run_loop`'s ``side``); none here."""
+        return None
+
+    def _score_rows(self, net: SeqNet, hist: Histories, rows: np.ndarray) -> np.ndarray:
+        """Scores (len(rows), n_items) of ``net`` for rows of ``hist`` (dense users of the fit data)."""
+        return _score_net(net, hist, rows, self.config.device)
+
     def _new_net(self, n_items: int) -> SeqNet:
-        net = SeqNet(self._net_config(n_items))
+        net = self._blank_net(n_items)
         if self.config.item_init == "text":
             if self._item_init is None:
                 raise ConfigError("TransformerRecommender: item_init='text' needs item embeddings "
@@ -258,7 +274,7 @@ class TransformerRecommender(Recommender):
             windows = make_windows(hist, c.max_len)
             pad = net.config.pad_id
 
-            objective = NextItemLoss(net, c.exclude_seen, self.n_negatives_for(n_items))
+            objective = self._objective(net, n_items)
             parallel = self.data_parallel_hook
             # one process: the objective itself; under DDP: this rank's shard of each batch
             batch_loss = objective if parallel is None else parallel.wrap(objective)
@@ -270,7 +286,7 @@ class TransformerRecommender(Recommender):
 
                 def validate() -> float:
                     def score(rows):  # rows index the sampled users
-                        return _score_net(net, tail, users[rows], c.device)
+                        return self._score_rows(net, tail, users[rows])
 
                     if parallel is not None:  # each rank scores a share of the users
                         return parallel.mean_ndcg(score, fit_csr, valid_csr)
@@ -281,7 +297,8 @@ class TransformerRecommender(Recommender):
             if scale == "auto":
                 scale = embedding_lr_scale(int(windows.length.sum()), n_items)
             settings = self._loop_settings(epochs, scale)
-            result = run_loop(params, batch_loss, net.train, hist, windows, settings, rng, pad, validate)
+            result = run_loop(params, batch_loss, net.train, hist, windows, settings, rng, pad, validate,
+                              side=self._batch_side(hist, windows))
             net.load_state_dict({k: v.to(c.device) for k, v in result.best_params.items()}, strict=False)
             net.eval()
         return net, result
@@ -338,7 +355,7 @@ class TransformerRecommender(Recommender):
         inner = getattr(self, "_inner_data", None)
         if self.inner_params_ is None or inner is None:
             return None
-        net = SeqNet(self._net_config(self.n_items))
+        net = self._blank_net(self.n_items)
         net.load_state_dict({**self.net_.state_dict(), **self.inner_params_})
         model = type(self)(self.config)
         model.net_ = net.to(self.config.device).eval()
@@ -356,7 +373,7 @@ class TransformerRecommender(Recommender):
     def _score_hist(self, hist: Histories, rows: np.ndarray) -> np.ndarray:
         c = self.config
         with seeded(c.random_state, c.n_threads):
-            return _score_net(self.net_, hist, rows, c.device)
+            return self._score_rows(self.net_, hist, rows)
 
     def _score_histories(self, histories: list[list[int]], segments) -> np.ndarray:
         # new users as item-index sequences (oldest first); only the last max_len are used
@@ -380,7 +397,7 @@ class TransformerRecommender(Recommender):
         return state
 
     def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        net = SeqNet(self._net_config(len(self.item_vocab_)))
+        net = self._blank_net(len(self.item_vocab_))
         net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items()
                              if k.startswith("net.")})
         self.net_ = net.to(self.config.device).eval()

@@ -150,7 +150,7 @@ class SegmentedRecommender(ServingMixin, Recommender):
     def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         segments = self._fit_segments(train, context)
         self.segments_ = segments
-        member_ctx = context.with_changes(segments=segments)
+        member_ctx = context.with_changes(segments=segments, segment_probs=self._segment_probs(context))
         order = fit_order(self.tiers)
         self._check_tiers()
         self.tiers_, self.member_seconds_ = {}, {}
@@ -193,6 +193,12 @@ class SegmentedRecommender(ServingMixin, Recommender):
             self.segmenter_ = self.segmenter.fit(train)
             row.detail.update(self.segmenter_.timings_)
         return np.asarray(self.segmenter_.segmentation_.labels, dtype=np.int64)
+
+    def _segment_probs(self, context: FitContext) -> np.ndarray | None:
+        """The fit users' segment posteriors: the context's, else the fitted segmenter's (GMM), else None."""
+        if context.segment_probs is not None or self.segmenter_ is None:
+            return context.segment_probs
+        return self.segmenter_.segmenter_.membership(self.segmenter_.features_)
 
     def _check_tiers(self) -> None:
         policy = self.config.policy

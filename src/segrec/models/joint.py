@@ -1,0 +1,426 @@
+"""Joint training of θ_shared and every θ_k: one segment-aware Transformer, one training run.
+
+The post-hoc adapters (``adapters.py``) train θ_k on a frozen global network; here the
+shared network and all segments' parameters are updated together (STAR, Sheng et al.
+CIKM 2021; POSO, Dai et al. 2021; PEPNet, Chang et al. KDD 2023). Every batch mixes
+segments; each position runs its user's *segment path* (θ_shared with θ_k applied), so
+θ_shared learns from every user and θ_k only from its segment's (a user's weight on
+segment k is 0 or 1 with hard segments, the segmenter's posterior with soft ones). The
+loss is ``CE(segment path) + λ·KL(p_segment || p_shared)``, the shared path (θ_k off)
+computed on the same batch in the same loss call (no gradient, eval mode), which keeps
+each θ_k a small correction the shared model agrees with and the shared path a usable
+global model (users without a segment and new users are served by it).
+
+θ_k variants (``variant``), each within ``max_param_ratio`` of θ_shared:
+
+* ``gate`` (POSO / PEPNet): per-segment gates ``2·sigmoid(z_k)`` (1 at init) on the
+  input embedding, each block's attention output and its feed-forward hidden units;
+* ``star`` (STAR's ``W ⊙ W_k`` at rank 1): ``diag(1 + u_k) W diag(1 + v_k)`` on the
+  attention and feed-forward weights (identity at init);
+* ``lora``: ``W + s·B_k A_k`` (the adapters' θ_k, now trained jointly).
+
+Each may add a segment embedding (added to every input position) and a per-segment
+output bias over the catalogue. The mixture over segments is computed in one pass for
+the whole batch (gates and deltas are weighted by each row's segment weights), so a
+batch costs about the same whatever its mix of segments.
+
+The training loop, loss pieces, early stopping, warm-started refit and artifact format
+are :class:`~segrec.models.transformer.TransformerRecommender`'s (this class extends it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+from pydantic import Field
+
+from ..errors import DataValidationError, SegrecWarning
+from ..types import Interactions
+from ._seqdata import Histories
+from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
+from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
+from ._seqtrain import score_rows, seeded
+from .adapters import adapter_param_count, choose_rank
+from .base import check_is_fitted
+from .context import FitContext
+from .tags import RecommenderTags
+from .transformer import TransformerConfig, TransformerRecommender, net_flops
+
+__all__ = ["JointConfig", "JointNet", "JointTransformerRecommender", "theta_k_size"]
+
+log = logging.getLogger(__name__)
+
+
+class JointConfig(TransformerConfig):
+    """Settings of :class:`JointTransformerRecommender`: the Transformer's plus θ_k's."""
+
+    variant: Literal["gate", "star", "lora"] = "gate"
+    """θ_k's form: POSO/PEPNet gates, STAR rank-1 elementwise weights, or LoRA deltas."""
+    segment_embedding: bool = True
+    """Add a learned per-segment vector to every input position."""
+    output_bias: bool = True
+    """Learn a per-segment bias over the catalogue."""
+    kl_weight: float = Field(0.5, ge=0)
+    """λ of the consistency term λ·KL(p_segment || p_shared) (0 = no shared pass: cheaper)."""
+    soft: Literal["auto", "hard"] = "auto"
+    """``auto``: mix θ_k by ``context.segment_probs`` when the segmenter gives posteriors;
+    ``hard``: each user runs their own segment's θ_k only."""
+    rank: int | None = Field(None, ge=1)
+    """``lora``: rank of the deltas; None = the largest of 16, 8, 4, 2, 1 within the budget."""
+    targets: tuple[Literal["attn", "mlp"], ...] = ("attn", "mlp")
+    """``star`` / ``lora``: which weights get segment parameters."""
+    scale: float = Field(1.0, gt=0)
+    """``lora``: multiplier s of the low-rank delta."""
+    max_param_ratio: float = Field(0.05, gt=0)
+    """Budget: parameters of one θ_k / parameters of θ_shared (a warning when exceeded)."""
+
+
+def theta_k_size(net_config: SeqNetConfig, config: JointConfig, rank: int = 1) -> int:
+    """Parameters of one segment's θ_k for a network shape (without building anything)."""
+    if config.variant == "lora":  # the adapters' θ_k: same count
+        return adapter_param_count(net_config, config, rank)  # type: ignore[arg-type]
+    d, n_layers = net_config.embedding_size, net_config.n_layers
+    f = net_config.ffn_mult * d
+    if config.variant == "gate":
+        n = d + n_layers * (d + f)  # input, attention output, feed-forward hidden units
+    else:  # star: one input and one output scale vector per adapted weight
+        per_layer = 0
+        if "attn" in config.targets:
+            per_layer += (d + 3 * d) + (d + d)
+        if "mlp" in config.targets:
+            per_layer += (d + f) + (f + d)
+        n = n_layers * per_layer
+    n += d if config.segment_embedding else 0
+    n += net_config.n_items if config.output_bias else 0
+    return n
+
+
+class SegmentParams(nn.Module):
+    """Every segment's θ_k, stacked (segment first), applied to a SeqNet through hooks.
+
+    While :meth:`using` holds a (b, K) weight matrix, the hooks mix each row's segments
+    into the shared layers; outside it (or with None) the network is the shared path.
+    """
+
+    def __init__(self, net: SeqNet, n_segments: int, config: JointConfig, rank: int):
+        super().__init__()
+        cfg = net.config
+        d, f, k = cfg.embedding_size, cfg.ffn_mult * cfg.embedding_size, n_segments
+        self.variant, self.scale, self.n_segments = config.variant, config.scale, n_segments
+        self.weights: torch.Tensor | None = None
+        self.embedding = nn.Parameter(torch.zeros(k, d)) if config.segment_embedding else None
+        self.output_bias = nn.Parameter(torch.zeros(k, cfg.n_items)) if config.output_bias else None
+        self.gates = nn.ParameterDict()
+        self.lora_a, self.lora_b = nn.ParameterDict(), nn.ParameterDict()
+        modules = dict(net.named_modules())
+        if config.variant == "gate":
+            self.gates["drop"] = nn.Parameter(torch.zeros(k, d))
+            net.drop.register_forward_pre_hook(self._gate_hook("drop"))
+            for i, block in enumerate(net.blocks):
+                for part, width, mod in (("attn", d, block.attn.c_proj), ("mlp", f, block.mlp.c_proj)):
+                    key = f"b{i}_{part}"
+                    self.gates[key] = nn.Parameter(torch.zeros(k, width))
+                    mod.register_forward_pre_hook(self._gate_hook(key))
+            return
+        shapes = dict(net.named_parameters())
+        for name in adapter_targets(net, config.targets):
+            out_f, in_f = shapes[name].shape
+            key = name.removesuffix(".weight").replace(".", "_")
+            mod = modules[name.removesuffix(".weight")]
+            if config.variant == "star":  # diag(g_out) W diag(g_in), both 1 at init
+                self.gates[key + "_in"] = nn.Parameter(torch.zeros(k, in_f))
+                self.gates[key + "_out"] = nn.Parameter(torch.zeros(k, out_f))
+                mod.register_forward_pre_hook(self._scale_hook(key + "_in"))
+                mod.register_forward_hook(self._scale_out_hook(key + "_out"))
+            else:  # lora: A small random, B zero, as the adapters
+                self.lora_a[key] = nn.Parameter(torch.randn(k, rank, in_f) / np.sqrt(in_f))
+                self.lora_b[key] = nn.Parameter(torch.zeros(k, out_f, rank))
+                mod.register_forward_hook(self._lora_hook(key))
+
+    @contextlib.contextmanager
+    def using(self, weights: torch.Tensor | None):
+        """Run the network's forward passes inside with these (b, K) segment weights."""
+        old, self.weights = self.weights, weights
+        try:
+            yield
+        finally:
+            self.weights = old
+
+    def _mix(self, table: torch.Tensor) -> torch.Tensor:
+        """(b, dim): each row's segment weights times a (K, dim) table (a hard row picks one)."""
+        return self.weights.to(table.dtype) @ table
+
+    def _gate(self, key: str, x: torch.Tensor, centred: bool) -> torch.Tensor:
+        z = self.gates[key]
+        # gate: 2·sigmoid(z) (POSO's range (0, 2), 1 at z = 0); star: 1 + z. A row whose
+        # weights sum below 1 (no segment) keeps the shared value for the remainder
+        g = 2.0 * torch.sigmoid(z) - 1.0 if centred else z
+        return x * (1.0 + self._mix(g))[:, None, :].to(x.dtype)
+
+    def _gate_hook(self, key: str):
+        def hook(module, args):
+            if self.weights is None:
+                return None
+            return (self._gate(key, args[0], True), *args[1:])
+        return hook
+
+    def _scale_hook(self, key: str):
+        def hook(module, args):
+            if self.weights is None:
+                return None
+            return (self._gate(key, args[0], False), *args[1:])
+        return hook
+
+    def _scale_out_hook(self, key: str):
+        def hook(module, args, output):
+            return None if self.weights is None else self._gate(key, output, False)
+        return hook
+
+    def _lora_hook(self, key: str):
+        def hook(module, args, output):
+            if self.weights is None:
+                return None
+            x = args[0]  # (b, t, in)
+            a, b = self.lora_a[key], self.lora_b[key]  # (K, r, in), (K, out, r)
+            k, r, _ = a.shape
+            u = x @ a.reshape(k * r, -1).T.to(x.dtype)  # (b, t, K·r): every segment's down-projection
+            w = self.weights.to(u.dtype)[:, None, :, None]  # (b, 1, K, 1)
+            u = (u.view(*u.shape[:-1], k, r) * w).reshape(*u.shape)
+            delta = u @ b.permute(1, 0, 2).reshape(b.shape[1], k * r).T.to(u.dtype)
+            return output + self.scale * delta
+        return hook
+
+    def extra(self) -> torch.Tensor | None:
+        """(b, d) segment embeddings of the current rows, or None."""
+        if self.weights is None or self.embedding is None:
+            return None
+        return self._mix(self.embedding)
+
+    def bias(self) -> torch.Tensor | None:
+        """(b, n_items) per-row output bias of the current rows, or None."""
+        if self.weights is None or self.output_bias is None:
+            return None
+        return self._mix(self.output_bias)
+
+
+class JointNet(SeqNet):
+    """A :class:`SeqNet` with every segment's θ_k attached (parameters ``segment.*``)."""
+
+    def __init__(self, config: SeqNetConfig, n_segments: int, joint: JointConfig, rank: int):
+        super().__init__(config)
+        self.segment = SegmentParams(self, n_segments, joint, rank)
+
+    def n_shared_params(self) -> int:
+        """Parameters of θ_shared (everything but ``segment.*``)."""
+        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("segment."))
+
+    def segment_forward(self, items: torch.Tensor, weights: torch.Tensor | None,
+                        last: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The segment path: hidden states and per-row output bias (b, n_items) or None.
+
+        ``weights`` (b, K) are the rows' segment weights; None runs the shared path.
+        """
+        with self.segment.using(weights):
+            return self(items, extra=self.segment.extra(), last=last), self.segment.bias()
+
+
+class JointLoss(nn.Module):
+    """The joint objective: CE of the segment path + λ·KL(segment path || shared path).
+
+    Args:
+        net: The network with θ_k attached.
+        exclude_seen: Leave items already in the window out of each position's softmax.
+        n_negatives: Shared negatives of a sampled softmax; None = the exact full softmax.
+        kl_weight: λ; the shared path is computed (no gradient, eval mode) only when > 0.
+    """
+
+    def __init__(self, net: JointNet, exclude_seen: bool, n_negatives: int | None, kl_weight: float):
+        super().__init__()
+        self.net, self.exclude_seen = net, exclude_seen
+        self.n_negatives, self.kl_weight = n_negatives, kl_weight
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Mean loss; inputs (b, t), targets (b, t, w), weights (b, K) per window's user."""
+        net = self.net
+        keep = targets[..., 0] >= 0
+        tg = targets[keep]
+        pairs = seen_pairs(inputs, keep, tg) if self.exclude_seen else None
+        n_items = net.config.n_items
+        negatives = (None if self.n_negatives is None
+                     else sample_negatives(n_items, self.n_negatives, inputs.device))
+        weight, item_bias = net.wte.weight[:n_items], net.item_bias
+        hidden, bias = net.segment_forward(inputs, weights)
+        h = hidden[keep]
+        if bias is not None:
+            # a per-row bias through the dot product: [h, w] · [item, bias_k] = h·item + Σ_k w_k bias_k,
+            # so the exact and the sampled softmax both take it unchanged
+            row_w = weights[:, None, :].expand(-1, inputs.shape[1], -1)[keep]
+            h = torch.cat([h, row_w.to(h.dtype)], 1)
+            weight = torch.cat([weight, net.segment.output_bias.T.to(weight.dtype)], 1)
+        logits, cols = output_logits(h, weight, item_bias, tg, pairs, negatives)
+        ref = None
+        if self.kl_weight > 0:
+            was_training = net.training
+            net.eval()
+            with torch.no_grad():
+                ref, _ = output_logits(net(inputs)[keep], net.wte.weight[:n_items], item_bias, tg, pairs,
+                                       negatives)
+            net.train(was_training)
+        return multi_target_ce(logits, cols, ref, self.kl_weight)
+
+
+class JointTransformerRecommender(TransformerRecommender):
+    """A segment-aware Transformer whose θ_shared and per-segment θ_k are trained together.
+
+    Fit: as :class:`TransformerRecommender` (early stopping on its own inner validation,
+    scored with each user's segment path, then a warm-started refit on train ∪ valid),
+    with the joint objective (see the module docstring). Score: each user's segment path;
+    users without a segment (-1) and new users without one get the shared path.
+
+    Attributes:
+        segments_: int (n_users,), segment per dense user (-1 = none).
+        weights_: float32 (n_users, K), each user's weights on the K segments (one-hot
+            with hard segments, the posterior with soft ones; zeros = the shared path).
+        soft_: Whether the weights came from segment posteriors.
+        rank_: Rank of the ``lora`` deltas (1 for the other variants).
+        param_ratio_: Parameters of one θ_k / parameters of θ_shared.
+
+    Example:
+        >>> import numpy as np
+        >>> from segrec.testing import planted_split
+        >>> split = planted_split()
+        >>> segs = np.arange(split.train.n_users) % 2
+        >>> model = JointTransformerRecommender(embedding_size=16, n_heads=1, max_len=8, epochs=2,
+        ...                                     max_param_ratio=1.0)
+        >>> model.fit(split.train, valid=split.valid, context=FitContext(segments=segs)).n_segments_
+        2
+    """
+
+    Config = JointConfig
+    name = "joint_transformer"
+    config: JointConfig
+
+    def __recommender_tags__(self) -> RecommenderTags:
+        """Needs segments; trains in one process (no data-parallel path yet)."""
+        return replace(super().__recommender_tags__(), requires_segments=True, data_parallel=False)
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
+        segs = np.asarray(context.segments, dtype=np.int64)
+        probs = context.segment_probs
+        n_seg = int(segs.max()) + 1 if (segs >= 0).any() else 1
+        self.soft_ = probs is not None and self.config.soft == "auto"
+        if self.soft_:
+            probs = np.asarray(probs, dtype=np.float32)
+            if probs.ndim != 2 or probs.shape[0] != train.n_users or not np.isfinite(probs).all():
+                raise DataValidationError(
+                    f"context.segment_probs must be a finite (n_users, K) = ({train.n_users}, K) array; "
+                    f"got shape {probs.shape}", source="segment_probs", problem="wrong shape")
+            n_seg = max(n_seg, probs.shape[1])
+        self.segments_ = segs
+        self.n_segments_ = n_seg
+        weights = np.zeros((train.n_users, n_seg), np.float32)
+        if self.soft_:
+            weights[:, : probs.shape[1]] = probs
+        else:
+            has = segs >= 0
+            weights[np.flatnonzero(has), segs[has]] = 1.0
+        self.weights_ = weights
+        net_config = self._net_config(train.n_items)
+        n_shared = SeqNet(net_config).n_params()
+        c = self.config
+        self.rank_ = choose_rank(net_config, n_shared, c) if c.variant == "lora" else 1  # type: ignore[arg-type]
+        self.param_ratio_ = theta_k_size(net_config, c, self.rank_) / n_shared
+        if self.param_ratio_ > c.max_param_ratio:
+            warnings.warn(f"joint {c.variant}: θ_k = {self.param_ratio_:.1%} of θ_shared, over "
+                          f"max_param_ratio={c.max_param_ratio:.0%}", SegrecWarning, stacklevel=3)
+        log.info("joint %s: %d segments (%s), θ_k = %.2f%% of θ_shared", c.variant, n_seg,
+                 "soft" if self.soft_ else "hard", 100 * self.param_ratio_)
+        super()._fit(train, valid, context)
+
+    def _blank_net(self, n_items: int) -> JointNet:
+        return JointNet(self._net_config(n_items), self.n_segments_, self.config, self.rank_)
+
+    def _objective(self, net: JointNet, n_items: int) -> nn.Module:
+        return JointLoss(net, self.config.exclude_seen, self.n_negatives_for(n_items), self.config.kl_weight)
+
+    def _batch_side(self, hist: Histories, windows) -> Any:
+        table = torch.from_numpy(self.weights_).to(self.config.device)
+        user = torch.from_numpy(windows.user).to(self.config.device)
+        return lambda idx: table[user[torch.from_numpy(idx).to(self.config.device)]]
+
+    def _score_rows(self, net: JointNet, hist: Histories, rows: np.ndarray,
+                    weights: np.ndarray | None = None) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        w = self.weights_[rows] if weights is None else np.asarray(weights, np.float32)
+        device = self.config.device
+
+        def forward(inputs, last, pos):
+            hidden, bias = net.segment_forward(inputs, torch.from_numpy(w[pos]).to(device), last=last)
+            logits = net.logits(hidden)
+            return logits if bias is None else logits + bias
+
+        return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=device,
+                          side=lambda pos: pos)
+
+    def inner_model(self) -> JointTransformerRecommender | None:
+        """The best-epoch joint network trained on the inner train part only (see the base class)."""
+        model = super().inner_model()
+        if model is not None:
+            model.segments_, model.weights_, model.soft_ = self.segments_, self.weights_, self.soft_
+            model.n_segments_, model.rank_ = self.n_segments_, self.rank_
+            model.param_ratio_ = self.param_ratio_
+        return model
+
+    # -------------------------------------------------------------- scoring
+    def _score_histories(self, histories: list[list[int]], segments) -> np.ndarray:
+        # new users: one-hot on their given segment; None, -1 or an unknown one = the shared path
+        hist = Histories.from_lists(histories).tail(self.config.max_len)
+        w = np.zeros((len(hist), self.n_segments_), np.float32)
+        if segments is not None:
+            seg = np.asarray(segments, np.int64)
+            ok = (seg >= 0) & (seg < self.n_segments_)
+            w[np.flatnonzero(ok), seg[ok]] = 1.0
+        with seeded(self.config.random_state, self.config.n_threads):
+            return self._score_rows(self.net_, hist, np.arange(len(hist)), w)
+
+    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
+        # θ_k adds work in proportion to its size (gates, scales or low-rank products per row)
+        return net_flops(self.net_.config, h, self.n_items) * (1.0 + float(self.param_ratio_))
+
+    def n_parameters(self) -> int:
+        """θ_shared plus every θ_k (the saved user weights are bookkeeping, not parameters)."""
+        check_is_fitted(self)
+        return self.net_.n_params()
+
+    def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True):
+        """Top-k items per user (see :meth:`Recommender.recommend`); records each user's segment."""
+        recs = super().recommend(user_ids, k, exclude_seen=exclude_seen)
+        seg = self.segments_[self._user_index(recs.user_ids)]
+        return type(recs)(recs.user_ids, recs.item_ids, recs.scores, seg, recs.tier)
+
+    # ------------------------------------------------------------ artifacts
+    def _state(self) -> dict[str, np.ndarray]:
+        state = super()._state()
+        state["segments"] = self.segments_.astype(np.int64)
+        state["segment_weights"] = self.weights_.astype(np.float32)
+        return state
+
+    def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.n_segments_, self.rank_ = int(meta["n_segments"]), int(meta["rank"])
+        self.param_ratio_, self.soft_ = float(meta["param_ratio"]), bool(meta["soft"])
+        super()._set_state(tensors, meta)
+        self.segments_ = tensors["segments"].astype(np.int64)
+        self.weights_ = np.array(tensors["segment_weights"], dtype=np.float32)
+
+    def _meta(self) -> dict[str, Any]:
+        return {**super()._meta(), "n_segments": self.n_segments_, "rank": self.rank_,
+                "param_ratio": self.param_ratio_, "soft": self.soft_,
+                "n_shared_params": self.net_.n_shared_params()}
