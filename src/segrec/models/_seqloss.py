@@ -19,7 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["seen_pairs", "mask_seen", "output_logits", "sample_negatives", "multi_target_ce"]
+__all__ = ["seen_pairs", "mask_seen", "output_logits", "sample_negatives", "multi_target_ce",
+           "consistency_kl"]
 
 
 def seen_pairs(inputs: torch.Tensor, keep: torch.Tensor,
@@ -145,11 +146,20 @@ def multi_target_ce(
     picked = torch.where(mask, logp.gather(1, targets.clamp(min=0)), 0.0)  # (n, w)
     loss = -(picked.sum(1) / mask.sum(1).clamp(min=1)).mean()
     if ref_logits is not None and kl_weight > 0:
-        ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
-        # KL(p || p_ref). Items masked out of both (-inf) must add 0 *and* a 0 gradient:
-        # zero them before the arithmetic (a where() after it still back-propagates NaN).
-        live = torch.isfinite(logp) & torch.isfinite(ref_logp)
-        lp, rp = logp.masked_fill(~live, 0.0), ref_logp.masked_fill(~live, 0.0)
-        kl = (lp.exp() * (lp - rp) * live).sum(1).mean()
-        loss = loss + kl_weight * kl
+        loss = loss + kl_weight * consistency_kl(logp, ref_logits, log_probs=True)
     return loss
+
+
+def consistency_kl(logits: torch.Tensor, ref_logits: torch.Tensor, *,
+                   log_probs: bool = False) -> torch.Tensor:
+    """Mean over rows of KL(softmax(logits) || softmax(ref_logits)), both (n, C).
+
+    ``log_probs``: ``logits`` are already log-softmaxed (the CE's own, reused).
+    """
+    logp = logits if log_probs else F.log_softmax(logits.float(), dim=-1)
+    ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
+    # Items masked out of both (-inf) must add 0 *and* a 0 gradient:
+    # zero them before the arithmetic (a where() after it still back-propagates NaN).
+    live = torch.isfinite(logp) & torch.isfinite(ref_logp)
+    lp, rp = logp.masked_fill(~live, 0.0), ref_logp.masked_fill(~live, 0.0)
+    return (lp.exp() * (lp - rp) * live).sum(1).mean()
