@@ -15,7 +15,8 @@ test NDCG@10 overall, per segment and per activity tercile, the paired 95% boots
 CI of its difference from the global model (and for the joint rows, from the
 adapters), its inner-valid NDCG@10 (what a router would choose by) and its fit
 wall seconds with ``uptime`` beside them (the machine is shared: ratios, not
-absolutes). Writes benchmarks/results/bench_joint.json (one entry per dataset).
+absolutes). Writes benchmarks/results/bench_joint.json (one entry per dataset, and
+segmentation method when not k-means, and seed when not 0).
 """
 
 from __future__ import annotations
@@ -161,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nchosen on inner validation: {chosen}")
 
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
-    results[name] = {"command": " ".join(["python", *sys.argv]), "commit": git_commit(),
+    key = name + ("" if args.method == "kmeans" else f" ({args.method})") + \
+        ("" if args.seed == 0 else f" seed {args.seed}")
+    results[key] = {"command": " ".join(["python", *sys.argv]), "commit": git_commit(),
                      "segmentation": {"method": args.method, "n_segments": int(seg.segmentation_.n_segments),
                                       "sizes": np.bincount(segments[segments >= 0]).tolist(),
                                       "posteriors": probs is not None, "text": False},
