@@ -24,8 +24,8 @@ __all__ = ["SYSTEM_NAMES", "add_parser", "validate"]
 
 #: what ``--systems`` accepts (``segrec.systems.known_systems()``; listed here so that
 #: ``segrec --help`` does not import torch; tests/unit/test_config.py checks they agree)
-SYSTEM_NAMES = ("adapted_transformer", "als", "ease", "itemknn", "local_ease", "multvae", "popularity",
-                "segmented", "transformer")
+SYSTEM_NAMES = ("adapted_transformer", "als", "ease", "itemknn", "joint_transformer", "local_ease", "multvae",
+                "popularity", "segmented", "transformer")
 
 #: dotted config key -> the flag that sets it, so a bad value names what the user typed
 FLAGS = {"segmentation.n_segments": "--segments", "segmentation.method": "--method", "device": "--device",
@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="replace the previous run in --out (atomically; files segrec did not write are "
                         "never deleted)")
     p.add_argument("--systems",
-                   help="comma-separated systems to run (default: all): " + ", ".join(SYSTEM_NAMES))
+                   help="comma-separated systems to run (default: all but the opt-in joint_transformer): "
+                   + ", ".join(SYSTEM_NAMES))
     p.add_argument("--no-split", action="store_true",
                    help="use all of --data as fit data; nothing is held out or evaluated")
     p.add_argument("--segments", dest="n_segments", type=k_or_auto,
