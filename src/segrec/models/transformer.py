@@ -21,11 +21,12 @@ from pydantic import Field
 
 from ..errors import ConfigError, SegrecWarning
 from ..evaluate.ranking import quick_ndcg
+from ..resources import cpu_has_native_bf16
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
 from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
 from ._seqnet import SeqNet, SeqNetConfig
-from ._seqtrain import LoopSettings, cpu_has_native_bf16, run_loop, score_rows, seeded
+from ._seqtrain import LoopSettings, run_loop, score_rows, seeded
 from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
