@@ -41,7 +41,7 @@ from ._seqtrain import LoopSettings, run_loop, score_rows, seeded
 from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
-from .transformer import TransformerConfig, TransformerRecommender, net_flops
+from .transformer import TransformerConfig, TransformerRecommender, net_flops, train_in_bf16
 from .tuning import inner_sets
 
 __all__ = [
@@ -103,6 +103,10 @@ class AdapterConfig(ModelConfig):
     """Settings of the global model trained when ``fit`` is not given one."""
     device: str = "cpu"
     """Torch device for adapter training and scoring."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Training matmuls, as the global model's ``precision`` (``auto``: bf16 on CUDA and on
+    CPUs with native bf16). ml-100k, one segment of every user, one epoch on a loaded box:
+    see ``benchmarks/results`` notes in the commit that set it."""
     n_threads: int | None = Field(1, ge=1)
     """CPU threads (``None`` = torch's current setting); 1, as the global model's (see there)."""
     random_state: int = 0
@@ -280,7 +284,8 @@ def fit_segment_adapter(
             if config.kl_weight > 0:
                 with torch.no_grad():
                     ref, _ = output_logits(reference(inputs)[keep], weight, item_bias, tg, pairs, negatives)
-            return multi_target_ce(logits, cols, ref, config.kl_weight)
+            return multi_target_ce(logits, cols, ref, config.kl_weight,
+                                   masked=pairs is not None or negatives is not None)
 
         validate = None
         if valid is not None and config.early_stopping:
@@ -298,6 +303,7 @@ def fit_segment_adapter(
         settings = LoopSettings(epochs=epochs, batch_tokens=config.batch_tokens, batch_size=config.batch_size,
                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                                 patience=config.patience, target_window=target_window, clip_grad=1.0,
+                                bf16=train_in_bf16(config.precision, config.device),
                                 device=config.device, show_progress=config.show_progress,
                                 label=label)
         result = run_loop(theta, batch_loss, net.train, train, windows, settings, rng, pad, validate)
