@@ -206,7 +206,7 @@ class LoadedRun:
         return list(self.manifest["systems"])
 
     def system(self, name: str | None = None) -> Recommender:
-        """Load one saved system (default: the run's best)."""
+        """Load one saved system (default: the run's best on inner validation, ``best_system``)."""
         name = name or self.manifest.get("best_system")
         if name not in self.manifest["systems"]:
             raise SegrecError(f"{self.path}: no system {name!r}; saved: {', '.join(self.system_names)}")
@@ -232,7 +232,8 @@ class LoadedRun:
         """A :class:`~segrec.route.router.Router` serving one saved system.
 
         Args:
-            system: System to serve; default ``segmented`` when saved, else the run's best.
+            system: System to serve; default the run's ``best_system`` (the best on inner
+                validation), or ``segmented`` when a routing policy is given.
                 A plain system is served as a one-tier composite with the run's segments
                 and segmenter.
             **routing: Policy changes for a segmented system, e.g. ``policy="budget",
@@ -240,7 +241,8 @@ class LoadedRun:
         """
         from .route import Router, SegmentedRecommender
 
-        name = system or ("segmented" if "segmented" in self.system_names else None)
+        name = system or ("segmented" if routing and "segmented" in self.system_names
+                          else self.manifest.get("best_system"))
         model = self.system(name)
         served = model.name if name is None else name
         composite = isinstance(model, SegmentedRecommender)

@@ -116,6 +116,7 @@ def run_command(args: argparse.Namespace) -> int:
 def format_result(result) -> str:
     """The human-readable comparison: overall table, per segment, CIs, routing."""
     from ..experiment import adaptation_table
+    from ..report.verdict import routing_lines
 
     lines = []
     d = result.data
@@ -134,7 +135,7 @@ def format_result(result) -> str:
             lines.append(f"skipped {name}: {why}")
     if not result.reports:
         lines.append("no evaluation (--no-split): systems fitted on all data and saved")
-        return "\n".join(lines)
+        return "\n".join(lines + routing_lines(result))
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.float_format", "{:.4f}".format):
         table = result.table().sort_values("ndcg@10", ascending=False)
@@ -152,4 +153,4 @@ def format_result(result) -> str:
         routed = getattr(result.systems.get("segmented"), "routing_", None)
         if routed:
             lines += ["", "routing: " + ", ".join(f"segment {s} -> {t}" for s, t in sorted(routed.items()))]
-    return "\n".join(lines)
+    return "\n".join(lines + routing_lines(result))
