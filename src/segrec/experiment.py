@@ -107,17 +107,17 @@ class RunResult:
     def best_system(self) -> str:
         """The served default: the system with the best inner-validation NDCG@10 — never chosen on test.
 
-        ``segmented`` when its honest (cross-fitted) estimate beats the best single system's
-        under the same cross-fit, else the best single system itself (the simpler of two
-        equals). Without a validation table: ``segmented`` if fitted, else the first system.
+        ``segmented`` when its honest (cross-fitted) gain over the best single system under
+        the same cross-fit clears ``gate_z`` standard errors (the rule that moves a segment),
+        else the best single system itself (the simpler of two equals). Without a validation
+        table: ``segmented`` if fitted, else the first system.
         """
         summary = getattr(self.composite, "selection_", None) or {}
         if summary.get("systems"):
             best_tier = summary.get("best_single")
             single = next((n for n in self.systems
                            if n != "segmented" and _tier_of(self, n) == best_tier), None)
-            routed = "segmented" in self.systems and summary.get("honest_ndcg") is not None and (
-                summary["honest_ndcg"] > summary["honest_ndcg_best_single"])
+            routed = "segmented" in self.systems and bool(summary.get("routing_pays"))
             if routed or (single is None and "segmented" in self.systems):
                 return "segmented"
             if single is not None:

@@ -132,8 +132,9 @@ def routing_lines(result: Any) -> list[str]:
     out.append(f"shrinkage toward the global choice: m = {m} validation users (chosen by cross-fitting)")
     valid = result.validation()
     if valid:
-        out.append("inner-valid NDCG@10: " + ", ".join(f"{n} {v:.4f}" for n, v in
-                                                       sorted(valid.items(), key=lambda kv: -kv[1])))
+        out.append("inner-valid NDCG@10: " + ", ".join(
+            f"{n} {v:.4f}{' (cross-fitted)' if n == 'segmented' else ''}"
+            for n, v in sorted(valid.items(), key=lambda kv: -kv[1])))
     if result.reports:
         out.append(_test_line(result))
     out.append(line)

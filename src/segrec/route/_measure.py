@@ -25,7 +25,7 @@ __all__ = ["Measured", "measure", "user_ndcg"]
 #: users whose singles choose the blend pairs (at least, or a fifth of the users when more)
 PROBE_USERS = 1024
 #: float32 entries of one scored block (chunk x items) per tier kept at once
-BLOCK_ENTRIES = 2.5e7
+BLOCK_ENTRIES = 1e7
 
 
 @dataclass

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ class RoutingOutcome:
         table: Rows ``segment, tier, users, ndcg@10, flops, alpha, chosen``.
         selection: The :class:`Selection` (per-user honest values included).
         systems: tier -> its inner-valid NDCG@10 over all validation users (fallback-filled).
+        timings: Wall seconds of the parts: ``inner_fits_s``, ``scoring_s``, ``selection_s``.
     """
 
     routing: dict[int, str]
@@ -59,6 +61,7 @@ class RoutingOutcome:
     table: pd.DataFrame
     selection: Selection
     systems: dict[str, float]
+    timings: dict[str, float]
 
     def summary(self) -> dict[str, Any]:
         """JSON-able: the selection's summary, each tier's inner-valid NDCG@10, the blends' α."""
@@ -122,7 +125,7 @@ def _fill(values: np.ndarray, names: list[str], chain: tuple[str, ...]) -> np.nd
 def route_on_validation(members: Mapping[str, Recommender], names: list[str],
                         inner: tuple[Interactions, Interactions], segments: np.ndarray, context: FitContext,
                         *, chain: tuple[str, ...], large: tuple[str, ...] | None, min_gain: float,
-                        blends: bool = True, seed: int = 0) -> RoutingOutcome:
+                        gate_z: float = 1.0, blends: bool = True, seed: int = 0) -> RoutingOutcome:
     """Measure every candidate (and blends) on inner validation and choose each segment's tier.
 
     Args:
@@ -133,12 +136,16 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
         context: The run context (executor, progress).
         chain: The fallback chain's tiers (who serves a user a tier cannot score).
         large: Tiers on the large side of blends (None: the sequence models).
-        min_gain: Cross-fitted gain a segment needs to leave the best single system.
+        min_gain: Cross-fitted gain a segment needs to leave the best single system ...
+        gate_z: ... by this many standard errors.
         blends: Also consider blends.
         seed: Seed of the cross-fitting halvings.
     """
     inner_train, inner_valid = inner
+    clock = time.perf_counter()
     stage = inner_members(members, names, inner_train, segments, context)
+    timings = {"inner_fits_s": time.perf_counter() - clock}
+    clock = time.perf_counter()
     alphas = ALPHAS[1:-1]  # the endpoints are the two tiers alone
     big = large_tiers(members, names, large) if blends else []
     small = [n for n in names if n not in big]
@@ -147,6 +154,8 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
         return blend_pairs(_fill(singles, names, chain), names, segments[users], big, small)
 
     measured = measure(stage, names, inner_train, inner_valid, choose_pairs, alphas, seed=seed)
+    timings["scoring_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     users, raw, pairs = measured.users, measured.singles, measured.pairs
     seg = segments[users]
     values = _fill(raw, names, chain)
@@ -161,7 +170,8 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
             columns.append(np.where(np.isnan(col), fill, col)[:, None])
             options.append(Option(blend_name(pair), single=False, pair=pair, alpha=float(alpha)))
     matrix = np.hstack(columns)
-    selection = select(matrix, options, seg, min_gain=min_gain, seed=seed)
+    selection = select(matrix, options, seg, min_gain=min_gain, z=gate_z, seed=seed)
+    timings["selection_s"] = time.perf_counter() - clock
     default = options[selection.best_single].tier
 
     labels, shrunk, overall = shrunk_values(matrix, seg, selection.m)
@@ -183,7 +193,7 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
     table = _table(stage, names, raw, matrix, options, seg, users, segments, inner_train, pairs, alpha_of,
                    routing)
     systems = {n: float(values[:, j].mean()) if len(users) else float("nan") for j, n in enumerate(names)}
-    return RoutingOutcome(routing, default, bound, table, selection, systems)
+    return RoutingOutcome(routing, default, bound, table, selection, systems, timings)
 
 
 def _table(stage, names, raw, matrix, options, seg, users, segments, inner_train, pairs, alpha_of,

@@ -236,6 +236,7 @@ class SegmentedRecommender(ServingMixin, Recommender):
         outcome = route_on_validation(
             self.tiers_, self.candidates(), inner_sets(train, valid), segments, context,
             chain=self.config.fallback, large=self.config.large_tiers, min_gain=policy.min_gain,
+            gate_z=policy.gate_z,
             blends=self.config.blend, seed=int(getattr(self.segmenter, "random_state", 0) or 0))
         for model in self.tiers_.values():  # the inner versions served their purpose: free them
             model.release_inner()
@@ -243,6 +244,7 @@ class SegmentedRecommender(ServingMixin, Recommender):
         self.validation_ = outcome.table
         self.selection_ = outcome.summary()
         self.default_tier_ = outcome.default_tier
+        self.fit_timings_.update(outcome.timings)
         if policy.kind == "accuracy":
             return outcome.routing
         return policy.choose(self.validation_, segments, train.user_counts(), set(self.tiers_))

@@ -252,6 +252,10 @@ class RoutingPolicy(BaseModel):
     or value-tier rules."""
     min_gain: float = Field(0.0, ge=0.0)
     """A tier must beat the default tier by more than this validation NDCG@10 to be routed to."""
+    gate_z: float = Field(1.0, ge=0.0)
+    """``accuracy``: a segment leaves the best single system only where its cross-fitted gain
+    clears ``min_gain`` by this many standard errors (and the routed system is served by
+    default only where its honest gain over the best single system does)."""
     default_tier: str = "global"
     """Tier kept for a segment when no other tier beats it (and for unsegmented users)."""
     budget_flops: float | None = Field(None, ge=0)

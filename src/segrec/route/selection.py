@@ -89,7 +89,8 @@ class Selection:
         honest: Per-user outer cross-fitted NDCG@10 of the routed procedure; ``honest_single``:
             of the best single system under the same cross-fit (users in ``user_segments`` order).
         user_segments: Segment label of each validation user.
-        gain, ci: Mean of ``honest − honest_single`` and its paired bootstrap 95% CI.
+        gain, ci: Mean of ``honest − honest_single`` and its paired bootstrap 95% CI; ``se``: its
+            standard error; ``z``: the standard errors a gain must clear (the gates' rule).
     """
 
     options: list[Option]
@@ -107,7 +108,14 @@ class Selection:
     user_segments: np.ndarray
     gain: float
     ci: tuple[float, float]
+    se: float = 0.0
+    z: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pays(self) -> bool:
+        """Whether routing beats the best single system honestly: the gain clears ``z`` standard errors."""
+        return self.gain > 0 and self.gain > self.z * self.se
 
     def segment_gain(self, segment: int) -> tuple[float, float, float]:
         """Honest (cross-fitted) gain over the best single system in one segment, with its 95% CI."""
@@ -144,7 +152,8 @@ class Selection:
                 "m_scores": {str(_json_float(k)): v for k, v in self.m_scores.items()},
                 "honest_ndcg": float(self.honest.mean()) if len(self.honest) else None,
                 "honest_ndcg_best_single": float(self.honest_single.mean()) if len(self.honest) else None,
-                "honest_gain": self.gain, "honest_ci": list(self.ci), "segments": rows, **self.extra}
+                "honest_gain": self.gain, "honest_ci": list(self.ci), "honest_se": self.se, "z": self.z,
+                "routing_pays": self.pays, "segments": rows, **self.extra}
 
 
 def _json_float(x: float) -> float | str:
@@ -283,7 +292,8 @@ def select(values: np.ndarray, options: list[Option], segments: np.ndarray, *, m
         users={s: int(n[i]) for i, s in enumerate(labels)},
         valid={s: (float(means[i, final["served"][i]]), float(means[i, best])) for i, s in enumerate(labels)},
         honest=honest, honest_single=honest_single, user_segments=frame.labels[frame.seg],
-        gain=float(d.mean()) if len(d) else 0.0, ci=paired_ci(d, seed=seed))
+        gain=float(d.mean()) if len(d) else 0.0, ci=paired_ci(d, seed=seed),
+        se=float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0, z=float(z))
 
 
 def shrunk_values(values: np.ndarray, segments: np.ndarray,
