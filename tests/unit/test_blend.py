@@ -100,6 +100,14 @@ def test_a_bound_blend_is_served_like_any_tier_and_saved_without_its_parts(tmp_p
     again = Recommender.load(tmp_path / "m")
     np.testing.assert_array_equal(again.recommend(split.fit.user_vocab.ids[:6], k=4).item_ids, recs.item_ids)
     assert again.tiers_[name].large_ is again.tiers_["global"]
+    # the request path serves a blend one user at a time, and new users from their items
+    from segrec.route import Router
+
+    router = Router(again)
+    one = router.recommend(user_id=str(split.fit.user_vocab.ids[0]), k=4)
+    assert one.tier == recs.tier[0] and list(one.item_ids) == list(recs.item_ids[0])
+    new = router.recommend(recent_items=[str(i) for i in split.fit.item_vocab.ids[:3]], k=4)
+    assert len(new.item_ids) == 4
     with pytest.raises(Exception, match="not bound"):
         Recommender.load(tmp_path / "m" / "tiers" / name).score_dense(np.array([0]))
 

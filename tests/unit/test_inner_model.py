@@ -109,7 +109,9 @@ def test_adapted_inner_model_is_the_tuned_adapters_on_the_inner_global(monkeypat
 def test_a_grid_search_keeps_its_winner_and_the_router_reuses_it(monkeypatch):
     synth, split = _split()
     labels = synth.segment_labels(split.train.user_vocab)
-    model = EASERecommender(reg_grid=(5.0, 50.0)).fit(split.train, valid=split.valid)
+    assert EASERecommender(reg_grid=(5.0, 50.0)).fit(split.train, valid=split.valid).inner_model() is None
+    model = EASERecommender(reg_grid=(5.0, 50.0)).fit(split.train, valid=split.valid,
+                                                      context=FitContext(keep_inner=True))
     inner = model.inner_model()
     assert inner is not None and inner.reg_ == model.reg_ and inner.fitted_on_ == split.train.fingerprint()
     fresh = EASERecommender(reg=model.reg_).fit(split.train)

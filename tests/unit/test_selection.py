@@ -42,7 +42,7 @@ def test_under_pure_noise_the_honest_gain_is_not_the_in_sample_one():
 def test_small_segments_borrow_the_global_choice():
     options = [Option("a"), Option("b")]
     # "a" is better everywhere; twelve tiny segments are so noisy that some favour "b" in sample
-    values, segs = _values([[0.30, 0.20]] * 2 + [[0.30, 0.20]] * 12, [1500, 1500] + [6] * 12, noise=0.4, seed=2)
+    values, segs = _values([[0.30, 0.20]] * 14, [1500, 1500] + [6] * 12, noise=0.4, seed=2)
     tiny = range(2, 14)
     in_sample_b = [s for s in tiny if values[segs == s, 1].mean() > values[segs == s, 0].mean()]
     assert in_sample_b  # the trap is there

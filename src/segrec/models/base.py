@@ -120,6 +120,7 @@ class Recommender:
         self.item_vocab_ = None
         self.fit_timings_ = {}
         self._kept_inner = None  # a grid search may keep its winner (fitted on the inner train part)
+        self._keep_inner = context.keep_inner
         self._fit(train, valid, context)
         self.user_vocab_ = full.user_vocab
         self.item_vocab_ = full.item_vocab

@@ -53,7 +53,8 @@ def grid_search(
     train_csr, valid_csr = inner_train.to_csr(), inner_valid.to_csr()
     names = list(grid)
     table = []
-    best, best_score, winner, keep = None, -1.0, None, True
+    # keep the winner only where the caller asked (a composite's member), within a memory cap
+    best, best_score, winner, keep = None, -1.0, None, bool(getattr(model, "_keep_inner", False))
     for values in itertools.product(*(grid[n] for n in names)):
         params = dict(zip(names, values, strict=True))
         candidate = model.with_params(**params)

@@ -98,7 +98,8 @@ def inner_members(members: Mapping[str, Recommender], names: list[str], inner_tr
             kept = None  # fitted per other segments: its θ_k would be misassigned
         if kept is None:
             fresh = members[name].with_params(**chosen_settings(members[name]))
-            kept = fresh.fit(inner_train, context=member_context(fresh, context, stage.values()))
+            own = member_context(fresh, context, stage.values()).with_changes(keep_inner=False)
+            kept = fresh.fit(inner_train, context=own)
         stage[name] = kept
     return stage
 

@@ -166,7 +166,8 @@ class SegmentedRecommender(ServingMixin, Recommender):
     def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         segments = self._fit_segments(train, context)
         self.segments_ = segments
-        member_ctx = context.with_changes(segments=segments)
+        # members keep what the routing stage will need of them (a grid search's winner)
+        member_ctx = context.with_changes(segments=segments, keep_inner=self.routing is None)
         order = fit_order(self.tiers)
         self._check_tiers()
         self.tiers_, self.member_seconds_ = {}, {}
