@@ -12,27 +12,129 @@ experiment runner.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .errors import SegrecError
-from .io import atomic_dir, read_json, read_table, write_json, write_table
+from .io import atomic_dir, check_replaceable, confined_reads, read_json, read_table, write_json, write_table
 from .models import Recommender
 
 if TYPE_CHECKING:  # the experiment runner is not imported by loading (serve, recommend)
     from .experiment import RunResult
 
-__all__ = ["MANIFEST", "LoadedRun", "load_run", "save_run", "verify_run"]
+__all__ = ["MANIFEST", "LoadedRun", "check_out", "load_run", "save_run", "verify_run"]
 
 log = logging.getLogger(__name__)
 
 
-def save_run(result: RunResult, out: str | Path) -> Path:
+def check_out(out: str | Path, *, overwrite: bool = True, flag: str = "--out") -> str:
+    """May a run be saved to ``out``? Called before any work, so a refusal costs nothing.
+
+    ``out`` may be absent, an empty directory, or a previous run (recognised by its
+    ``manifest.json``) holding only files that manifest lists; replacing a previous
+    run needs ``overwrite``. Anything else would delete files segrec did not write.
+
+    Returns:
+        ``"new"``, ``"empty"`` or ``"run"``.
+
+    Raises:
+        SegrecError: One line naming ``flag``, what is there and what to do.
+    """
+    out = Path(out)
+    what = f"{flag} {out}:"
+    kind = check_replaceable(out, what=flag)
+    if kind in ("new", "empty"):
+        return kind
+    manifest = _read_manifest_quietly(out)
+    if manifest is None:
+        raise SegrecError(f"{what} holds a saved segrec model or segmentation, not a run; choose a new "
+                          "or empty directory")
+    listed = set(manifest.get("files") or {}) | {MANIFEST}
+    unlisted = sorted(set(_walk_files(out)) - listed)
+    if unlisted:
+        shown = ", ".join(unlisted[:3]) + (", ..." if len(unlisted) > 3 else "")
+        raise SegrecError(f"{what} is a previous run, but it also holds files segrec did not write "
+                          f"({shown}); move them out or choose another {flag}")
+    if not overwrite:
+        raise SegrecError(f"{what} holds a previous run; pass --overwrite to replace it, or choose "
+                          f"another {flag}")
+    return "run"
+
+
+def _read_manifest_quietly(path: Path) -> dict[str, Any] | None:
+    """The manifest of a previous run at ``path``, or None when it is not one."""
+    try:
+        manifest = read_json(path / MANIFEST)
+    except SegrecError:
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != "segrec-run":
+        return None
+    if not isinstance(manifest.get("files"), dict):
+        return None
+    return manifest
+
+
+def _walk_files(root: Path) -> list[str]:
+    """Every non-directory entry under ``root`` (links and special files included), relative, POSIX."""
+    import os
+
+    out = []
+    for here, dirs, files in os.walk(root, followlinks=False):
+        base = Path(here)
+        # a link to a directory shows up in dirs; it is an entry of its own, never walked into
+        out += [(base / d).relative_to(root).as_posix() for d in dirs if (base / d).is_symlink()]
+        out += [(base / f).relative_to(root).as_posix() for f in files]
+    return sorted(out)
+
+
+def _discard_previous_run(old: Path) -> None:
+    """Delete a swapped-out previous run: only the files its manifest lists, then the emptied folders.
+
+    Whatever else is there (a file a user put into the run directory while this run
+    was computing) is kept: the folder is renamed to a visible ``<name>.kept-<time>``
+    beside the new run and a warning names it.
+    """
+    import os
+    import shutil
+    import time
+
+    manifest = _read_manifest_quietly(old)
+    if manifest is None:
+        if not _walk_files(old):  # an empty directory that the new run replaced
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        listed: set[str] = set()
+    else:
+        listed = set(manifest["files"]) | {MANIFEST}
+    for rel in listed:
+        f = old / rel
+        if _plain_relative(rel) and (f.is_file() or f.is_symlink()):
+            f.unlink(missing_ok=True)
+    for here, _, _ in sorted(os.walk(old, followlinks=False), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(here)  # only empty folders go
+    if old.exists():
+        name = old.name.split(".tmp-")[0].split(".old-")[0].lstrip(".")
+        kept = old.parent / f"{name}.kept-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(old, kept)
+        log.warning("the previous run held files segrec did not write; they are kept in %s", kept)
+
+
+def _plain_relative(rel: str) -> bool:
+    """Whether ``rel`` is a plain relative POSIX path (no absolute path, ``..``, ``.``, backslash or NUL)."""
+    p = PurePosixPath(rel)
+    return (bool(rel) and not p.is_absolute() and "\\" not in rel and "\x00" not in rel
+            and all(part not in ("", ".", "..") for part in rel.split("/")))
+
+
+def save_run(result: RunResult, out: str | Path, *, overwrite: bool = True) -> Path:
     """Write the run's artifacts to ``out`` atomically, with a checksummed manifest.
 
     Layout: ``results.json``, ``manifest.json``, ``segments.parquet`` (user_id,
@@ -43,11 +145,20 @@ def save_run(result: RunResult, out: str | Path) -> Path:
     the data fingerprint, the headline metrics, analytic costs and the sha256 of
     every other file; :func:`load_run` verifies them. The time this takes is the
     run's ``save`` stage (up to ``results.json``, which records it).
+
+    Args:
+        result: The finished run.
+        out: The run directory: absent, empty, or a previous run (see :func:`check_out`).
+        overwrite: Replace a previous run at ``out`` (the CLI passes ``--overwrite``).
+
+    Raises:
+        SegrecError: ``out`` holds something this save must not replace.
     """
     from .experiment import results_dict
 
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    check_out(out, overwrite=overwrite, flag="out")
+    with atomic_dir(out, discard=_discard_previous_run) as tmp:
         with result.stages.stage("save"):
             (tmp / "systems").mkdir()
             for name, model in result.systems.items():
@@ -146,13 +257,33 @@ def _manifest(result: RunResult, summary: dict[str, Any], root: Path,
     }
 
 
-def verify_run(path: str | Path, manifest: dict[str, Any] | None = None) -> None:
-    """Check every file of a run directory against the manifest's sha256 checksums.
+#: a system name in a manifest: one plain path component (it names ``systems/<name>/``)
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+#: files a run directory must list (and so have verified) before anything is loaded
+REQUIRED = ("results.json", "segments.parquet")
+
+
+def verify_run(path: str | Path, manifest: dict[str, Any] | None = None) -> frozenset[str]:
+    """Check a run directory against its manifest, treating both as untrusted input.
+
+    Every listed path must be relative and stay inside ``path`` (no absolute path, no
+    ``..``, no link anywhere on the way), every listed file must exist with the recorded
+    size and sha256, the directory may hold no links, FIFOs or devices, and the
+    manifest's system names must be plain names of listed sub-directories. Checksums
+    catch damage, not intent (whoever edits a file can re-hash it), which is why the
+    loaders also confine every read (:func:`segrec.io.confined_reads`) and check the
+    tensors they get (:func:`segrec.models.base.check_tensors`).
+
+    Returns:
+        The verified relative paths: the only files loading may read.
 
     Raises:
-        SegrecError: A listed file is missing, has another size or checksum
-            (the message names the file and both digests).
+        SegrecError: The manifest is missing, malformed or lacks checksums, a path
+            escapes the directory, or a file is missing, changed, a link or not a
+            regular file (the message names the file).
     """
+    import os
+    import stat
     import warnings
 
     from . import __version__
@@ -160,25 +291,65 @@ def verify_run(path: str | Path, manifest: dict[str, Any] | None = None) -> None
 
     path = Path(path)
     manifest = manifest if manifest is not None else read_json(path / MANIFEST)
+    where = f"{path}/{MANIFEST}"
+    if not isinstance(manifest, dict) or manifest.get("format") != "segrec-run":
+        raise SegrecError(f"{where}: not a segrec run manifest; pass the --out directory of `segrec run`")
     files = manifest.get("files")
-    if files is None:
-        warnings.warn(f"{path}: the manifest has no checksums (written before segrec 0.1 issue 5); "
-                      "files are not verified. Re-save the run to add them.", SegrecWarning, stacklevel=3)
-        return
+    if not isinstance(files, dict) or not files:
+        raise SegrecError(f"{where}: has no file checksums, so nothing in {path} can be trusted; re-run "
+                          "`segrec run` to write a complete artifact")
+    for rel, want in files.items():
+        if not isinstance(rel, str) or not _plain_relative(rel) or len(rel) > 1024:
+            raise SegrecError(f"{where}: file entry {str(rel)[:80]!r} is not a plain relative path inside "
+                              "the run directory; the manifest was tampered with")
+        if (not isinstance(want, dict) or not isinstance(want.get("bytes"), int) or want["bytes"] < 0
+                or not isinstance(want.get("sha256"), str)
+                or not re.fullmatch(r"[0-9a-f]{64}", want["sha256"])):
+            raise SegrecError(f"{where}: the entry for {rel} needs 'bytes' and a hex 'sha256'; "
+                              "the manifest is corrupt")
+    for entry in _walk_files(path):
+        mode = os.lstat(path / entry).st_mode
+        if stat.S_ISLNK(mode):
+            raise SegrecError(f"{path}: {entry} is a symbolic link; a run directory never contains links, "
+                              "so it was modified after saving")
+        if not stat.S_ISREG(mode):
+            raise SegrecError(f"{path}: {entry} is not a regular file; the run directory was modified")
     for rel, want in files.items():
         f = path / rel
-        if not f.is_file():
+        # every folder on the way must be a real folder inside path (a link would lead out)
+        here = path
+        for part in PurePosixPath(rel).parts[:-1]:
+            here = here / part
+            if here.is_symlink() or not here.is_dir():
+                raise SegrecError(f"{path}: file {rel} listed in {MANIFEST} is missing; "
+                                  "the artifact is incomplete")
+        if f.is_symlink() or not f.is_file():
             raise SegrecError(f"{path}: file {rel} listed in {MANIFEST} is missing; "
                               "the artifact is incomplete")
-        if f.stat().st_size != want["bytes"]:
-            raise SegrecError(f"{path}: {rel} has {f.stat().st_size} bytes, expected {want['bytes']} "
+        size = f.stat().st_size
+        if size != want["bytes"]:
+            raise SegrecError(f"{path}: {rel} has {size} bytes, expected {want['bytes']} "
                               f"({MANIFEST}); the file was truncated or modified after saving")
         got = _sha256(f)
         if got != want["sha256"]:
             raise SegrecError(f"{path}: checksum mismatch for {rel}: expected sha256 "
                               f"{want['sha256'][:16]}..., found {got[:16]}...; "
                               "the file was modified after saving")
-    extra = sorted(set(_listed(path)) - set(files))
+    missing = [r for r in REQUIRED if r not in files]
+    if missing:
+        raise SegrecError(f"{where}: does not list {missing[0]}; the artifact is incomplete")
+    systems = manifest.get("systems")
+    if not isinstance(systems, list) or not systems:
+        raise SegrecError(f"{where}: 'systems' must list the saved systems; the manifest is corrupt")
+    for name in systems:
+        plain = isinstance(name, str) and _NAME.fullmatch(name)
+        if not plain or f"systems/{name}/model.json" not in files:
+            raise SegrecError(f"{where}: system {str(name)[:80]!r} is not a saved system of this run "
+                              "(names are plain words with a listed systems/<name>/model.json)")
+    best = manifest.get("best_system")
+    if best is not None and best not in systems:
+        raise SegrecError(f"{where}: best_system {str(best)[:80]!r} is not one of its systems {systems}")
+    extra = sorted(set(_walk_files(path)) - set(files) - {MANIFEST})
     if extra:
         warnings.warn(f"{path}: files not in the manifest are ignored: {extra[:5]}", SegrecWarning,
                       stacklevel=3)
@@ -186,19 +357,24 @@ def verify_run(path: str | Path, manifest: dict[str, Any] | None = None) -> None
     if saved and saved != __version__:
         warnings.warn(f"{path}: written by segrec {saved}, loading with {__version__}; results may differ",
                       SegrecWarning, stacklevel=3)
-
-
-def _listed(path: Path) -> list[str]:
-    return [f.relative_to(path).as_posix() for f in path.rglob("*") if f.is_file() and f.name != MANIFEST]
+    return frozenset(files) | {MANIFEST}
 
 
 @dataclass
 class LoadedRun:
-    """Saved systems and results read back by :func:`load_run`."""
+    """Saved systems and results read back by :func:`load_run`.
+
+    Every read goes through :func:`segrec.io.confined_reads`: only files the manifest
+    lists (and :func:`verify_run` checked) are read, and none outside :attr:`path`.
+    """
 
     path: Path
     manifest: dict[str, Any]
     results: dict[str, Any]
+    files: frozenset[str] | None = field(default=None, repr=False)
+
+    def _reads(self):
+        return confined_reads(self.path, self.files)
 
     @property
     def system_names(self) -> list[str]:
@@ -210,23 +386,48 @@ class LoadedRun:
         name = name or self.manifest.get("best_system")
         if name not in self.manifest["systems"]:
             raise SegrecError(f"{self.path}: no system {name!r}; saved: {', '.join(self.system_names)}")
-        return Recommender.load(self.path / "systems" / name)
+        with self._reads():
+            return Recommender.load(self.path / "systems" / name)
 
     def segments(self) -> pd.DataFrame:
         """The saved user -> segment table."""
-        return read_table(self.path / "segments.parquet")
+        with self._reads():
+            seg = read_table(self.path / "segments.parquet")
+        ok = list(seg.columns[:2]) == ["user_id", "segment"] and pd.api.types.is_integer_dtype(seg["segment"])
+        if not ok:
+            raise SegrecError(f"{self.path}: segments.parquet must have columns user_id, segment (integers); "
+                              "the artifact is corrupt")
+        return seg
 
     def items(self) -> pd.DataFrame | None:
         """The saved items table (``item_id``, ``title``, ...), or None."""
+        if self.files is not None and "items.parquet" not in self.files:
+            return None
         f = self.path / "items.parquet"
-        return read_table(f) if f.exists() else None
+        if not f.exists():
+            return None
+        with self._reads():
+            items = read_table(f)
+        if "item_id" not in items:
+            raise SegrecError(f"{self.path}: items.parquet has no item_id column; the artifact is corrupt")
+        return items
 
     def segmenter(self):
-        """The run's fitted segmentation pipeline (places new users), or None."""
+        """The run's fitted segmentation pipeline (places new users), or None.
+
+        Checked by one trial placement, so a crafted state fails here (exit 2 / HTTP 422),
+        not as a 500 on every new-user request.
+        """
+        from .models._checks import loading
         from .segment import SegmentationPipeline
 
         directory = self.path / "segmenter"
-        return SegmentationPipeline.load(directory) if directory.is_dir() else None
+        if self.files is not None and not any(f.startswith("segmenter/") for f in self.files):
+            return None
+        if not directory.is_dir():
+            return None
+        with self._reads(), loading(directory):
+            return SegmentationPipeline.load(directory)
 
     def router(self, system: str | None = None, **routing: Any):
         """A :class:`~segrec.route.router.Router` serving one saved system.
@@ -234,10 +435,10 @@ class LoadedRun:
         Args:
             system: System to serve; default the run's ``best_system`` (the best on inner
                 validation), or ``segmented`` when a routing policy is given.
-                A plain system is served as a one-tier composite with the run's segments
-                and segmenter.
             **routing: Policy changes for a segmented system, e.g. ``policy="budget",
                 budget_fraction=0.3`` (re-routed from the saved validation table, no refit).
+                A plain system is served as a one-tier composite with the run's segments
+                and segmenter.
         """
         from .route import Router, SegmentedRecommender
 
@@ -255,12 +456,17 @@ class LoadedRun:
             segments = None
             if len(seg):
                 table = pd.Series(seg["segment"].to_numpy(np.int64), index=seg["user_id"].astype(str))
+                if table.index.has_duplicates:
+                    raise SegrecError(f"{self.path}: segments.parquet lists a user twice; "
+                                      "the artifact is corrupt")
                 segments = table.reindex(model.user_vocab_.ids).fillna(-1).to_numpy(np.int64)
             model = SegmentedRecommender.serving(model, segments=segments, segmenter=self.segmenter())
         titles, items = None, self.items()
         if items is not None and "title" in items:
-            titles = items.set_index(items["item_id"].astype(str))["title"].reindex(model.item_vocab_.ids)
-            titles = titles.to_numpy(dtype=object)
+            titles = items.set_index(items["item_id"].astype(str))["title"]
+            if titles.index.has_duplicates:
+                raise SegrecError(f"{self.path}: items.parquet lists an item twice; the artifact is corrupt")
+            titles = titles.reindex(model.item_vocab_.ids).to_numpy(dtype=object)
         info = {"path": str(self.path), "system": served,
                 "data_fingerprint": self.manifest.get("data_fingerprint"),
                 "created_at": self.manifest.get("created_at"),
@@ -271,20 +477,36 @@ class LoadedRun:
 def load_run(path: str | Path, *, verify: bool = True) -> LoadedRun:
     """Open an artifact directory written by :func:`save_run`.
 
+    The directory is untrusted input: see :func:`verify_run` for what is checked.
+
     Args:
         path: The run directory.
-        verify: Check every file against the manifest's checksums first.
+        verify: Check every file against the manifest first (reads stay confined to
+            the directory either way).
 
     Raises:
-        SegrecError: Not a run directory, or a file is missing or corrupt.
+        SegrecError: Not a run directory, or its manifest or a file is missing, corrupt
+            or points outside the directory.
     """
     path = Path(path)
-    if not path.is_dir():
+    if len(str(path)) > 4096:
+        raise SegrecError(f"{str(path)[:60]}...: path of {len(str(path))} characters is too long")
+    try:
+        is_dir = path.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte
+        raise SegrecError(f"{str(path)[:200]}: not a usable path ({exc})") from exc
+    if not is_dir:
         raise SegrecError(f"{path}: not a directory; pass the --out directory of `segrec run`")
-    manifest = read_json(path / MANIFEST)
-    if manifest.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-        raise SegrecError(f"{path}: a run directory of format {manifest.get('format_version')}; this segrec "
-                          f"reads format {FORMAT_VERSION}: run `segrec run` again to refresh it")
-    if verify:
-        verify_run(path, manifest)
-    return LoadedRun(path, manifest, read_json(path / "results.json"))
+    if not (path / MANIFEST).is_file() or (path / MANIFEST).is_symlink():
+        raise SegrecError(f"{path}: has no {MANIFEST}; pass the --out directory of `segrec run`")
+    with confined_reads(path, {MANIFEST}):
+        manifest = read_json(path / MANIFEST)
+    if isinstance(manifest, dict) and manifest.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise SegrecError(f"{path}: a run directory of format {str(manifest.get('format_version'))[:20]}; "
+                          f"this segrec reads format {FORMAT_VERSION}: run `segrec run` again to refresh it")
+    files = verify_run(path, manifest) if verify else None
+    with confined_reads(path, files):
+        results = read_json(path / "results.json")
+    if not isinstance(results, dict):
+        raise SegrecError(f"{path}: results.json is not a JSON object; the artifact is corrupt")
+    return LoadedRun(path, manifest, results, files)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
+from .data.validate import check_usable
 from .distributed import Executor, make_executor
 from .errors import MissingDependencyError
 from .evaluate import EvalReport, bootstrap_diff, evaluate
@@ -145,10 +146,13 @@ def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
         ``(interactions, true_segments)``; true segments only for synthetic data.
     """
     from .data import load_interactions
+    from .data.schema import Schema
     from .data.synthetic import generate_synthetic
 
     if cfg.data.path:
-        return load_interactions(cfg.data.path, items=cfg.data.items, users=cfg.data.users), None
+        fields = cfg.data.schema_fields()
+        return load_interactions(cfg.data.path, schema=Schema(**fields) if fields else None,
+                                 items=cfg.data.items, users=cfg.data.users), None
     synth = generate_synthetic(n_users=cfg.data.synthetic_users, n_items=cfg.data.synthetic_items,
                                n_segments=cfg.data.synthetic_segments, seed=cfg.seed)
     data = dataclasses.replace(synth.to_interactions(), source=(
@@ -230,6 +234,7 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
         say("loading data")
         with stages.stage("load"):
             data, truth = load_data(cfg)
+    check_usable(data, split=not cfg.split.no_split)
     if cfg.split.no_split:
         split = None
         train, valid = data, None

@@ -8,6 +8,7 @@ one, never a half-written directory that ``load`` would accept.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import errno
 import glob
@@ -20,7 +21,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,10 @@ from .errors import SegrecError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "ARTIFACT_MARKERS",
     "atomic_dir",
+    "check_replaceable",
+    "confined_reads",
     "atomic_write_text",
     "load_tensors",
     "read_json",
@@ -44,37 +49,112 @@ __all__ = [
 ]
 
 
+#: files that mark a directory as something segrec wrote (a run, a model, a segmentation)
+ARTIFACT_MARKERS = ("manifest.json", "model.json", "segmentation.json")
+
+
+def check_replaceable(path: str | os.PathLike, *, what: str = "output directory") -> str:
+    """Whether segrec may write an artifact directory at ``path``; raises when it may not.
+
+    A directory is writable when it is absent, empty, or an artifact segrec wrote
+    (recognised by one of :data:`ARTIFACT_MARKERS`). Anything else (a file, a link,
+    the current directory, a directory of the user's own files) is refused, since
+    replacing it would delete files segrec did not write.
+
+    Returns:
+        ``"new"`` (absent), ``"empty"`` or ``"artifact"`` (a previous artifact).
+
+    Raises:
+        SegrecError: ``path`` must not be replaced (the message says why and what to do).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        raise SegrecError(f"{what} {path} is a symbolic link; pass the directory it points to, or a new path")
+    if not path.exists():
+        _check_parent_writable(path, what)
+        return "new"
+    if not path.is_dir():
+        raise SegrecError(f"{what} {path} exists and is a file, not a directory; choose a new directory path")
+    here = Path.cwd().resolve()
+    resolved = path.resolve()
+    if resolved == here or resolved in here.parents:
+        raise SegrecError(f"{what} {path} is the current directory (or contains it); pass a new "
+                          "sub-directory instead, e.g. segrec-out")
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as exc:
+        raise SegrecError(f"{what} {path} cannot be read ({exc.strerror}); choose another directory") from exc
+    if not entries:
+        _check_parent_writable(path, what)
+        return "empty"
+    if any((path / m).is_file() and not (path / m).is_symlink() for m in ARTIFACT_MARKERS):
+        _check_parent_writable(path, what)
+        return "artifact"
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    raise SegrecError(f"{what} {path} already holds files segrec did not write ({shown}); segrec replaces "
+                      "its output directory whole, so choose a new or empty directory")
+
+
+def _check_parent_writable(path: Path, what: str) -> None:
+    """The directory that will receive ``path``'s temporary sibling must be writable (checked up front)."""
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SegrecError(f"{what} {path}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SegrecError(f"{what} {path}: cannot write in {parent} (permission denied); choose another path")
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike,
+               discard: Callable[[Path], None] | None = None) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``path`` on success.
 
     On an exception the temporary directory is removed and ``path`` is untouched.
     An existing ``path`` is swapped out (renamed aside, then deleted) only after
-    the new content is complete.
+    the new content is complete, and only when :func:`check_replaceable` allows it:
+    a directory of files segrec did not write is never replaced.
+
+    Args:
+        path: The artifact directory.
+        discard: Deletes the previous artifact once it has been swapped aside
+            (default: remove it whole); a run passes one that deletes only the
+            files its manifest lists.
+
+    Raises:
+        SegrecError: ``path`` exists and is not something segrec may replace.
     """
     path = Path(path)
+    check_replaceable(path)
+    discard = discard or (lambda old: shutil.rmtree(old, ignore_errors=True))
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     owner = tmp.with_name(tmp.name + _OWNER_SUFFIX)
     # Outside tmp on purpose: a file inside would end up in the artifact and its manifest.
     owner.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}), encoding="utf-8")
+    swapped = False
     try:
         yield tmp
         _fsync_dir(tmp)
+        check_replaceable(path)  # again: a long run may have given the user time to put files there
         if path.exists() and _exchange(tmp, path):
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old artifact
+            swapped = True
+            discard(tmp)  # tmp now holds the old artifact
         elif path.exists():
             # Two renames leave a moment with no ``path`` at all: a crash there loses
             # the old artifact (it survives only as .name.old-*), hence _exchange first.
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(path, old)
             os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            swapped = True
+            discard(old)
         else:
             os.rename(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not swapped:  # tmp holds the unfinished new artifact, never the previous one
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         owner.unlink(missing_ok=True)
@@ -186,6 +266,68 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class _Confinement:
+    root: Path
+    files: frozenset[str] | None
+
+
+_CONFINED: contextvars.ContextVar[_Confinement | None] = contextvars.ContextVar("segrec_confined",
+                                                                               default=None)
+
+
+@contextlib.contextmanager
+def confined_reads(root: str | os.PathLike, files: Iterable[str] | None = None) -> Iterator[None]:
+    """Make :func:`read_json`, :func:`read_table` and :func:`load_tensors` refuse reads outside ``root``.
+
+    An artifact directory is untrusted input: a crafted ``model.json`` may name a
+    sub-model ``../../elsewhere`` and a directory may hold symbolic links out of it.
+    Inside this context every read must resolve to a regular file under ``root``,
+    reached without following a link, and (when ``files`` is given) be one of those
+    relative paths, i.e. a file the manifest lists and :func:`segrec.artifacts.verify_run`
+    checked. Nested uses keep the outermost root.
+
+    Args:
+        root: The artifact directory.
+        files: Relative POSIX paths that may be read; None allows any file under ``root``.
+    """
+    if _CONFINED.get() is not None:  # a sub-model loaded by its parent: the outer rule holds
+        yield
+        return
+    token = _CONFINED.set(_Confinement(Path(os.path.abspath(root)),
+                                       None if files is None else frozenset(files)))
+    try:
+        yield
+    finally:
+        _CONFINED.reset(token)
+
+
+def _confined(path: str | os.PathLike) -> Path:
+    """``path``, checked against the active :func:`confined_reads` rule (if any)."""
+    rule = _CONFINED.get()
+    path = Path(path)
+    if rule is None:
+        return path
+    absolute = Path(os.path.abspath(path))  # ".." resolved lexically, links not followed
+    try:
+        rel = absolute.relative_to(rule.root)
+    except ValueError:
+        raise SegrecError(f"{path}: outside the artifact directory {rule.root}; a saved name points "
+                          "out of it, so the artifact was tampered with") from None
+    here = rule.root
+    for part in rel.parts:
+        here = here / part
+        if here.is_symlink():
+            raise SegrecError(f"{here}: is a symbolic link; artifact directories never contain links, "
+                              "so this one was modified after saving")
+    if here.exists() and not here.is_file():  # a FIFO or device would block or stream forever
+        raise SegrecError(f"{here}: is not a regular file; the artifact was modified after saving")
+    if rule.files is not None and rel.as_posix() not in rule.files:
+        raise SegrecError(f"{rule.root}: {rel.as_posix()} is not listed in manifest.json, so it is not "
+                          "read; the artifact is incomplete or was modified after saving")
+    return absolute
+
+
 def _json_default(obj: Any):
     if isinstance(obj, np.generic):
         return obj.item()
@@ -204,11 +346,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     """Read JSON, raising :class:`SegrecError` naming the file if it is missing or bad."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(_confined(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError) as exc:  # the artifact "directory" is a file
         raise SegrecError(f"{path}: missing; is this a segrec artifact directory?") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # bytes that are not UTF-8 text too
-        raise SegrecError(f"{path}: corrupt JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # not UTF-8; nested too deep
+        raise SegrecError(f"{path}: corrupt JSON ({str(exc)[:200]})") from exc
+    except OSError as exc:
+        raise SegrecError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, np.ndarray]) -> None:
@@ -223,9 +367,11 @@ def load_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     try:
-        return load_file(str(path))
+        return load_file(str(_confined(path)))
     except FileNotFoundError as exc:
         raise SegrecError(f"{path}: missing tensor file") from exc
+    except SegrecError:
+        raise
     except Exception as exc:  # safetensors raises its own error types on bad headers
         raise SegrecError(f"{path}: corrupt or truncated tensor file ({exc})") from exc
 
@@ -238,8 +384,10 @@ def write_table(path: str | os.PathLike, frame: pd.DataFrame) -> None:
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a Parquet table written by :func:`write_table`."""
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(_confined(path))
     except FileNotFoundError as exc:
         raise SegrecError(f"{path}: missing table") from exc
+    except SegrecError:
+        raise
     except Exception as exc:
         raise SegrecError(f"{path}: corrupt Parquet table ({exc})") from exc

@@ -87,3 +87,28 @@ def test_dashboard_shows_the_report_and_looks_up_users(open_page, run_dir, live_
 
     assert log.problems() == []
     assert all(u.startswith((live_server, "data:")) for u in log.requests), log.requests
+
+
+def test_api_docs_render_offline(open_page, live_server, artifacts):
+    """/docs with every request off the server refused: the operations render and one can be sent."""
+    outside = []
+    with open_page() as (page, log):
+        page.route("**/*", lambda route: route.continue_()
+                   if route.request.url.startswith((live_server, "data:"))
+                   else (outside.append(route.request.url), route.abort()))
+        page.goto(live_server + "/docs")
+        page.wait_for_selector("details.op")
+        ops = set(page.eval_on_selector_all("details.op",
+                                            "ds => ds.map(d => d.dataset.method + ' ' + d.dataset.path)"))
+        want = {"post /v1/recommend", "get /v1/segments", "get /healthz", "get /v1/users/{user_id}/segment"}
+        assert want <= ops
+        op = page.locator('details.op[data-path="/v1/recommend"]')
+        op.locator("summary").click()
+        assert "user_id" in op.locator("table").first.inner_text()
+        op.locator("button.send").click()
+        page.wait_for_selector('details.op[data-path="/v1/recommend"] pre.response[data-status]')
+        assert op.locator("pre.response").get_attribute("data-status") == "200"
+        assert '"items"' in op.locator("pre.response").inner_text()
+        page.screenshot(path=str(artifacts / "docs.png"), full_page=True)
+    assert outside == []
+    assert log.problems() == []

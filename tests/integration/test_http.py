@@ -188,9 +188,9 @@ def test_api_key(run):
 def test_concurrent_requests_during_reloads_are_never_dropped(run, tmp_path):
     out, other, _, data, _ = run
     users = [str(u) for u in data.user_vocab.ids[:50]]
-    corrupt = shutil.copytree(out, tmp_path / "corrupt")
+    corrupt = shutil.copytree(out, out.parent / "corrupt")  # inside the reload root: the run's folder
     (corrupt / "segments.parquet").write_bytes(b"garbage")
-    app = create_app(out)
+    app = create_app(out, allow_reload=True)  # no API key here: reload must be asked for
     with _serve(app) as url:
         stop = threading.Event()
 

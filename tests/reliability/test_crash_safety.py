@@ -109,9 +109,9 @@ def test_crash_between_the_swap_steps_keeps_the_old_artifact(tmp_path, monkeypat
     """
     import segrec.io as sio
 
-    out = tmp_path / "artifact"
+    out = tmp_path / "artifact"  # model.json marks it as a segrec artifact, which atomic_dir may replace
     with sio.atomic_dir(out) as tmp:
-        (tmp / "a.json").write_text('{"v": 1}')
+        (tmp / "model.json").write_text('{"v": 1}')
     real_rename = os.rename
 
     def crash(src, dst):
@@ -122,7 +122,7 @@ def test_crash_between_the_swap_steps_keeps_the_old_artifact(tmp_path, monkeypat
     monkeypatch.setattr(sio.os, "rename", crash)
     try:
         with sio.atomic_dir(out) as tmp:
-            (tmp / "a.json").write_text('{"v": 2}')
+            (tmp / "model.json").write_text('{"v": 2}')
     except KeyboardInterrupt:
         pass
-    assert sio.read_json(out / "a.json")["v"] in (1, 2)
+    assert sio.read_json(out / "model.json")["v"] in (1, 2)

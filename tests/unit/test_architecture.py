@@ -16,7 +16,7 @@ ROOT = Path(segrec.__file__).parent
 
 #: layers, lowest first: a module may import its own layer and the ones below, never above
 LAYERS = [
-    {"errors", "types", "io", "config", "stages", "state"},
+    {"errors", "types", "io", "config", "stages", "state", "progress"},
     {"data", "split"},
     {"evaluate"},  # metrics and ranking are pure functions of arrays
     {"distributed"},

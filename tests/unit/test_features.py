@@ -195,3 +195,18 @@ def test_new_users_from_attributes_or_items():
     assert feats.block("text")[1] == pytest.approx(np.zeros(8), abs=1e-6)
     # same history as u0 -> same text profile as u0
     assert feats.block("text")[0] == pytest.approx(pipe.transform(data).block("text")[0], abs=1e-6)
+
+
+def test_svd_block_on_one_item_or_one_user_does_not_crash():
+    """Issue 16 item 6: TruncatedSVD raised 'Found array with 1 feature(s)' on a one-item log."""
+    import pandas as pd
+
+    from segrec.data import load_interactions
+    from segrec.features.collaborative import CollaborativeFeatures
+
+    for frame in (pd.DataFrame({"user_id": ["u1", "u2", "u3"], "item_id": ["i1", "i1", "i1"]}),
+                  pd.DataFrame({"user_id": ["u1", "u1", "u1"], "item_id": ["i1", "i2", "i3"]})):
+        data = load_interactions(frame)
+        block = CollaborativeFeatures().fit(data)
+        out = block.transform(data)
+        assert out.shape[0] == data.n_users and np.isfinite(out).all()

@@ -68,3 +68,55 @@ def test_a_save_sweeps_first_and_leaves_only_the_artifact(tmp_path):
         (tmp / "a.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     assert (tmp_path / "art" / "a.json").is_file()
+
+
+def test_check_replaceable_refuses_what_segrec_did_not_write(tmp_path, monkeypatch):
+    import pytest
+
+    from segrec.errors import SegrecError
+    from segrec.io import check_replaceable
+
+    assert check_replaceable(tmp_path / "new") == "new"
+    (tmp_path / "empty").mkdir()
+    assert check_replaceable(tmp_path / "empty") == "empty"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.json").write_text("{}")
+    assert check_replaceable(tmp_path / "model") == "artifact"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    (tmp_path / "file.csv").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "model")
+    for name, says in (("mine", "did not write"), ("file.csv", "is a file"), ("link", "symbolic link")):
+        with pytest.raises(SegrecError, match=says):
+            check_replaceable(tmp_path / name)
+    monkeypatch.chdir(tmp_path / "empty")
+    with pytest.raises(SegrecError, match="current directory"):
+        check_replaceable(".")
+    with pytest.raises(SegrecError, match="did not write"):
+        with atomic_dir(tmp_path / "mine") as tmp:
+            (tmp / "model.json").write_text("{}")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "x"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mine.tmp-")]
+
+
+def test_confined_reads(tmp_path):
+    import pytest
+
+    from segrec.errors import SegrecError
+    from segrec.io import confined_reads, read_json
+
+    root = tmp_path / "run"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.json").write_text("1")
+    (root / "b.json").write_text("2")
+    (tmp_path / "out.json").write_text("3")
+    (root / "sub" / "link.json").symlink_to(tmp_path / "out.json")
+    with confined_reads(root, {"a.json", "sub/link.json"}):
+        assert read_json(root / "a.json") == 1
+        with pytest.raises(SegrecError, match="not listed"):
+            read_json(root / "b.json")
+        with pytest.raises(SegrecError, match="outside the artifact directory"):
+            read_json(root / "sub" / ".." / ".." / "out.json")
+        with pytest.raises(SegrecError, match="symbolic link"):
+            read_json(root / "sub" / "link.json")
+    assert read_json(tmp_path / "out.json") == 3  # outside the context: no rule

@@ -25,7 +25,8 @@ def test_missing_column_names_what_was_found():
     err = error_of(path)
     assert str(err) == (
         f"{path}: missing column 'item_id' (found columns: ['user_id', 'movie', 'rating', 'timestamp']); "
-        "pass Schema(item=...) to use another column name"
+        'name the column with --item-col NAME (config: [data.columns] item = "NAME"; '
+        "Python: Schema(item=...))"
     )
     assert (err.source, err.column, err.rows) == (str(path), "item_id", [])
 
@@ -44,7 +45,7 @@ def test_unparseable_timestamps_message_matches_the_template():
     path = DATA / "bad_timestamp.csv"
     err = error_of(path)
     assert str(err) == (
-        f"{path}: column 'timestamp' has 3 unparseable values at rows [2, 3, 4] (e.g. '2024-13-01'); "
+        f"{path}: column 'timestamp' has 3 unparseable values on lines [4, 5, 6] (e.g. '2024-13-01'); "
         "expected ISO-8601 or epoch seconds"
     )
     assert (err.column, err.rows) == ("timestamp", [2, 3, 4])
@@ -57,12 +58,12 @@ def test_bad_ratings_are_all_reported_at_once():
     lines = str(err).splitlines()
     assert lines[0] == f"4 problems in {path}:"
     assert lines[1:] == [
-        f"  {path}: column 'rating' has 1 unparseable value at rows [1] (e.g. 'great'); "
+        f"  {path}: column 'rating' has 1 unparseable value on lines [3] (e.g. 'great'); "
         "expected non-negative numbers",
-        f"  {path}: column 'rating' has 1 missing (empty or NaN) value at rows [2]; "
+        f"  {path}: column 'rating' has 1 missing (empty or NaN) value on lines [4]; "
         "expected non-negative numbers",
-        f"  {path}: column 'rating' has 1 infinite value at rows [3] (e.g. 'inf'); expected finite numbers",
-        f"  {path}: column 'rating' has 1 negative value at rows [4] (e.g. '-2'); "
+        f"  {path}: column 'rating' has 1 infinite value on lines [5] (e.g. 'inf'); expected finite numbers",
+        f"  {path}: column 'rating' has 1 negative value on lines [6] (e.g. '-2'); "
         "ratings/weights must be >= 0",
     ]
     assert (err.column, err.rows) == ("rating", [1])
@@ -88,7 +89,7 @@ def test_timestamp_nan_and_inf_in_a_float_column():
 def test_empty_timestamp_cell_in_text_column(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("user_id,item_id,timestamp\nu,a,2024-01-01\nu,b,\n")
-    pattern = r"column 'timestamp' has 1 missing \(empty or NaN\) value at rows \[1\]"
+    pattern = r"column 'timestamp' has 1 missing \(empty or NaN\) value on lines \[3\]"
     with pytest.raises(DataValidationError, match=pattern):
         load_interactions(path)
 
@@ -114,8 +115,9 @@ def test_empty_dataframe():
 def test_empty_ids_in_both_columns():
     path = DATA / "empty_ids.csv"
     err = error_of(path)
-    assert f"{path}: column 'user_id' has 1 empty id at rows [1]; every row needs a user id" in str(err)
-    assert f"{path}: column 'item_id' has 1 empty id at rows [2]; every row needs an item id" in str(err)
+    assert f"{path}: column 'user_id' has 1 empty id on lines [3]; every row needs a user id" in str(err)
+    assert f"{path}: column 'item_id' has 1 empty id on lines [4]; every row needs an item id" in str(err)
+    assert err.rows == [1]  # the attribute keeps 0-based data-row positions
 
 
 def test_nan_and_blank_ids_in_a_dataframe():
@@ -128,10 +130,10 @@ def test_rows_with_a_wrong_field_count_and_positions_of_later_problems():
     path = DATA / "wrong_fields.csv"
     err = error_of(path)
     text = str(err)
-    assert (f"{path}: 2 rows have the wrong number of fields at rows [1, 3] (e.g. '2,b' has 2); "
+    assert (f"{path}: 2 rows have the wrong number of fields on lines [3, 5] (e.g. '2,b' has 2); "
             "expected 4 fields separated by ','") in text
-    # row 4 is still row 4 although rows 1 and 3 were skipped while parsing
-    assert "column 'rating' has 1 unparseable value at rows [4] (e.g. 'x')" in text
+    # row 4 is still row 4 (line 6) although rows 1 and 3 were skipped while parsing
+    assert "column 'rating' has 1 unparseable value on lines [6] (e.g. 'x')" in text
 
 
 def test_items_table_matching_nothing():
@@ -155,7 +157,7 @@ def test_items_table_without_its_id_column():
     items = DATA / "items_noid.csv"
     with pytest.raises(DataValidationError, match=re.escape(
         f"{items}: missing id column 'item_id' (found columns: ['id', 'title', 'categories']); "
-        "pass Schema(item_id=...)"
+        "rename its id column to 'item_id' (Python: Schema(item_id=...))"
     )):
         load_interactions(DATA / "tiny.csv", items=items)
 
@@ -187,8 +189,8 @@ def test_several_problems_across_files_make_one_error():
     err = error_of(path, items=items)
     lines = str(err).splitlines()
     assert lines[0] == f"3 problems in {path}, {items}:"
-    assert "column 'rating' has 1 negative value at rows [1] (e.g. '-1')" in lines[1]
-    assert "column 'timestamp' has 1 unparseable value at rows [2] (e.g. 'not-a-time')" in lines[2]
+    assert "column 'rating' has 1 negative value on lines [3] (e.g. '-1')" in lines[1]
+    assert "column 'timestamp' has 1 unparseable value on lines [4] (e.g. 'not-a-time')" in lines[2]
     assert "none of the 2 ids in column 'item_id'" in lines[3]
     # the attributes describe the first problem
     assert (err.source, err.column, err.rows) == (str(path), "rating", [1])
@@ -199,14 +201,14 @@ def test_only_the_first_five_rows_are_listed(tmp_path):
     path = tmp_path / "many.csv"
     path.write_text("user_id,item_id,rating\n" + "".join(f"u,i{j},-{j + 1}\n" for j in range(8)))
     err = error_of(path)
-    assert "has 8 negative values at rows [0, 1, 2, 3, 4] (e.g. '-1')" in str(err)
+    assert "has 8 negative values on lines [2, 3, 4, 5, 6] (e.g. '-1')" in str(err)
     assert err.rows == [0, 1, 2, 3, 4]
 
 
 def test_invalid_utf8_names_the_encoding(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes(b"user_id,item_id\nu,caf\xe9\n")
-    pattern = r"latin.csv: is not valid utf-8 text .*Schema\(encoding=\.\.\.\)"
+    pattern = r"latin.csv: is not valid (UTF|utf)-8 text.*--encoding"
     with pytest.raises(DataValidationError, match=pattern):
         load_interactions(path)
     assert load_interactions(path, schema=Schema(encoding="latin-1")).item_vocab.ids.tolist() == ["café"]
@@ -228,3 +230,11 @@ def test_problems_collector_single_line_and_none_ignored():
     with pytest.raises(DataValidationError, match=pattern) as info:
         problems.raise_if_any()
     assert (info.value.source, info.value.column, info.value.rows) == ("a.csv", "x", [0])
+
+
+def test_ratings_beyond_float32_are_out_of_range(tmp_path):
+    """Found by benchmarks/bench_fuzz_files.py: 1e39 is finite in float64 but became inf as float32."""
+    path = tmp_path / "big.csv"
+    path.write_text("user_id,item_id,rating\nu,a,1\nu,b,1e39\n")
+    with pytest.raises(DataValidationError, match=r"column 'rating' has 1 out-of-range value on lines \[3\]"):
+        load_interactions(path)

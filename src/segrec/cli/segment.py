@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._args import k_or_auto, non_negative_int
+
 __all__ = ["add_parser", "segment_command"]
 
 
@@ -29,8 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="interactions file (CSV/Parquet/MovieLens)")
     p.add_argument("--items", help="items table (item_id,title,categories,...)")
     p.add_argument("--users", help="users table (user_id, attributes...)")
+    p.add_argument("--user-col", metavar="NAME", help="column of user ids in --data (default user_id)")
+    p.add_argument("--item-col", metavar="NAME", help="column of item ids in --data (default item_id)")
+    p.add_argument("--time-col", metavar="NAME", help="column of times in --data (default timestamp)")
+    p.add_argument("--rating-col", metavar="NAME", help="column of ratings in --data (default rating)")
     p.add_argument("--method", default="kmeans", choices=METHODS, help="segmenter (default: %(default)s)")
-    p.add_argument("--k", default="auto", help="number of segments or 'auto' (default: %(default)s)")
+    p.add_argument("--k", default="auto", type=k_or_auto,
+                   help="number of segments (>= 1) or 'auto' (default: %(default)s)")
     p.add_argument(
         "--criterion",
         default="silhouette",
@@ -55,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="optimise the segments for recommendation (GLSLIM-style moves; slower)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", help="write user_id,segment here (.csv, or .parquet)")
     p.add_argument("--save", help="also save the Segmentation artifact to this directory")
     p.set_defaults(func=segment_command)
@@ -74,12 +81,21 @@ def _embedder(args: argparse.Namespace):
 def segment_command(args: argparse.Namespace) -> int:
     """Run ``segrec segment``; returns the exit code."""
     from ..data import load_interactions
+    from ..data.schema import Schema
+    from ..data.validate import check_usable
     from ..errors import ConfigError
     from ..features import FeaturePipeline, FeaturesConfig
     from ..segment import SegmentationPipeline, profile_segments, reassign_segmentation
 
-    k = args.k if args.k == "auto" else _int_k(args.k)
-    data = load_interactions(args.data, items=args.items, users=args.users)
+    k = args.k
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a directory; pass a file name such as segments.csv")
+    columns = {"user": args.user_col, "item": args.item_col, "timestamp": args.time_col,
+               "rating": args.rating_col}
+    columns = {f: c for f, c in columns.items() if c}
+    data = load_interactions(args.data, schema=Schema(**columns) if columns else None, items=args.items,
+                             users=args.users)
+    check_usable(data, split=False)
     text = args.embedder != "none"
     embedder = _embedder(args) if text else None
     features = None
@@ -121,25 +137,16 @@ def segment_command(args: argparse.Namespace) -> int:
         print("  " + p.description, file=out)
     if args.out:
         frame = pd.DataFrame({"user_id": data.user_vocab.ids.astype(str), "segment": seg.labels})
+        from ..io import atomic_write_text
+
         path = Path(args.out)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() in (".parquet", ".pq"):
             frame.to_parquet(path, index=False)
         else:
-            frame.to_csv(path, index=False)
+            atomic_write_text(path, frame.to_csv(index=False))  # never a half-written file
         print(f"wrote {len(frame)} assignments to {path}", file=out)
     if args.save:
         seg.save(args.save)
     return 0
 
-
-def _int_k(value: str) -> int:
-    from ..errors import ConfigError
-
-    try:
-        k = int(value)
-    except ValueError:
-        raise ConfigError(f"--k must be an integer >= 1 or 'auto'; got {value!r}") from None
-    if k < 1:
-        raise ConfigError(f"--k must be an integer >= 1 or 'auto'; got {value!r}")
-    return k

@@ -6,6 +6,9 @@ import argparse
 import ipaddress
 import os
 import sys
+from pathlib import Path
+
+from ._args import positive_float, positive_int
 
 __all__ = ["add_parser"]
 
@@ -14,11 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``segrec serve``."""
     p = sub.add_parser("serve", help="serve recommendations over HTTP from a saved run",
                        description="Start the HTTP API (OpenAPI docs at /docs) over the --out directory of "
-                                   "`segrec run`. Binds 127.0.0.1 unless told otherwise. SIGHUP or "
-                                   "POST /v1/admin/reload swaps in a new artifact without dropping requests.")
+                                   "`segrec run`. Binds 127.0.0.1 unless told otherwise; another address "
+                                   "needs --api-key-env (or --insecure). SIGHUP swaps in a fresh copy of the "
+                                   "artifact without dropping requests; with an API key (or --allow-reload) "
+                                   "POST /v1/admin/reload loads another run from inside --reload-root.")
     p.add_argument("artifacts", help="directory written by `segrec run --out`")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port, 0-65535 (default: %(default)s)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="require the API key held in environment variable VAR (header X-API-Key)")
     p.add_argument("--system", help="saved system to serve (default: the run's best on inner validation)")
@@ -30,10 +35,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rules", metavar="KEY=TIER,...",
                    help="rules policy (implies --policy rules): activity level (light, medium, heavy), "
                         "segment number or 'new' -> tier, e.g. 'heavy=global,light=local,new=local,3=global'")
-    p.add_argument("--max-k", type=int, default=1000,
+    p.add_argument("--max-k", type=positive_int, default=1000,
                    help="largest k a request may ask for (default: %(default)s)")
-    p.add_argument("--no-reload", action="store_true", help="disable POST /v1/admin/reload")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--insecure", action="store_true",
+                   help="allow binding a non-loopback --host without --api-key-env (anyone who can reach "
+                        "the port can query the server)")
+    p.add_argument("--allow-reload", action="store_true",
+                   help="expose POST /v1/admin/reload without an API key (it is on by default only with one)")
+    p.add_argument("--no-reload", action="store_true", help="disable POST /v1/admin/reload even with a key")
+    p.add_argument("--reload-root", metavar="DIR",
+                   help="directory a reload path must lie in (default: the folder holding ARTIFACTS)")
+    p.add_argument("--header-timeout", type=positive_float, default=10.0,
+                   help="seconds a client may take to send its request headers (default: %(default)s)")
+    p.add_argument("--body-timeout", type=positive_float, default=30.0,
+                   help="seconds a client may take to send a request body (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads for neural tiers (default: %(default)s; one request is small, and "
                         "on a busy 2-core box two threads made a Transformer request 50x slower)")
     p.add_argument("--log-level", default="warning",
@@ -96,6 +112,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """Load the run, build the app and run uvicorn until interrupted."""
     from ..errors import SegrecError, require
     from ..serve import create_app
+    from ..serve.http import deadline_protocol
 
     uvicorn = require("uvicorn", "serve")
     api_key = None
@@ -103,20 +120,42 @@ def serve_command(args: argparse.Namespace) -> int:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
             raise SegrecError(f"--api-key-env {args.api_key_env}: the environment variable is not set "
-                              "or empty")
+                              "or empty; export it first (export VAR=secret)")
     if not _is_loopback(args.host) and api_key is None:
-        print(f"segrec: warning: binding {args.host} without --api-key-env: anyone who can reach this "
-              "port can query and reload the server", file=sys.stderr)
+        if not args.insecure:
+            raise SegrecError(f"--host {args.host}: refusing to serve a non-loopback address without an API "
+                              "key; pass --api-key-env VAR (recommended) or --insecure")
+        print(f"segrec: warning: binding {args.host} without --api-key-env (--insecure): anyone who can "
+              "reach this port can query the server", file=sys.stderr)
+    if args.reload_root is not None and not Path(args.reload_root).is_dir():
+        raise SegrecError(f"--reload-root {args.reload_root}: not a directory")
+    if args.budget_fraction is not None and not 0 < args.budget_fraction <= 1:
+        raise SegrecError(f"--budget-fraction must be in (0, 1]; got {args.budget_fraction}")
+    if args.budget_flops is not None and not args.budget_flops > 0:
+        raise SegrecError(f"--budget-flops must be > 0; got {args.budget_flops}")
+    allow_reload = not args.no_reload and (api_key is not None or args.allow_reload)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)  # the process's setting: the CLI owns it, not the library
-    app = create_app(args.artifacts, api_key=api_key, max_k=args.max_k, allow_reload=not args.no_reload,
-                     reload_on_sighup=True, **router_options(args))
+    app = create_app(args.artifacts, api_key=api_key, max_k=args.max_k, allow_reload=allow_reload,
+                     reload_root=args.reload_root, reload_on_sighup=True, body_timeout=args.body_timeout,
+                     **router_options(args))
     print(f"segrec: serving {args.artifacts} on http://{args.host}:{args.port} (docs at /docs)",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log,
+                http=deadline_protocol(args.header_timeout), timeout_keep_alive=5)
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 65535; got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 65535; got {text!r}")
+    return port
 
 
 def _is_loopback(host: str) -> bool:

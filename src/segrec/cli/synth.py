@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from ._args import non_negative_int, positive_float, positive_int
+
 __all__ = ["add_parser", "synth_command"]
 
 
@@ -17,12 +19,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Write interactions.csv, items.csv, users.csv and true_segments.csv "
                     "(user_id,segment) of a reproducible synthetic dataset to --out.",
     )
-    p.add_argument("--users", type=int, default=2000, help="number of users (default: %(default)s)")
-    p.add_argument("--items", type=int, default=1000, help="number of items (default: %(default)s)")
-    p.add_argument("--segments", type=int, default=4, help="planted segments (default: %(default)s)")
-    p.add_argument("--interactions", type=float, default=40.0,
+    p.add_argument("--users", type=positive_int, default=2000, help="number of users (default: %(default)s)")
+    p.add_argument("--items", type=positive_int, default=1000, help="number of items (default: %(default)s)")
+    p.add_argument("--segments", type=positive_int, default=4, help="planted segments (default: %(default)s)")
+    p.add_argument("--interactions", type=positive_float, default=40.0,
                    help="target mean interactions per user (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=synth_command)
 

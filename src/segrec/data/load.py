@@ -21,6 +21,7 @@ import csv
 import io
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def load_interactions(
         item_table = _align_table(item_frame, "items", schema, item_vocab, name, problems)
     if user_frame is not None and not id_problems:
         user_table = _align_table(user_frame, "users", schema, user_vocab, name, problems)
+    if len(problems):
+        problems = _rows_as_lines(problems, _text_files(source, name, schema, items, users))
     problems.raise_if_any()
 
     user_codes = user_codes.astype(np.int32, copy=False)
@@ -181,6 +184,17 @@ def _read_interactions(
     if not path.is_file():
         problems.add(Problem(name, "file not found" if not path.exists() else "is not a file"))
         return name, None, schema or Schema()
+    try:
+        head = _head(path)
+    except OSError as exc:
+        problems.add(Problem(name, f"cannot be read ({exc.strerror or exc}); check the file's permissions"))
+        return name, None, schema or Schema()
+    trouble = sniff(head, name, schema.encoding if schema else "utf-8")
+    if trouble is not None and not (trouble == "parquet" or (fmt == "parquet" and head[:4] == b"PAR1")):
+        problems.add(Problem(name, trouble))
+        return name, None, schema or Schema()
+    if trouble == "parquet" and fmt == "auto":
+        fmt = "parquet"  # Parquet content under another name (e.g. data.csv): read what it is
     kind, schema = _detect(path, schema, fmt)
     skipped = None
     if kind == "parquet":
@@ -201,6 +215,12 @@ def _detect(path: Path, schema: Schema | None, fmt: str) -> tuple[str, Schema]:
         return "csv", schema or movielens_schema(fmt)
     if fmt == "parquet" or (fmt == "auto" and path.suffix.lower() in _PARQUET_SUFFIXES):
         return "parquet", schema or Schema()
+    if schema is not None and "sep" not in schema.model_fields_set:
+        # column names given (--user-col ...), delimiter not: a tab-separated header still splits
+        first = _first_line(path, schema.encoding)
+        if "\t" in first and "," not in first:
+            schema = schema.model_copy(update={"sep": "\t"})
+        return "csv", schema
     if schema is not None or fmt == "csv":
         return "csv", schema or Schema()
     if path.name == "u.data":
@@ -219,10 +239,72 @@ def _detect(path: Path, schema: Schema | None, fmt: str) -> tuple[str, Schema]:
     return "csv", Schema()
 
 
-def _first_line(path: Path) -> str:
+def _first_line(path: Path, encoding: str = "utf-8") -> str:
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        # a byte-order mark (Excel exports) is not part of the first column's name
+        return fh.readline(1 << 16).rstrip("\r\n").lstrip("\ufeff")
+
+
+_HEAD_BYTES = 1 << 16
+#: how pyarrow reports a row with the wrong number of fields
+_FIELD_COUNT = re.compile(r"Expected \d+ columns, got \d+")
+#: leading bytes of compressed / archive formats -> (name, how to unpack)
+_MAGIC = ((b"\x1f\x8b", "gzip", "gunzip -k {f}"), (b"BZh", "bzip2", "bunzip2 -k {f}"),
+          (b"\xfd7zXZ\x00", "xz", "unxz -k {f}"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd {f}"),
+          (b"PK\x03\x04", "zip", "unzip {f}"), (b"7z\xbc\xaf\x27\x1c", "7z", "7z x {f}"))
+
+
+def _head(path: Path) -> bytes:
     with open(path, "rb") as fh:
-        # a UTF-8 byte-order mark (Excel exports) is not part of the first column's name
-        return fh.readline(1 << 16).decode("utf-8", errors="replace").rstrip("\r\n").lstrip("\ufeff")
+        return fh.read(_HEAD_BYTES)
+
+
+def sniff(head: bytes, name: str, encoding: str = "utf-8") -> str | None:
+    """What is wrong with a file from its first bytes, as the end of a one-line message; None if nothing.
+
+    Names compression (gzip, bzip2, xz, zstd, zip, 7z), UTF-16 / UTF-32 text, binary
+    content and text that is not valid in ``encoding``, each with what to do, so the
+    message never quotes kilobytes of binary. Returns ``"parquet"`` for Parquet content.
+    """
+    if head[:4] == b"PAR1":
+        return "parquet"
+    for magic, kind, unpack in _MAGIC:
+        if head.startswith(magic):
+            return (f"is {kind}-compressed; decompress it first ({unpack.format(f=name)}) and pass the "
+                    "extracted CSV or Parquet file")
+    enc = encoding.lower().replace("_", "-")
+    wide = enc.startswith(("utf-16", "utf-32"))
+    if not wide:
+        for bom, kind in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                          (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+            if head.startswith(bom):
+                return (f"is {kind} text; pass --encoding {kind.lower()} (config: [data] encoding), or save "
+                        f"it as UTF-8 (iconv -f {kind} -t UTF-8 {name} > out.csv)")
+        nul = head.find(b"\x00")
+        if nul >= 0:
+            sample = head[:200]
+            if sample[1::2].count(0) > len(sample) // 4 or sample[0::2].count(0) > len(sample) // 4:
+                return ("looks like UTF-16 text without a byte-order mark; pass --encoding utf-16-le "
+                        "(or utf-16-be), or save it as UTF-8")
+            return (f"is not a text file (it holds a NUL byte at byte {nul}); expected CSV/TSV text or a "
+                    "Parquet file")
+    if enc in ("utf-8", "utf8", "utf-8-sig"):
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # (not a character cut in two by the end of the sample)
+            if exc.start < len(head) - 4 or len(head) < _HEAD_BYTES:
+                line = head[: exc.start].count(b"\n") + 1
+                return (f"is not valid UTF-8 text (byte {head[exc.start]:#04x} on line {line}); pass "
+                        "--encoding with the file's encoding, e.g. --encoding latin-1 "
+                        "(config: [data] encoding)")
+    return None
+
+
+def _clean(text: str, limit: int = 200) -> str:
+    """An error text from a reader, printable and short (readers quote whole rows of binary)."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text).replace("\n", " "))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_number(text: str) -> bool:
@@ -283,7 +365,7 @@ def _read_csv(
         delimiter, quote = sep, '"'
 
     if schema.header:
-        first = _first_line(path)
+        first = _first_line(path, schema.encoding)
         if not first.strip():
             problems.add(Problem(name, "file is empty; expected a header line and interaction rows"))
             return None, None
@@ -311,7 +393,12 @@ def _read_csv(
                 column_names=column_names, encoding=schema.encoding, use_threads=use_threads
             ),
             parse_options=pa_csv.ParseOptions(
-                delimiter=delimiter, quote_char=quote, invalid_row_handler=on_invalid
+                # A Python handler only on the single-threaded read: a threaded reader drops its
+                # last reference to the handler on an Arrow worker thread, which needs the GIL; when
+                # that happens while the interpreter exits (a bad file -> exit 2 at once), the
+                # worker is killed mid-C++ and the process aborts with "terminate called without an
+                # active exception" (rc 134, issue 16 item 7; seen in 2 of 12 runs under load).
+                delimiter=delimiter, quote_char=quote, invalid_row_handler=None if use_threads else on_invalid
             ),
             convert_options=pa_csv.ConvertOptions(
                 column_types=id_types, include_columns=list(present.values()), strings_can_be_null=False
@@ -319,20 +406,26 @@ def _read_csv(
         )
 
     try:
-        table = read(use_threads=True)
-        if bad_rows and bad_rows[0][0] is None:
-            # Row numbers are only known to a single-threaded read; pay for it only on bad files.
-            bad_rows.clear()
+        try:
+            table = read(use_threads=True)
+        except pa.ArrowInvalid as exc:
+            if not _FIELD_COUNT.search(str(exc)):
+                raise
+            # Rows with the wrong field count: read again on one thread, which knows row
+            # numbers and collects every bad row; paid only by bad files.
             table = read(use_threads=False)
     except pa.ArrowInvalid as exc:
         text = str(exc)
         if text.startswith("Empty CSV file"):
             problems.add(Problem(name, "file is empty; expected a header line and interaction rows"))
         elif "UTF8" in text or "decode" in text.lower():
-            hint = "set Schema(encoding=...)"
-            problems.add(Problem(name, f"is not valid {schema.encoding} text ({text}); {hint}"))
+            hint = "pass --encoding with the file's encoding, e.g. latin-1 (config: [data] encoding)"
+            problems.add(Problem(name, f"is not valid {schema.encoding} text; {hint}"))
         else:
-            problems.add(Problem(name, f"cannot be parsed as delimited text ({text})"))
+            problems.add(Problem(name, f"cannot be parsed as delimited text ({_clean(text)})"))
+        return None, None
+    except (OSError, UnicodeError, LookupError) as exc:  # unreadable mid-way, or a codec that cannot decode
+        problems.add(Problem(name, f"cannot be read as {schema.encoding} text ({_clean(exc)})"))
         return None, None
     skipped = None
     if bad_rows:
@@ -357,13 +450,25 @@ def _read_csv(
 def _read_parquet(path: Path, name: str, schema: Schema, problems: Problems) -> pa.Table | None:
     try:
         found = list(pq.read_schema(path).names)
-    except (pa.ArrowInvalid, OSError) as exc:
-        problems.add(Problem(name, f"is not a readable Parquet file ({exc})"))
+    except (pa.ArrowException, OSError) as exc:
+        problems.add(Problem(name, f"is not a readable Parquet file ({_clean(exc)})"))
         return None
     present = _select(found, name, schema, problems)
     if present is None:
         return None
-    table = pq.read_table(path, columns=list(present.values()))
+    try:
+        table = pq.read_table(path, columns=list(present.values()))
+    except (pa.ArrowException, OSError) as exc:
+        problems.add(Problem(name, f"is not a readable Parquet file ({_clean(exc)})"))
+        return None
+    for field, column in present.items():
+        kind = table.schema.field(column).type
+        if pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind) \
+                or pa.types.is_fixed_size_binary(kind) or pa.types.is_null(kind):
+            expected = "strings or integers" if field in ("user", "item") else "numbers or times"
+            problems.add(Problem(name, f"column '{column}' holds {kind} values; expected {expected}", column))
+    if any(p.source == name for p in problems):
+        return None
     if table.num_rows == 0:
         problems.add(Problem(name, f"has no data rows (columns {found}); expected interaction rows"))
         return None
@@ -457,6 +562,73 @@ def _remap_rows(problems: Problems, name: str, skipped: np.ndarray) -> Problems:
     return out
 
 
+def _text_files(source, name, schema, items, users) -> dict[str, tuple[Path, bool, str]]:
+    """Message source name -> (path, has a header, encoding) of each delimited text file read."""
+    out = {}
+    for src, header, encoding in ((source, schema.header, schema.encoding), (items, True, "utf-8"),
+                                  (users, True, "utf-8")):
+        if src is None or isinstance(src, pd.DataFrame):
+            continue
+        path = Path(src)
+        if path.suffix.lower() in _PARQUET_SUFFIXES or not path.is_file():
+            continue
+        try:
+            if _head(path)[:4] == b"PAR1":
+                continue
+        except OSError:
+            continue
+        out[str(src)] = (path, header, encoding)
+    return out
+
+
+def _rows_as_lines(problems: Problems, files: dict[str, tuple[Path, bool, str]]) -> Problems:
+    """Say "on lines [6]" (the line in the file, 1-based, as an editor shows it) instead of "at rows [4]".
+
+    Row positions count data rows; the reader skips the header and empty lines, so the
+    file is scanned (only when there is a problem, and only up to the last row named) to
+    find each row's line. ``.rows`` of the error keeps the 0-based positions.
+    """
+    wanted: dict[str, set[int]] = {}
+    for p in problems:
+        if p.source in files and p.rows:
+            wanted.setdefault(p.source, set()).update(p.rows)
+    if not wanted:
+        return problems
+    lines: dict[str, dict[int, int]] = {}
+    for source, rows in wanted.items():
+        path, header, encoding = files[source]
+        try:
+            lines[source] = _line_numbers(path, rows, header, encoding)
+        except (OSError, UnicodeError, LookupError):
+            continue
+    out = Problems()
+    for p in problems:
+        found = lines.get(p.source, {})
+        if p.rows and all(r in found for r in p.rows):
+            shown = [found[r] for r in p.rows]
+            p = Problem(p.source, p.message.replace(f"at rows {list(p.rows)}", f"on lines {shown}"),
+                        p.column, p.rows)
+        out.add(p)
+    return out
+
+
+def _line_numbers(path: Path, rows: set[int], header: bool, encoding: str) -> dict[int, int]:
+    """Data-row position -> 1-based line number, for the positions in ``rows``."""
+    out: dict[int, int] = {}
+    last = max(rows)
+    row = -1 if header else 0
+    with open(path, encoding=encoding, errors="replace", newline=None) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip("\r\n"):
+                continue  # pyarrow skips empty lines, so they hold no row
+            if row >= 0 and row in rows:
+                out[row] = number
+            if row >= last:
+                break
+            row += 1
+    return out
+
+
 # ------------------------------------------------------------------ duplicates
 def _latest_of_duplicates(
     users: np.ndarray, items: np.ndarray, timestamps: np.ndarray | None, n_items: int, name: str
@@ -516,7 +688,14 @@ def _read_side_table(source: Source, kind: str, schema: Schema, problems: Proble
             problems.add(Problem(name, f"{kind} table not found"))
             return None
         try:
-            if path.suffix.lower() in _PARQUET_SUFFIXES:
+            trouble = sniff(_head(path), name)
+        except OSError as exc:
+            trouble = f"cannot be read ({exc.strerror or exc}); check the file's permissions"
+        if trouble is not None and trouble != "parquet":
+            problems.add(Problem(name, trouble))
+            return None
+        try:
+            if path.suffix.lower() in _PARQUET_SUFFIXES or trouble == "parquet":
                 frame = pq.read_table(path).to_pandas()
             else:
                 # ids and text columns as strings: titles like "1984" must not become numbers
@@ -527,8 +706,8 @@ def _read_side_table(source: Source, kind: str, schema: Schema, problems: Proble
                     convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False),
                 )
                 frame = table.to_pandas()
-        except (pa.ArrowInvalid, OSError) as exc:
-            text = "file is empty" if "Empty CSV" in str(exc) else f"cannot be read ({exc})"
+        except (pa.ArrowException, OSError) as exc:
+            text = "file is empty" if "Empty CSV" in str(exc) else f"cannot be read ({_clean(exc)})"
             problems.add(Problem(name, f"{text}; expected a {kind} table with an '{id_col}' column"))
             return None
     frame.attrs["segrec_source"] = name

@@ -29,6 +29,7 @@ __all__ = [
     "check_factorized_ids",
     "check_ids",
     "check_unique_ids",
+    "check_usable",
     "missing_columns",
     "parse_ratings",
     "parse_timestamps",
@@ -167,16 +168,35 @@ def missing_columns(
         One problem per missing column, naming what was found and the schema field to set.
     """
     found_list = [str(c) for c in found]
+    shown = found_list if len(found_list) <= 12 else [*found_list[:12], "..."]
+    missing = {field: column for field, column in wanted.items() if column not in found_list}
+    if len(missing) > 1:  # one problem, one line: "missing columns 'user_id', 'item_id' ..."
+        names = ", ".join(f"'{c}'" for c in missing.values())
+        hints = [_column_hint(f, c) for f, c in missing.items()]
+        flags = [h.split(" NAME")[0].removeprefix("name the column with ") for h in hints if " NAME" in h]
+        hint = (f"name them with {' and '.join(flags)} (config: [data.columns]; Python: Schema(...))"
+                if len(flags) == len(missing) else hints[0])
+        return [Problem(source, f"missing {what}s {names} (found columns: {shown}); {hint}",
+                        next(iter(missing.values())))]
     return [
-        Problem(
-            source,
-            f"missing {what} '{column}' (found columns: {found_list}); "
-            f"pass Schema({field}=...) to use another column name",
-            column,
-        )
-        for field, column in wanted.items()
-        if column not in found_list
+        Problem(source, f"missing {what} '{column}' (found columns: {shown}); {_column_hint(field, column)}",
+                column)
+        for field, column in missing.items()
     ]
+
+
+#: schema field -> the ``segrec run`` / ``segrec segment`` flag and config key that set it
+COLUMN_FLAGS = {"user": "--user-col", "item": "--item-col", "timestamp": "--time-col",
+                "rating": "--rating-col"}
+
+
+def _column_hint(field: str, column: str) -> str:
+    """How to name another column for ``field``, on the command line, in a config and in Python."""
+    flag = COLUMN_FLAGS.get(field)
+    if flag:
+        return (f"name the column with {flag} NAME (config: [data.columns] {field} = \"NAME\"; "
+                f"Python: Schema({field}=...))")
+    return f"rename its id column to '{column}' (Python: Schema({field}=...))"
 
 
 def check_ids(source: str, column: str, ids: pd.Series, kind: str) -> Problem | None:
@@ -220,7 +240,16 @@ def check_factorized_ids(
     if len(blank):  # rare: only then pay for a pass over the rows
         bad |= np.isin(codes, blank)
     expected = f"every row needs {_article(kind)} {kind} id"
-    return _rows_problem(source, column, bad, "empty id", expected)
+    found = _rows_problem(source, column, bad, "empty id", expected)
+    if found is not None:
+        return found
+    # A NUL byte cannot be printed, typed in a request or written to most files: such an id is
+    # a broken export, not a name.
+    nul = np.flatnonzero(text.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool))
+    if len(nul):
+        return _rows_problem(source, column, np.isin(codes, nul), "id with a NUL byte",
+                             f"{kind} ids must be printable text")
+    return None
 
 
 def check_unique_ids(source: str, column: str, ids: pd.Series, kind: str) -> Problem | None:
@@ -272,9 +301,18 @@ def parse_ratings(source: str, column: str, values: pd.Series) -> tuple[np.ndarr
     return _finish_ratings(source, column, numbers, raw, problems, skip=missing)
 
 
+#: ratings are kept as float32: a larger finite number would silently become infinite
+_MAX_RATING = float(np.finfo(np.float32).max)
+
+
 def _finish_ratings(source, column, numbers, raw, problems, skip):
     inf = np.isinf(numbers) & ~skip
     problems.append(_rows_problem(source, column, inf, "infinite value", "expected finite numbers", raw))
+    with np.errstate(invalid="ignore"):
+        huge = np.isfinite(numbers) & (np.abs(numbers) > _MAX_RATING) & ~skip
+    problems.append(_rows_problem(source, column, huge, "out-of-range value",
+                                  "expected ratings below 3.4e38 (they are stored as float32)", raw))
+    inf = inf | huge
     with np.errstate(invalid="ignore"):
         negative = (numbers < 0) & ~inf & ~skip
     problems.append(
@@ -348,3 +386,32 @@ def _datetimes_to_seconds(values: pd.Series | pd.Index) -> np.ndarray:
     out = as_s.to_numpy(dtype="datetime64[s]").astype(np.int64)
     out[dt.isna().to_numpy()] = 0
     return out
+
+
+def check_usable(data, *, split: bool = True) -> None:
+    """Stop with one line when a dataset is too small for a run to mean anything.
+
+    A run ranks items for users and compares systems across users, so it needs at
+    least two distinct items and two users; with the temporal split at least one user
+    needs two interactions, or nothing would be left to test on.
+
+    Args:
+        data: The loaded :class:`~segrec.types.Interactions`.
+        split: Whether the run holds out a test part (False with ``--no-split``).
+
+    Raises:
+        DataValidationError: The data cannot support a run (the message says what is needed).
+    """
+    source = data.source
+    if data.n_items < 2:
+        only = f" ({data.item_vocab.ids[0]!r})" if data.n_items else ""
+        raise DataValidationError(f"{source}: has {data.n_items} distinct item{only}; a recommender ranks "
+                                  "items, so it needs at least 2", source=source, problem="too few items")
+    if data.n_users < 2:
+        raise DataValidationError(f"{source}: has {data.n_users} user; segments and the comparison across "
+                                  "users need at least 2", source=source, problem="too few users")
+    if split and int(data.user_counts().max()) < 2:
+        raise DataValidationError(f"{source}: every user has a single interaction, so the temporal split "
+                                  "leaves nothing to test on; pass --no-split to fit without evaluating, "
+                                  "or use a log with longer histories", source=source,
+                                  problem="histories too short")

@@ -60,6 +60,12 @@ class CollaborativeFeatures(FeatureBlock):
         df = np.asarray(x.sum(0)).ravel()
         self.idf_ = np.log((1.0 + data.n_users) / (1.0 + df)) + 1.0
         k = max(1, min(self.config.n_components, data.n_items - 1, data.n_users - 1))
+        if min(data.n_items, data.n_users) < 2:
+            # one item or one user: there is no co-occurrence to factor (TruncatedSVD refuses a
+            # single feature); one all-zero column keeps the block's shape for the pipeline
+            self.components_ = np.zeros((1, data.n_items), dtype=np.float64)
+            self.columns_ = ("f0",)
+            return
         svd = TruncatedSVD(k, n_iter=self.config.n_iter, random_state=self.config.random_state)
         svd.fit(self._weight(x))
         self.components_ = svd.components_.astype(np.float64)

@@ -17,8 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import SegrecError
-from ..io import atomic_dir, load_tensors, read_json, read_table, save_tensors, write_json, write_table
-from ..types import Vocabulary
+from ..io import atomic_dir, confined_reads, load_tensors, read_json, save_tensors, write_json, write_table
+from ._checks import check_tensors, loading, read_vocabulary
 from ._registry import check_is_fitted, model_class
 
 __all__ = ["load_model", "save_model", "write_model"]
@@ -57,28 +57,46 @@ def write_model(model: Any, directory: Path) -> None:
 def load_model(path: str | Path, expected: type | None = None) -> Any:
     """Read a model directory; dispatch on its saved class (checked against ``expected``).
 
+    The directory is untrusted input: reads stay inside it (:func:`segrec.io.confined_reads`),
+    every tensor is checked against the vocabularies before use
+    (:func:`~segrec.models._checks.check_tensors`), and the loaded model scores a trial user
+    before it is returned, so a crafted artifact fails here with one :class:`SegrecError`
+    instead of crashing a request later.
+
     Raises:
-        SegrecError: Unknown class, or another class than ``expected``.
+        SegrecError: Unknown class, another class than ``expected``, or a corrupt artifact.
     """
     path = Path(path)
+    with confined_reads(path), loading(path):
+        return _load(path, expected)
+
+
+def _load(path: Path, expected: type | None) -> Any:
     info = read_json(path / "model.json")
-    name = info.get("class")
+    name = info.get("class") if isinstance(info, dict) else None
     try:
-        target = model_class(name)
+        target = model_class(name if isinstance(name, str) else str(name)[:60])
     except SegrecError as exc:
         raise SegrecError(f"{path}: {exc}") from None
     if expected is not None and target is not expected:
         raise SegrecError(f"{path}: holds a {name!r} model, not {expected.name!r}")
     model = target(config=target.Config.model_validate(info["config"]))
     tensors = load_tensors(path / "tensors.safetensors")
-    model.user_vocab_ = Vocabulary(read_table(path / "users.parquet")["id"].astype(str).to_numpy())
-    model.item_vocab_ = Vocabulary(read_table(path / "items.parquet")["id"].astype(str).to_numpy())
+    model.user_vocab_ = read_vocabulary(path / "users.parquet")
+    model.item_vocab_ = read_vocabulary(path / "items.parquet")
+    n_users, n_items = len(model.user_vocab_), len(model.item_vocab_)
+    check_tensors(path / "tensors.safetensors", tensors, n_users, n_items)
     indices = tensors["seen_indices"]
     model.seen_ = sp.csr_matrix(
-        (np.ones(len(indices), np.float32), indices, tensors["seen_indptr"]),
-        shape=(len(model.user_vocab_), len(model.item_vocab_)),
-    )
+        (np.ones(len(indices), np.float32), indices, tensors["seen_indptr"]), shape=(n_users, n_items))
     state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
     model._set_state(state, info.get("meta", {}))
     model._load_extra(path)
+    if n_users:  # a trial: wrong-shaped tensors fail now, not on every request
+        trial = np.unique(np.array([0, n_users - 1], dtype=np.int64))
+        scores = np.asarray(model.score_dense(trial))
+        if scores.shape != (len(trial), n_items):
+            raise SegrecError(f"{path}: the saved model gives scores of shape {scores.shape} for "
+                              f"{len(trial)} users, but its catalogue has {n_items} items; "
+                              "the artifact is corrupt")
     return model

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import progress
 from ._seqdata import Histories, Windows, iter_batches, padded_tail, to_batch
 
 __all__ = ["LoopSettings", "LoopResult", "mask_seen", "multi_target_ce", "run_loop", "score_rows", "seeded"]
@@ -207,8 +208,9 @@ def run_loop(
     if settings.show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=settings.epochs, desc=settings.label, leave=False)
+        bar = tqdm(total=settings.epochs, desc=settings.label, leave=True)  # kept: a record of the fit
     bad = 0
+    progress.report({"label": settings.label, "epoch": 0, "epochs": settings.epochs})
     for epoch in range(1, settings.epochs + 1):
         start = time.perf_counter()
         set_train(True)
@@ -248,6 +250,7 @@ def run_loop(
                 bad += 1
             swap_ema()
         result.curve.append(row)
+        progress.report({"label": settings.label, "epochs": settings.epochs, **row})
         log.info("%s epoch %d: loss %.4f%s (%.1fs)", settings.label, epoch, row["loss"],
                  f", valid NDCG@10 {row['ndcg@10']:.4f}" if "ndcg@10" in row else "", row["seconds"])
         if bar is not None:

@@ -135,9 +135,22 @@ def _accuracy(p: dict[str, Any]) -> str:
     )
     comps = _comparisons(p.get("comparisons") or {}) + _adaptation(p.get("adaptation") or [])
     return (
-        f'<section id="accuracy"><h2>Accuracy (test, full ranking)</h2>{_overall(overall)}{fig}'
+        f'<section id="accuracy"><h2>Accuracy (test, full ranking)</h2>{_overall(overall)}'
+        f"{_single_tier_note(p)}{fig}"
         f"<h3>{escape(nbs['metric'])} per segment, 95% CI</h3>{_by_segment(nbs)}{comps}</section>"
     )
+
+
+def _single_tier_note(p: dict[str, Any]) -> str:
+    """Say so when the routed system sends every segment to one tier: its rows then repeat that tier's."""
+    routing = (p.get("routing") or {}).get("routing") or {}
+    tiers = set(routing.values())
+    if len(routing) < 1 or len(tiers) != 1:
+        return ""
+    tier = escape(str(next(iter(tiers))))
+    return (f'<p class="note" id="single-tier">The routing sent every segment to the <b>{tier}</b> tier, so '
+            f"<b>segmented</b> serves exactly what that tier serves: its rows here and below repeat that "
+            "system's numbers; it is not a second result.</p>")
 
 
 def _overall(overall: list[dict[str, Any]]) -> str:

@@ -48,8 +48,30 @@ def segment_color(segment: int) -> str:
     return PALETTE[int(segment) % len(PALETTE)] if int(segment) >= 0 else "#999999"
 
 
+#: one colour and marker per system, the same in every figure, and none of them a segment colour
+#: (the first eight of PALETTE): a system is never mistaken for a segment or for another system
+SYSTEM_STYLE = {
+    "popularity": ("#7f7f7f", "v"),
+    "itemknn": ("#bcbd22", "P"),
+    "ease": ("#8c564b", "s"),
+    "als": ("#17becf", "D"),
+    "multvae": ("#9467bd", "X"),
+    "transformer": ("#1a237e", "o"),
+    "adapted_transformer": ("#d62728", "^"),
+    "local_ease": ("#2ca02c", "p"),
+    "segmented": ("#b8860b", "*"),
+}
+#: for systems not listed above (custom tiers), in order of first use
+_SPARE_STYLES = (("#ff7f0e", "h"), ("#1f77b4", "d"), ("#e377c2", "<"), ("#4b0082", ">"), ("#556b2f", "8"))
+
+
+def _system_style(names: list[str]) -> dict[str, tuple[str, str]]:
+    spare = iter(_SPARE_STYLES * (1 + len(names) // len(_SPARE_STYLES)))
+    return {n: SYSTEM_STYLE.get(n) or next(spare) for n in sorted(names)}
+
+
 def _system_colors(names: list[str]) -> dict[str, str]:
-    return {n: PALETTE[(i + 8) % len(PALETTE)] for i, n in enumerate(sorted(names))}
+    return {n: style[0] for n, style in _system_style(names).items()}
 
 
 @contextmanager
@@ -164,31 +186,6 @@ def _logx(ax: Any) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _annotate(ax: Any, points: list[tuple[float, float, str]]) -> None:
-    """Label points; points at the same spot share one label ("a, b") instead of overprinting."""
-    spots: dict[tuple[float, float], list[str]] = {}
-    for x, y, name in points:
-        spots.setdefault((float(f"{x:.4g}"), round(y, 4)), []).append(name)
-    ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
-    # near neighbours (in log-x, linear-y units scaled to the spread) alternate above / below
-    xs = np.log10(np.maximum([x for x, _ in spots], 1e-12))
-    ys = np.array([y for _, y in spots])
-    nx = (xs - xs.min()) / max(np.ptp(xs), 1e-12)
-    ny = (ys - ys.min()) / max(np.ptp(ys), 1e-12)
-    placed: list[tuple[float, float, int]] = []
-    for i, ((x, y), names) in enumerate(spots.items()):
-        near = [side for px, py, side in placed if abs(px - nx[i]) < 0.3 and abs(py - ny[i]) < 0.08]
-        side = -1 if near and near[-1] > 0 else 1
-        placed.append((nx[i], ny[i], side))
-        ax.annotate(
-            ", ".join(names),
-            (x, y),
-            textcoords="offset points",
-            xytext=(5, 4 if side > 0 else -11),
-            fontsize=8,
-        )
-
-
 def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points no other point beats on both cost (lower) and accuracy (higher), cheapest first."""
     front: list[tuple[float, float]] = []
@@ -204,8 +201,11 @@ def frontier_svg(costs: list[dict[str, Any]], metric: str = METRIC) -> str:
     has_flops = any(r.get("flops_per_request") for r in rows)
     panels = [("flops_per_request", "analytic FLOPs per request (log)")] if has_flops else []
     panels.append(("fit_seconds", "fit time, seconds (log)"))
-    colors = _system_colors([r["system"] for r in rows])
-    with _figure("frontier", 4.2 * len(panels), 3.6, ncols=len(panels)) as (fig, axes):
+    styles = _system_style([r["system"] for r in rows])
+    # One legend (colour + marker per system) instead of text beside each point: systems of
+    # similar cost and accuracy put their labels on top of each other and next to the wrong
+    # point (issue 15); a legend cannot be misread that way.
+    with _figure("frontier", 3.9 * len(panels) + 1.9, 3.6, ncols=len(panels)) as (fig, axes):
         for ax, (key, label) in zip(axes, panels, strict=True):
             pts = [
                 (float(r[key]), float(r[metric]), r["system"])
@@ -213,8 +213,9 @@ def frontier_svg(costs: list[dict[str, Any]], metric: str = METRIC) -> str:
                 if r.get(key) is not None and float(r[key]) > 0
             ]
             for c, a, name in pts:
-                ax.scatter([c], [a], s=36, color=colors[name], zorder=3)
-            _annotate(ax, pts)
+                color, marker = styles[name]
+                ax.scatter([c], [a], s=95 if marker == "*" else 52, color=color, marker=marker, zorder=3,
+                           edgecolors="white", linewidths=0.6, label=name)
             front = _pareto([(c, a) for c, a, _ in pts])
             if len(front) > 1:
                 ax.step(
@@ -227,12 +228,16 @@ def frontier_svg(costs: list[dict[str, Any]], metric: str = METRIC) -> str:
                     zorder=2,
                     label="Pareto frontier",
                 )
-                ax.legend(fontsize=8, frameon=False, loc="best")
             if pts:
                 _logx(ax)
+                ax.margins(x=0.08, y=0.08)
             ax.set_xlabel(label)
             ax.set_ylabel(f"test {metric}")
         axes[0].set_title("Cost vs accuracy per system")
+        handles, labels = axes[-1].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False,
+                       markerscale=1.0)
         return _svg(fig)
 
 
@@ -244,7 +249,8 @@ def routing_svg(routing: dict[str, Any], metric: str = METRIC) -> str:
     piv = table.pivot_table(index="segment", columns="tier", values=metric, aggfunc="first")
     options = [o for o in routing.get("options", []) if o.get("flops")]
     ncols = 2 if options else 1
-    with _figure("routing", 4.4 * ncols + 0.6, max(2.6, 0.45 * len(piv) + 1.6), ncols=ncols) as (fig, axes):
+    width = 4.4 * ncols + (2.0 if options else 0.6)  # room for the options legend
+    with _figure("routing", width, max(2.6, 0.45 * len(piv) + 1.6), ncols=ncols) as (fig, axes):
         ax = axes[0]
         vals = piv.to_numpy(dtype=np.float64)
         im = ax.imshow(np.ma.masked_invalid(vals), cmap="Blues", aspect="auto")
@@ -271,16 +277,21 @@ def routing_svg(routing: dict[str, Any], metric: str = METRIC) -> str:
         fig.colorbar(im, ax=ax, shrink=0.8)
         if options:
             ax2 = axes[1]
+            markers = iter("osD^vP<>ph8" * 4)
             for o in options:
                 chosen_opt = "(chosen)" in o["name"]
                 ax2.scatter(
                     [o["flops"]],
                     [o[metric]],
-                    s=50 if chosen_opt else 30,
-                    color="#D55E00" if chosen_opt else "#0072B2",
+                    s=90 if chosen_opt else 38,
+                    color="#b8860b" if chosen_opt else "#555555",
+                    marker="*" if chosen_opt else next(markers),
                     zorder=3,
+                    label=o["name"],
                 )
-            _annotate(ax2, [(o["flops"], o[metric], o["name"]) for o in options])
+            # a legend, not labels beside the points (they overprinted where options cost the same)
+            ax2.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            ax2.margins(x=0.1, y=0.1)
             _logx(ax2)
             ax2.set_xlabel("mean FLOPs per request (log)")
             ax2.set_ylabel(f"validation {metric}")

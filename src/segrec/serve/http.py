@@ -14,6 +14,14 @@ so tests and benchmarks can run several apps in one process. Endpoints:
   artifact directory in a worker thread, then swap it in with one reference
   assignment. Each request reads the reference once when it starts, so
   in-flight requests finish on the artifact they began with; none is dropped.
+  The route exists only with an API key (or ``allow_reload=True``), and a path
+  must lie inside the reload root fixed at start-up.
+* ``/docs``: a self-contained page rendering ``/openapi.json`` (no CDN, so it
+  works offline).
+
+Slow clients are cut off: :func:`deadline_protocol` closes a connection whose
+request headers are not complete within ``header_timeout`` seconds, and the
+gate answers 408 to a body that does not arrive within ``body_timeout``.
 
 Errors are JSON ``{"error": kind, "message": text}``: 422 for bad bodies and
 values, 404 for unknown ids and routes, 401 for a missing or wrong API key, 500
@@ -26,6 +34,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -42,10 +51,15 @@ __all__ = ["RecommendRequest", "RecommendResponse", "create_app"]
 log = logging.getLogger(__name__)
 
 #: routes that stay open when an API key is configured (liveness probes, docs)
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/docs", "/openapi.json"})
 #: route templates for metrics labels (raw paths would explode label cardinality)
 _ROUTES = frozenset({"/v1/recommend", "/v1/segments", "/healthz", "/metrics", "/v1/admin/reload",
-                     "/docs", "/redoc", "/openapi.json"})
+                     "/docs", "/openapi.json"})
+#: longest path ``POST /v1/admin/reload`` accepts (Linux allows 4096 bytes; real run paths are short)
+MAX_RELOAD_PATH = 1024
+#: seconds a client may take to send a request's headers / its body (slow clients hold connections)
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0
 
 #: longest external id a request may carry (ids in real logs are far shorter)
 MAX_ID_LENGTH = 256
@@ -109,7 +123,9 @@ class ReloadRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str | None = Field(None, description="New artifact directory (default: reload the current one).")
+    path: str | None = Field(None, max_length=MAX_RELOAD_PATH,
+                             description="New artifact directory inside the server's reload root "
+                                         "(default: reload the current one).")
 
 
 class _Served:
@@ -146,7 +162,8 @@ def _profiles(router: Any) -> list[dict[str, Any]]:
 
 
 def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_key: str | None = None,
-               max_k: int = 1000, allow_reload: bool = True, reload_on_sighup: bool = False,
+               max_k: int = 1000, allow_reload: bool | None = None, reload_root: str | Path | None = None,
+               reload_on_sighup: bool = False, body_timeout: float = BODY_TIMEOUT_S,
                **router_options: Any):
     """Build the FastAPI app serving a run directory (or a ready Router).
 
@@ -158,7 +175,11 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
             ``X-API-Key: <key>`` (or ``Authorization: Bearer <key>``); compared in
             constant time.
         max_k: Largest ``k`` a request may ask for (larger is a 422).
-        allow_reload: Expose ``POST /v1/admin/reload``.
+        allow_reload: Expose ``POST /v1/admin/reload``; None (default) exposes it only
+            when ``api_key`` is set, since it makes the server load files.
+        reload_root: Directory a reload path must lie in (after resolving links);
+            default: the folder holding the served artifact directory.
+        body_timeout: Seconds a request body may take to arrive (then 408).
         reload_on_sighup: Reload the current directory on SIGHUP (set by ``segrec serve``;
             only works when the app runs in the main thread's event loop).
         **router_options: Passed to the default loader, e.g. ``system=``,
@@ -183,6 +204,9 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
         router = load(path)
     else:
         path, router = None, source
+    if allow_reload is None:
+        allow_reload = bool(api_key)
+    root = Path(reload_root) if reload_root is not None else (path.absolute().parent if path else None)
     metrics = ServerMetrics()
     state = {"served": _Served(router, path, 1, _profiles(router))}
     reload_lock = asyncio.Lock()
@@ -232,7 +256,9 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
                 log.warning("SIGHUP reload is not available here; use POST /v1/admin/reload")
         yield
 
-    app = fastapi.FastAPI(title="segrec", version=_version(), lifespan=lifespan,
+    # docs_url=None: FastAPI's Swagger page loads its scripts from a CDN; /docs is our own page
+    app = fastapi.FastAPI(title="segrec", version=_version(), lifespan=lifespan, docs_url=None,
+                          redoc_url=None,
                           description="Segment-aware recommendations: known and brand-new users, "
                                       "routed to a model tier per segment.")
 
@@ -268,7 +294,7 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
         return error(500, "internal", "internal server error; see the server log")
 
     # ---------------------------------------------------------- middleware
-    app.add_middleware(_Gate, metrics=metrics, key=key)
+    app.add_middleware(_Gate, metrics=metrics, key=key, body_timeout=body_timeout)
 
     # ------------------------------------------------------------- routes
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["recommend"],
@@ -321,10 +347,23 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
     async def healthz() -> dict[str, Any]:
         """Liveness and what is being served."""
         served = state["served"]
-        return {"status": "ok", "generation": served.generation, "path": str(served.path or ""),
+        body = {"status": "ok", "generation": served.generation,
                 "system": served.router.info.get("system"), "policy": served.router.info.get("policy"),
                 "data_fingerprint": served.router.info.get("data_fingerprint"),
                 "items": served.router.n_items, "loaded_at": served.loaded_at}
+        if key is None:  # with a key /healthz is open to anyone: it does not show where files live
+            body["path"] = str(served.path or "")
+        return body
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        """The API docs: a self-contained page rendering /openapi.json (works offline)."""
+        from importlib import resources
+
+        from fastapi.responses import HTMLResponse
+
+        page = resources.files(__package__).joinpath("static", "docs.html").read_text(encoding="utf-8")
+        return HTMLResponse(page)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
     async def prometheus() -> str:
@@ -337,15 +376,19 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
             """Load an artifact directory (default: the current one) and swap it in atomically."""
             target = None
             if body is not None and body.path:
-                target = Path(body.path)
-                if not target.is_dir():
-                    raise ConfigError(f"reload path {body.path!r} is not a directory", key="path")
+                target = _reload_target(body.path, root)
             try:
                 served = await do_reload(target)
             except SegrecError as exc:  # a bad artifact: refuse it, keep serving the current one
                 current = state["served"]
                 return error(422, "reload_failed", f"{exc}; still serving generation {current.generation} "
                                                    f"from {current.path}")
+            except Exception as exc:  # never a 500 for a directory someone pointed us at
+                log.exception("reload of %s failed", target)
+                current = state["served"]
+                return error(422, "reload_failed", f"cannot load {body.path if body else current.path} "
+                                                   f"({type(exc).__name__}); still serving generation "
+                                                   f"{current.generation}")
             return {"status": "reloaded", "generation": served.generation, "path": str(served.path)}
 
     # the web dashboard at / and /lookup (issue 7); it follows reloads through state["served"]
@@ -357,6 +400,97 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
     return app
 
 
+def _reload_target(text: str, root: Path | None) -> Path:
+    """A reload path, checked: a directory inside ``root`` once links are resolved.
+
+    Raises:
+        ConfigError: (422) It is not, or it cannot be resolved (NUL byte, too long).
+    """
+    if root is None:
+        raise ConfigError("this server has no reload root; start it from a run directory", key="path")
+    if "\x00" in text:
+        raise ConfigError("reload path must not contain NUL bytes", key="path")
+    try:
+        base = Path(os.path.realpath(root))
+        target = Path(os.path.realpath(base / text))  # an absolute text replaces base
+        inside = target == base or base in target.parents
+        is_dir = inside and target.is_dir()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"reload path {text[:80]!r} cannot be used ({type(exc).__name__})",
+                          key="path") from None
+    if not inside:
+        raise ConfigError(f"reload path {text[:80]!r} is outside the reload root {base}; the server only "
+                          "loads runs from there (segrec serve --reload-root)", key="path")
+    if not is_dir:
+        raise ConfigError(f"reload path {text[:80]!r} is not a directory", key="path")
+    return target
+
+
+_TIMEOUT_BODY = b'{"error":"timeout","message":"request headers took too long"}'
+_HEADER_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                            b"content-length: " + str(len(_TIMEOUT_BODY)).encode() +
+                            b"\r\nconnection: close\r\n\r\n" + _TIMEOUT_BODY)
+
+
+def deadline_protocol(header_timeout: float = HEADER_TIMEOUT_S) -> type:
+    """Uvicorn's HTTP protocol with a deadline for request headers (against slow clients).
+
+    uvicorn times out idle keep-alive connections but not a request whose headers
+    trickle in (every byte received re-arms nothing, so one byte every few seconds holds
+    a connection open forever). This subclass arms a timer when a connection opens and
+    after every response, disarms it once a request's headers are complete, and closes
+    the connection with ``408`` when it fires.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        _deadline = None
+
+        _started = False
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._started = False
+            self._deadline = self.loop.call_later(header_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            busy = self.cycle is not None and not self.cycle.response_complete
+            if busy or self.transport.is_closing():
+                return
+            if self._started:  # part of a request arrived: say why the connection ends
+                self.transport.write(_HEADER_TIMEOUT_RESPONSE)
+            self.transport.close()  # an idle connection just closes, as keep-alive timeouts do
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            before = self.cycle
+            if self._deadline is not None:
+                self._started = True
+            super().data_received(data)
+            if self.cycle is not before and self.cycle is not None:
+                self._disarm()  # a request's headers are complete: the app (and body timeout) take over
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineProtocol
+
+
 class _Gate:
     """Pure-ASGI middleware: API-key check and request metrics.
 
@@ -364,11 +498,13 @@ class _Gate:
     body buffering, which matters at hundreds of requests per second.
     """
 
-    def __init__(self, app, metrics: ServerMetrics, key: bytes | None, max_body: int = MAX_BODY_BYTES):
+    def __init__(self, app, metrics: ServerMetrics, key: bytes | None, max_body: int = MAX_BODY_BYTES,
+                 body_timeout: float = BODY_TIMEOUT_S):
         self.app = app
         self.metrics = metrics
         self.key = key
         self.max_body = max_body
+        self.body_timeout = body_timeout
 
     def _too_large(self, scope) -> bool | None:
         """True/False from the Content-Length header; None when there is none (chunked)."""
@@ -378,10 +514,10 @@ class _Gate:
         return None
 
     async def _read_capped(self, receive) -> bytes | None:
-        """The whole body of a request without Content-Length, or None past ``max_body``.
+        """The whole body of a request, or None past ``max_body``.
 
-        Chunked bodies announce no size, so they are read here (at most ``max_body`` + one
-        chunk in memory) instead of letting the app buffer an unbounded stream.
+        Chunked bodies announce no size, so every body is read here (at most ``max_body``
+        + one chunk in memory) instead of letting the app buffer an unbounded stream.
         """
         parts, size = [], 0
         while True:
@@ -429,8 +565,17 @@ class _Gate:
                                             b'(header X-API-Key)"}')
                 return
             too_large = self._too_large(scope)
-            if too_large is None and scope.get("method") in ("POST", "PUT", "PATCH"):
-                body = await self._read_capped(receive)
+            if not too_large and scope.get("method") in ("POST", "PUT", "PATCH"):
+                # The whole body, read here under one deadline: a client that trickles it in
+                # (or announces more than it sends) gets 408 instead of holding a worker.
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        body = await self._read_capped(receive)
+                except TimeoutError:
+                    status[0] = 408
+                    await _send_json(send, 408, b'{"error":"timeout","message":"request body took longer '
+                                                b'than ' + str(self.body_timeout).encode() + b' s"}')
+                    return
                 too_large = body is None
                 if body is not None:
                     receive = _replay(body, receive)

@@ -185,7 +185,10 @@ async function loadExamples() {
       if (seen.has(u.segment)) continue; // one example per segment
       seen.add(u.segment);
       const link = el("button", { type: "button", class: "hint", text: `${u.user_id} (segment ${u.segment})` });
-      link.addEventListener("click", () => { $("#user-id").value = u.user_id; });
+      link.addEventListener("click", () => {
+        $("#user-id").value = u.user_id;
+        $("#known-form").requestSubmit(); // a "Try:" link shows the answer, not just a filled box
+      });
       hints.append(link);
     }
     $("#item-options").replaceChildren(...examples.items.map((item) =>
