@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from segrec.errors import SegrecError
 from segrec.evaluate import evaluate
 from segrec.evaluate.metrics import ndcg
 from segrec.evaluate.ranking import hit_matrix, rank_in_chunks
@@ -96,10 +97,17 @@ def test_a_bound_blend_is_served_like_any_tier_and_saved_without_its_parts(tmp_p
     recs = composite.recommend(split.fit.user_vocab.ids[:6], k=4)
     assert list(recs.tier) == [name if s == 0 else "global" for s in segments[:6]]
     composite.save(tmp_path / "m")
-    assert not (tmp_path / "m" / "tiers" / name / "large").exists()  # its parts are the composite's
+    assert not (tmp_path / "m" / "tiers" / name).exists()  # a few numbers in the composite's model.json
     again = Recommender.load(tmp_path / "m")
     np.testing.assert_array_equal(again.recommend(split.fit.user_vocab.ids[:6], k=4).item_ids, recs.item_ids)
     assert again.tiers_[name].large_ is again.tiers_["global"]
+    with pytest.raises(Exception, match="saved by its composite"):
+        composite.tiers_[name].save(tmp_path / "alone")
+    spec = composite.tiers_[name].spec()
+    for bad in ({**spec, "parts": ["global", "als"]}, {**spec, "alpha": 1.5}, {**spec, "alphas": {"0": "x"}},
+                {**spec, "parts": "global"}, []):
+        with pytest.raises(SegrecError, match="artifact"):  # a corrupt model.json: one clear error
+            BlendRecommender.from_spec(bad, again.tiers_, segments)
     # the request path serves a blend one user at a time, and new users from their items
     from segrec.route import Router
 
@@ -108,8 +116,6 @@ def test_a_bound_blend_is_served_like_any_tier_and_saved_without_its_parts(tmp_p
     assert one.tier == recs.tier[0] and list(one.item_ids) == list(recs.item_ids[0])
     new = router.recommend(recent_items=[str(i) for i in split.fit.item_vocab.ids[:3]], k=4)
     assert len(new.item_ids) == 4
-    with pytest.raises(Exception, match="not bound"):
-        Recommender.load(tmp_path / "m" / "tiers" / name).score_dense(np.array([0]))
 
 
 def test_every_member_is_a_candidate_and_a_blend_costs_both_parts():

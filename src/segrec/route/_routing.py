@@ -66,9 +66,7 @@ class RoutingOutcome:
     def summary(self) -> dict[str, Any]:
         """JSON-able: the selection's summary, each tier's inner-valid NDCG@10, the blends' α."""
         return {**self.selection.to_dict(), "systems": dict(self.systems), "default_tier": self.default_tier,
-                "blends": {n: {"parts": list(b.parts_), "alpha": b.alpha_,
-                               "alphas": {str(k): v for k, v in b.alphas_.items()}}
-                           for n, b in self.blends.items()}}
+                "blends": {n: b.spec() for n, b in self.blends.items()}}
 
 
 def blend_name(pair: tuple[str, str]) -> str:

@@ -12,9 +12,10 @@ A :class:`BlendRecommender` is a Recommender like any other (``score``,
 ``score_one``, ``score_histories`` for new users, FLOPs, save/load), so the
 composite's fallback chain, cost accounting, report and request path take it
 unchanged. Inside a composite it is *bound*: its parts are the composite's own
-tiers (by name), it saves only its weights, and the composite rebinds it on load,
-so no model is stored twice. On its own (``BlendRecommender(large=..., small=...)``)
-it fits and saves both parts itself.
+tiers (by name), and the composite saves it as its parts' names and weights
+(:meth:`BlendRecommender.spec`) and rebuilds it on load, so no model is stored
+twice. On its own (``BlendRecommender(large=..., small=...)``) it fits and saves
+both parts itself.
 
 Where one part cannot score a user (a NaN row, e.g. a per-segment model without a
 model for the user's segment) the blend serves the other part alone; where
@@ -192,14 +193,37 @@ class BlendRecommender(Recommender):
         out.segments_ = np.asarray(segments, dtype=np.int64)
         return out
 
-    def attach(self, tiers: dict[str, Recommender]) -> None:
-        """Bind a loaded blend to its composite's loaded tiers."""
-        if self.parts_ is None:
-            return
-        missing = [p for p in self.parts_ if p not in tiers]
-        if missing:
-            raise SegrecError(f"blend of {self.parts_}: tier(s) {missing} are not in the artifact")
-        self.large_, self.small_ = tiers[self.parts_[0]], tiers[self.parts_[1]]
+    def spec(self) -> dict[str, Any]:
+        """A bound blend as JSON (its parts' names and weights): what its composite saves of it."""
+        return {"parts": list(self.parts_), "alpha": self.alpha_,
+                "alphas": {str(k): v for k, v in self.alphas_.items()}}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], tiers: dict[str, Recommender],
+                  segments: np.ndarray) -> BlendRecommender:
+        """Rebuild a bound blend from :meth:`spec` over its composite's loaded tiers.
+
+        Raises:
+            SegrecError: The spec names a tier the artifact does not hold, or a bad α.
+        """
+        if not isinstance(spec, dict) or not isinstance(spec.get("parts"), list):
+            raise SegrecError(f"a blend's spec is {type(spec).__name__}, not its parts and weights; "
+                              "the artifact is corrupt")
+        parts = tuple(str(p) for p in spec["parts"])
+        missing = [p for p in parts if p not in tiers]
+        if len(parts) != 2 or missing:
+            raise SegrecError(f"blend of {list(parts)}: tier(s) {missing or parts} are not in the artifact; "
+                              "it is incomplete")
+        try:
+            alphas = {int(k): float(v) for k, v in (spec.get("alphas") or {}).items()}
+            alpha = float(spec.get("alpha", 0.5))
+        except (TypeError, ValueError, AttributeError) as err:
+            raise SegrecError(f"blend of {list(parts)}: unreadable α ({err}); "
+                              "the artifact is corrupt") from None
+        if not all(0.0 <= a <= 1.0 for a in (alpha, *alphas.values())):
+            raise SegrecError(f"blend of {list(parts)}: α outside [0, 1]; the artifact is corrupt")
+        return cls.bound(parts, tiers[parts[0]], tiers[parts[1]], alpha=alpha, alphas=alphas,
+                         segments=segments)
 
     # ------------------------------------------------------------------ fit
     def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
@@ -217,8 +241,8 @@ class BlendRecommender(Recommender):
     # -------------------------------------------------------------- scoring
     def _parts(self) -> tuple[Recommender, Recommender]:
         if self.large_ is None or self.small_ is None:
-            raise SegrecError(f"this blend of {self.parts_} is not bound to its tiers; load it through its "
-                              "composite (SegmentedRecommender.load)")
+            raise SegrecError("this blend is not fitted: call fit(), or build it from fitted tiers "
+                              "(BlendRecommender.bound)")
         return self.large_, self.small_
 
     def alpha_of(self, segments: np.ndarray) -> np.ndarray:
@@ -290,23 +314,21 @@ class BlendRecommender(Recommender):
         self.segments_ = tensors["segments"].astype(np.int64)
         self.alpha_ = float(meta["alpha"])
         self.alphas_ = {int(k): float(v) for k, v in meta["alphas"].items()}
-        self.parts_ = tuple(meta["parts"]) if meta.get("parts") else None
+        self.parts_ = None  # only a standalone blend has an artifact of its own
 
     def _meta(self) -> dict[str, Any]:
-        return {"alpha": self.alpha_, "alphas": {str(k): v for k, v in self.alphas_.items()},
-                "parts": list(self.parts_) if self.parts_ is not None else None}
+        return {"alpha": self.alpha_, "alphas": {str(k): v for k, v in self.alphas_.items()}}
 
     def _save_extra(self, directory: Path) -> None:
-        if self.parts_ is None:  # standalone: the blend owns its parts
-            large, small = self._parts()
-            for name, model in (("large", large), ("small", small)):
-                (directory / name).mkdir()
-                model.save_into(directory / name)
+        if self.parts_ is not None:
+            raise SegrecError(f"a blend of the tiers {list(self.parts_)} is saved by its composite "
+                              "(SegmentedRecommender.save), which holds its parts")
+        large, small = self._parts()  # standalone: the blend owns its parts
+        for name, model in (("large", large), ("small", small)):
+            (directory / name).mkdir()
+            model.save_into(directory / name)
 
     def _load_extra(self, directory: Path) -> None:
-        if self.parts_ is None:
-            self.large_ = Recommender.load(directory / "large")
-            self.small_ = Recommender.load(directory / "small")
-            self.large, self.small = self.large_.with_params(), self.small_.with_params()
-        else:
-            self.large_ = self.small_ = None  # the composite attaches its tiers
+        self.large_ = Recommender.load(directory / "large")
+        self.small_ = Recommender.load(directory / "small")
+        self.large, self.small = self.large_.with_params(), self.small_.with_params()

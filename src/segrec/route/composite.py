@@ -408,12 +408,18 @@ class SegmentedRecommender(ServingMixin, Recommender):
         self.selection_ = meta.get("selection")
 
     def _meta(self) -> dict[str, Any]:
-        return {"routing": {str(k): v for k, v in self.routing_.items()}, "tiers": self.saved_tiers(),
+        saved = self.saved_tiers()
+        # a blend tier is a few numbers over two saved tiers: kept here, rebuilt on load
+        blends = {n: self.tiers_[n].spec() for n in saved if _is_blend(self.tiers_[n])}
+        return {"routing": {str(k): v for k, v in self.routing_.items()},
+                "tiers": [n for n in saved if n not in blends], "blends": blends,
                 "new_user_tier": self.new_user_tier_, "segmenter": self.segmenter_ is not None,
                 "default_tier": self.default_tier, "selection": getattr(self, "selection_", None)}
 
     def _save_extra(self, directory: Path) -> None:
         for name in self.saved_tiers():
+            if _is_blend(self.tiers_[name]):
+                continue
             sub = directory / "tiers" / name
             sub.mkdir(parents=True)
             self.tiers_[name].save_into(sub)
@@ -426,9 +432,8 @@ class SegmentedRecommender(ServingMixin, Recommender):
     def _load_extra(self, directory: Path) -> None:
         meta = read_json(directory / "model.json")["meta"]
         self.tiers_ = {name: Recommender.load(directory / "tiers" / name) for name in meta["tiers"]}
-        for model in self.tiers_.values():
-            if _is_blend(model):
-                model.attach(self.tiers_)
+        for name, spec in (meta.get("blends") or {}).items():
+            self.tiers_[name] = BlendRecommender.from_spec(spec, self.tiers_, self.segments_)
         val = directory / "validation.parquet"
         self.validation_ = read_table(val) if val.exists() else None
         self.segmenter_ = None
