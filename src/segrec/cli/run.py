@@ -239,10 +239,13 @@ SEGMENT_AWARE = ("segmented", "adapted_transformer", "local_ease")
 def summary(result, out: Path) -> str:
     """Who won and how to use it, as the last lines of ``segrec run``.
 
-    The served system, its gain over the best baseline with a 95% CI, the report, and
-    ``segrec recommend`` / ``curl`` lines on this run's own ids.
+    The served system (chosen on inner validation), its test gain over the best baseline
+    with a 95% CI, per segment what serves it against the best single system on validation
+    and at what cost, the verdict line (issue 14), the report, and ``segrec recommend`` /
+    ``curl`` lines on this run's own ids.
     """
     from ..evaluate import bootstrap_diff
+    from ..report.verdict import routing_lines
 
     served = result.best_system()  # chosen on inner validation (issue 14), as the manifest says
     lines = ["== result =="]
@@ -266,6 +269,8 @@ def summary(result, out: Path) -> str:
                          f"(paired bootstrap over {int(ci['users'])} test users)")
     else:
         lines.append(f"served system: {served} (fitted on all data with --no-split; nothing was evaluated)")
+    # per segment what serves it, against the best single system on validation, and the verdict
+    lines += routing_lines(result)[1:]
     report = out / "report.html"
     lines.append(f"report: {report}  (self-contained; open it in a browser)" if report.is_file()
                  else f"artifacts: {out}/ (no HTML report: see the warning above)")
@@ -285,7 +290,6 @@ def summary(result, out: Path) -> str:
 def format_result(result) -> str:
     """The human-readable comparison: overall table, per segment, CIs, routing."""
     from ..experiment import adaptation_table
-    from ..report.verdict import routing_lines
 
     lines = []
     d = result.data
@@ -304,7 +308,7 @@ def format_result(result) -> str:
             lines.append(f"skipped {name}: {why}")
     if not result.reports:
         lines.append("no evaluation (--no-split): systems fitted on all data and saved")
-        return "\n".join(lines + routing_lines(result))
+        return "\n".join(lines)
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.float_format", "{:.4f}".format):
         table = result.table().sort_values("ndcg@10", ascending=False)
@@ -326,4 +330,4 @@ def format_result(result) -> str:
             if len(tiers) == 1:
                 lines.append(f"(every segment is routed to {next(iter(tiers))}, so segmented serves exactly "
                              "what that tier serves: its rows above are the same system)")
-    return "\n".join(lines + routing_lines(result))
+    return "\n".join(lines)

@@ -64,6 +64,11 @@ def _mflops(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{x / 1e6:.3g} MFLOPs"
 
 
+def _percent(x: float) -> str:
+    """A share in percent, two significant digits below 10% (a small model costs ~1%), else whole."""
+    return f"{x:.0f}" if x >= 10 else f"{x:.2g}"
+
+
 def segment_rows(result: Any) -> list[dict[str, Any]]:
     """Per segment: served tier (system names), α, inner-valid NDCG@10 vs the best single's, gain, FLOPs."""
     composite = result.composite
@@ -102,11 +107,13 @@ def verdict(result: Any) -> str | None:
         tier = next((t for t, n in _names(result).items() if n == served), sel["best_single"])
         cost = _flops(table, tier)
         what = served
-    share = ""
+    # the cost always: as a share of the Transformer's where the run fitted one, else absolute
+    share = f", at {_mflops(cost)}/request (no Transformer in this run to compare with)"
     if ref is not None:
         ref_flops = _flops(table, ref)
         if np.isfinite(ref_flops) and ref_flops > 0 and np.isfinite(cost):
-            share = f", at {100 * cost / ref_flops:.0f}% of the Transformer's FLOPs"
+            share = (f", at {_percent(100 * cost / ref_flops)}% of the Transformer's FLOPs "
+                     f"({_mflops(cost)} vs {_mflops(ref_flops)} a request)")
     if served == "segmented":
         return (f"served: {what}, {gain} over the best single system ({best}) on inner validation "
                 f"(cross-fitted){share}")
