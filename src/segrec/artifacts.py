@@ -460,7 +460,9 @@ class LoadedRun:
                     raise SegrecError(f"{self.path}: segments.parquet lists a user twice; "
                                       "the artifact is corrupt")
                 segments = table.reindex(model.user_vocab_.ids).fillna(-1).to_numpy(np.int64)
-            model = SegmentedRecommender.serving(model, segments=segments, segmenter=self.segmenter())
+            # answers name the tier as the run does (local_ease, not the class's per_segment)
+            model = SegmentedRecommender.serving(model, segments=segments, segmenter=self.segmenter(),
+                                                 name=served)
         titles, items = None, self.items()
         if items is not None and "title" in items:
             titles = items.set_index(items["item_id"].astype(str))["title"]

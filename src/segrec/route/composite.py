@@ -140,7 +140,7 @@ class SegmentedRecommender(ServingMixin, Recommender):
 
     @classmethod
     def serving(cls, model: Recommender, *, segments: np.ndarray | None = None,
-                segmenter: Any = None) -> SegmentedRecommender:
+                segmenter: Any = None, name: str | None = None) -> SegmentedRecommender:
         """A fitted plain model as a one-tier composite, so it is served by the same path.
 
         Args:
@@ -148,9 +148,11 @@ class SegmentedRecommender(ServingMixin, Recommender):
             segments: Segment per dense user of ``model`` (reported, and the key of each
                 segment's popular items); None = unsegmented.
             segmenter: A fitted segmentation pipeline that places new users, or None.
+            name: The tier's name in answers (a run's system name, e.g. ``local_ease``);
+                default ``model.name``.
         """
         check_is_fitted(model)
-        name = model.name
+        name = name or model.name
         out = cls(tiers={name: model}, policy=RoutingPolicy(default_tier=name), fallback=(name,))
         out.user_vocab_, out.item_vocab_, out.seen_ = model.user_vocab_, model.item_vocab_, model.seen_
         out.fitted_on_ = model.fitted_on_
