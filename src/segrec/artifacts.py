@@ -382,7 +382,7 @@ class LoadedRun:
         return list(self.manifest["systems"])
 
     def system(self, name: str | None = None) -> Recommender:
-        """Load one saved system (default: the run's best)."""
+        """Load one saved system (default: the run's best on inner validation, ``best_system``)."""
         name = name or self.manifest.get("best_system")
         if name not in self.manifest["systems"]:
             raise SegrecError(f"{self.path}: no system {name!r}; saved: {', '.join(self.system_names)}")
@@ -433,7 +433,8 @@ class LoadedRun:
         """A :class:`~segrec.route.router.Router` serving one saved system.
 
         Args:
-            system: System to serve; default ``segmented`` when saved, else the run's best.
+            system: System to serve; default the run's ``best_system`` (the best on inner
+                validation), or ``segmented`` when a routing policy is given.
             **routing: Policy changes for a segmented system, e.g. ``policy="budget",
                 budget_fraction=0.3`` (re-routed from the saved validation table, no refit).
                 A plain system is served as a one-tier composite with the run's segments
@@ -441,7 +442,8 @@ class LoadedRun:
         """
         from .route import Router, SegmentedRecommender
 
-        name = system or ("segmented" if "segmented" in self.system_names else None)
+        name = system or ("segmented" if routing and "segmented" in self.system_names
+                          else self.manifest.get("best_system"))
         model = self.system(name)
         served = model.name if name is None else name
         composite = isinstance(model, SegmentedRecommender)
@@ -458,7 +460,9 @@ class LoadedRun:
                     raise SegrecError(f"{self.path}: segments.parquet lists a user twice; "
                                       "the artifact is corrupt")
                 segments = table.reindex(model.user_vocab_.ids).fillna(-1).to_numpy(np.int64)
-            model = SegmentedRecommender.serving(model, segments=segments, segmenter=self.segmenter())
+            # answers name the tier as the run does (local_ease, not the class's per_segment)
+            model = SegmentedRecommender.serving(model, segments=segments, segmenter=self.segmenter(),
+                                                 name=served)
         titles, items = None, self.items()
         if items is not None and "title" in items:
             titles = items.set_index(items["item_id"].astype(str))["title"]

@@ -11,6 +11,7 @@ script does not register; these can.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
@@ -185,6 +186,31 @@ def _curl_bodies(text: str) -> list[dict]:
             for line in text.splitlines() if line.strip().startswith("curl ")]
 
 
+def _check_routing_verdict(run: Path, printed: str) -> None:
+    """Issue 14 item 4: per segment what serves it, its valid NDCG vs the best single system's, the cost,
+    and one verdict line, in the run's closing lines and in its report."""
+    results = json.loads((run / "results.json").read_text())
+    served, rows = results["best_system"], results["selection"]["segments"]
+    closing = printed.split("== result ==", 1)[1].splitlines()
+    assert closing[1].startswith(f"served system: {served} ")
+    start = closing.index(next(line for line in closing if line.startswith("== routing on inner validation")))
+    pattern = re.compile(r"segment (\d+) \((\d+) valid users\): (\S+)( \(α=[\d.]+\))?  valid ([\d.]+) "
+                         r"vs (\S+) ([\d.]+), honest gain [+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\], "
+                         r"[\d.e+-]+ MFLOPs/request \(\S+ [\d.e+-]+ MFLOPs\)$")
+    per_segment = [pattern.match(line) for line in closing[start + 1:start + 1 + len(rows)]]
+    assert all(per_segment), closing[start:start + 1 + len(rows)]
+    for match, row in zip(per_segment, rows, strict=True):
+        assert int(match[1]) == row["segment"] and int(match[2]) == row["users"]
+        assert float(match[5]) == pytest.approx(row["valid_ndcg"], abs=6e-5)
+        assert float(match[7]) == pytest.approx(row["valid_ndcg_best_single"], abs=6e-5)
+    verdicts = [line for line in closing if line.startswith("served: ")]
+    assert len(verdicts) == 1 and verdicts[0].startswith(f"served: {served}")
+    assert re.search(r"[+-][\d.]+ NDCG@10 \[[+-][\d.]+, [+-][\d.]+\]", verdicts[0]), verdicts[0]
+    assert "MFLOPs/request" in verdicts[0] or "% of the Transformer's FLOPs" in verdicts[0], verdicts[0]
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert 'id="served-table"' in page and html.escape(verdicts[0], quote=True) in page
+
+
 def test_the_demo_run_and_the_readme_serve_examples(home):
     """Bare `segrec run` (the demo data; tiny model settings), then the README's curl lines on its ids."""
     httpx = pytest.importorskip("httpx")
@@ -194,6 +220,7 @@ def test_the_demo_run_and_the_readme_serve_examples(home):
     (demo / "tiny.toml").write_text(TINY)
     done = ok(segrec("run", "--config", "tiny.toml", "--systems", CHEAP, cwd=demo))
     assert (demo / "segrec-out" / "report.html").is_file()
+    _check_routing_verdict(demo / "segrec-out", done.stdout)
     again = segrec("run", "--config", "tiny.toml", "--systems", CHEAP, cwd=demo)
     assert "--overwrite" in one_error_line(again)
     readme_serve = README.split("### Serving", 1)[1].split("```", 2)[1]

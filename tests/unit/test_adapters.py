@@ -143,7 +143,8 @@ def test_final_fit_warm_starts_from_the_tuned_adapters(planted):
     ge.fit(split.train, valid=split.valid)
     model = AdaptedTransformerRecommender(**{**ADAPT, "early_stopping": True, "epochs": 3, "patience": 3,
                                              "warm_epochs": 1})
-    model.fit(split.train, valid=split.valid, context=FitContext(segments=segments, shared={"transformer": ge}))
+    model.fit(split.train, valid=split.valid,
+              context=FitContext(segments=segments, shared={"transformer": ge}))
     for info in model.segment_info_.values():
         assert info["best_epoch"] == 0 or info["final_epochs"] == 1
 

@@ -104,3 +104,22 @@ def test_adapted_inner_model_is_the_tuned_adapters_on_the_inner_global(monkeypat
     seg.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
     assert calls == [1, 1]
     assert seg.validation_[seg.validation_.tier == "adapted"]["ndcg@10"].notna().all()
+
+
+def test_a_grid_search_keeps_its_winner_and_the_router_reuses_it(monkeypatch):
+    synth, split = _split()
+    labels = synth.segment_labels(split.train.user_vocab)
+    assert EASERecommender(reg_grid=(5.0, 50.0)).fit(split.train, valid=split.valid).inner_model() is None
+    model = EASERecommender(reg_grid=(5.0, 50.0)).fit(split.train, valid=split.valid,
+                                                      context=FitContext(keep_inner=True))
+    inner = model.inner_model()
+    assert inner is not None and inner.reg_ == model.reg_ and inner.fitted_on_ == split.train.fingerprint()
+    fresh = EASERecommender(reg=model.reg_).fit(split.train)
+    np.testing.assert_array_equal(inner.score_dense(np.arange(10)), fresh.score_dense(np.arange(10)))
+    # in a composite the router uses it (no EASE fit beyond the grid and the final fit), then frees it
+    calls = _counting(monkeypatch, EASERecommender)
+    seg = SegmentedRecommender(tiers={"global": EASERecommender(reg_grid=(5.0, 50.0)),
+                                      "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
+    assert len(calls) == 3  # two candidates + the final fit
+    assert seg.tiers_["global"].inner_model() is None

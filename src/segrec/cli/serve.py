@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=8000, help="TCP port, 0-65535 (default: %(default)s)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="require the API key held in environment variable VAR (header X-API-Key)")
-    p.add_argument("--system", help="saved system to serve (default: segmented, else the run's best)")
+    p.add_argument("--system", help="saved system to serve (default: the run's best on inner validation)")
     p.add_argument("--policy", choices=("accuracy", "budget", "rules"),
                    help="re-route the segmented system by this policy (no refit)")
     p.add_argument("--budget-fraction", type=float,

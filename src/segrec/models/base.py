@@ -119,6 +119,8 @@ class Recommender:
         self.user_vocab_ = None
         self.item_vocab_ = None
         self.fit_timings_ = {}
+        self._kept_inner = None  # a grid search may keep its winner (fitted on the inner train part)
+        self._keep_inner = context.keep_inner
         self._fit(train, valid, context)
         self.user_vocab_ = full.user_vocab
         self.item_vocab_ = full.item_vocab
@@ -149,9 +151,14 @@ class Recommender:
         A model that chose its settings on (train -> valid) and then refitted on
         train ∪ valid may keep the train-only version; a composite that must score
         valid honestly (the router's stage 1) reuses it instead of fitting again.
-        None (the default) means "not kept": the caller fits a fresh copy.
+        None means "not kept": the caller fits a fresh copy. Here: the winner of the
+        model's own grid search (:func:`~segrec.models.tuning.grid_search`), when it kept it.
         """
-        return None
+        return getattr(self, "_kept_inner", None)
+
+    def release_inner(self) -> None:
+        """Drop a kept grid-search winner once the router has used it (its memory is freed)."""
+        self._kept_inner = None
 
     def sub_models(self) -> list[Recommender]:
         """Fitted models this one is made of and saves apart (per-segment models, tiers); none here."""
