@@ -13,7 +13,8 @@ def test_stage_records_wall_cpu_and_detail():
             pass
         row.detail["tuning_s"] = 0.01
     (stage,) = log.stages
-    assert stage.name == "busy" and stage.seconds >= 0.05 and stage.cpu_seconds > 0.02
+    # CPU time (all threads) is what the loop burned; wall time can be less with other threads busy
+    assert stage.name == "busy" and stage.seconds > 0 and stage.cpu_seconds >= 0.05
     rec = log.to_records()[0]
     assert rec["stage"] == "busy" and rec["rows"] == 3 and rec["tuning_s"] == 0.01
     assert log.seconds("busy") == stage.seconds and log.seconds("absent") == 0.0
