@@ -24,6 +24,7 @@ from ..types import Interactions
 from ._seqdata import Histories, make_windows
 from ._seqnet import SeqNet, SeqNetConfig
 from ._seqtrain import LoopSettings, mask_seen, multi_target_ce, run_loop, score_rows, seeded
+from ._vectors import ItemTable
 from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
@@ -279,6 +280,25 @@ class TransformerRecommender(Recommender):
     def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
         return net_flops(self.net_.config, h, self.n_items)
 
+    # -------------------------------------------------------- cached vectors
+    def item_table(self) -> ItemTable:
+        """Tied item embeddings and the item bias: a known user's scores are ``W @ h_u + b``."""
+        return net_item_table(self.net_)
+
+    def _user_vectors(self, users: np.ndarray) -> tuple[np.ndarray, None]:
+        # the hidden state after each user's last fit item, batched as _score batches them
+        c = self.config
+        with seeded(c.random_state, c.n_threads):
+            return _hidden_net(self.net_, self.histories_, users, c.device), None
+
+    def history_vectors(self, histories, segments=None) -> tuple[np.ndarray, None]:
+        """Hidden states for item sequences (dense ids, oldest first; the last ``max_len`` count)."""
+        check_is_fitted(self)
+        hist = Histories.from_lists(histories).tail(self.config.max_len)
+        c = self.config
+        with seeded(c.random_state, c.n_threads):
+            return _hidden_net(self.net_, hist, np.arange(len(hist)), c.device), None
+
     @property
     def n_params_(self) -> int:
         """Parameters of the fitted network."""
@@ -337,6 +357,34 @@ def _score_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> n
         return net.logits(hidden[torch.arange(len(last), device=hidden.device), last])  # (b, n_items)
 
     return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=device)
+
+
+def _hidden_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> np.ndarray:
+    """Hidden states (len(rows), d) at each history's last position; NaN rows for empty ones.
+
+    The same batching as :func:`_score_net` (``score_rows``, users sorted by length),
+    stopping before the item table.
+    """
+    def forward(inputs, last):
+        hidden = net(inputs)  # (b, t, d)
+        return hidden[torch.arange(len(last), device=hidden.device), last]  # (b, d)
+
+    return score_rows(forward, hist, rows, net.config.pad_id, net.config.embedding_size, device=device)
+
+
+def net_item_table(net: SeqNet, extra_bias: dict[int, np.ndarray] | None = None) -> ItemTable:
+    """The item table of a SeqNet: tied embeddings ``wte[:n_items]`` and ``item_bias``.
+
+    Args:
+        net: The network.
+        extra_bias: Further bias rows added to ``item_bias`` (the adapters' per-segment
+            output biases), as group i + 1 for the i-th entry in key order.
+    """
+    n = net.config.n_items
+    vectors = net.wte.weight[:n].detach().float().cpu().numpy()
+    bias = net.item_bias.detach().float().cpu().numpy()
+    rows = [bias] + [bias + np.asarray(extra_bias[k], np.float32) for k in sorted(extra_bias or {})]
+    return ItemTable(vectors, np.stack(rows))
 
 
 def net_flops(cfg: SeqNetConfig, h: np.ndarray, n_items: int) -> np.ndarray:
