@@ -429,11 +429,16 @@ class LoadedRun:
         with self._reads(), loading(directory):
             return SegmentationPipeline.load(directory)
 
-    def router(self, system: str | None = None, **routing: Any):
+    def router(self, system: str | None = None, *, ann: str = "auto", ann_min_items: int | None = None,
+               **routing: Any):
         """A :class:`~segrec.route.router.Router` serving one saved system.
 
         Args:
             system: System to serve; default ``segmented`` when saved, else the run's best.
+            ann: Top-k for known users of cached tiers: ``auto``, ``exact`` or ``on``
+                (see :class:`~segrec.route.router.Router`).
+            ann_min_items: Catalogue size from which ``auto`` uses an ANN index (default
+                :data:`segrec.route._ann.ANN_MIN_ITEMS`).
             **routing: Policy changes for a segmented system, e.g. ``policy="budget",
                 budget_fraction=0.3`` (re-routed from the saved validation table, no refit).
                 A plain system is served as a one-tier composite with the run's segments
@@ -469,7 +474,10 @@ class LoadedRun:
                 "data_fingerprint": self.manifest.get("data_fingerprint"),
                 "created_at": self.manifest.get("created_at"),
                 "policy": model.config.policy.kind if composite else None}
-        return Router(model, titles=titles, info=info)
+        from .route._ann import ANN_MIN_ITEMS
+
+        return Router(model, titles=titles, info=info, ann=ann,
+                      ann_min_items=ANN_MIN_ITEMS if ann_min_items is None else ann_min_items)
 
 
 def load_run(path: str | Path, *, verify: bool = True) -> LoadedRun:

@@ -149,3 +149,64 @@ def test_ml100k_cached_transformer_lists_equal_the_forward_pass_for_every_user(m
                   if router.recommend(user_id=data.user_vocab.ids[u], k=10).item_ids
                   != forward.item_ids[u].tolist()]
     assert not mismatched, f"{len(mismatched)} of {len(users)} users differ, e.g. {mismatched[:5]}"
+
+
+# ------------------------------------------------------------------ ANN
+@pytest.fixture(scope="module")
+def catalogue():
+    from segrec.testing import factor_catalogue
+
+    return factor_catalogue(n_users=400, n_items=6000, dim=16, n_topics=40)
+
+
+def test_ann_index_is_calibrated_and_serves_lists_close_to_exact(catalogue):
+    pytest.importorskip("faiss")
+    exact = Router(catalogue, ann="exact")
+    approx = Router(catalogue, ann="on", ann_recall=0.9)
+    info = approx.ann_info()["als"]
+    assert info["recall_at_10"] >= 0.9 and 1 <= info["nprobe"] <= info["nlist"]
+    assert exact.ann == {} and Router(catalogue).ann == {}  # auto: 6000 items is below ANN_MIN_ITEMS
+    seen = catalogue.seen_
+    overlap = []
+    for u, uid in enumerate(catalogue.user_vocab_.ids[:200]):
+        got, want = approx.recommend(user_id=uid, k=10), exact.recommend(user_id=uid, k=10)
+        assert len(got.item_ids) == 10 and got.tier == "als" and not got.fallback
+        fit_items = seen.indices[seen.indptr[u]:seen.indptr[u + 1]]
+        assert not set(catalogue.item_vocab_.index(got.item_ids)) & set(fit_items)
+        overlap.append(len(set(got.item_ids) & set(want.item_ids)) / 10)
+    assert np.mean(overlap) >= 0.85
+    # the ANN scores are the exact scores of the items it returns (the bias-free dot product)
+    row = catalogue.user_vectors_.score_one(0)
+    got = approx.recommend(user_id=catalogue.user_vocab_.ids[0], k=10)
+    listed = catalogue.item_vocab_.index(got.item_ids)
+    np.testing.assert_allclose(got.scores, row[listed], rtol=1e-4, atol=1e-5)
+
+
+def test_ann_folds_a_bias_into_the_search(models):
+    pytest.importorskip("faiss")
+    from segrec.route._ann import AnnIndex, exact_top_k
+
+    cache = models["adapted"].prepare_serving()
+    index = AnnIndex(cache.table, nlist=1)  # one list: the search is exhaustive, so exact
+    for u in range(len(cache.groups)):
+        if cache.groups[u] < 0:
+            continue
+        idx, scores = index.search_one(cache.vectors[u], int(cache.groups[u]), 5, np.empty(0, np.int64))
+        full = cache.score_one(u)  # the bias row of the user's segment included
+        np.testing.assert_allclose(scores, full[idx], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(scores, full[exact_top_k(full[None], 5)[0]], rtol=1e-4, atol=1e-5)
+
+
+def test_without_faiss_auto_serves_exactly_and_on_refuses(catalogue, monkeypatch, caplog):
+    from segrec.errors import MissingDependencyError
+    from segrec.route import _ann
+
+    def missing(module, extra):
+        raise MissingDependencyError(f"{module} is not installed; pip install 'segrec[{extra}]'")
+
+    monkeypatch.setattr(_ann, "require", missing)
+    with caplog.at_level("WARNING"):
+        assert Router(catalogue, ann="auto", ann_min_items=10).ann == {}
+    assert "faiss is not installed" in caplog.text
+    with pytest.raises(MissingDependencyError):
+        Router(catalogue, ann="on")

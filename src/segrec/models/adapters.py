@@ -41,7 +41,7 @@ from ._vectors import ItemTable
 from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
-from .transformer import TransformerConfig, TransformerRecommender, net_flops, net_item_table
+from .transformer import TransformerConfig, TransformerRecommender, net_flops, net_item_table, scoring_threads
 from .tuning import inner_sets
 
 __all__ = [
@@ -454,7 +454,7 @@ class AdaptedTransformerRecommender(Recommender):
         net = self.global_.net_
         out = np.empty((len(rows), net.config.n_items), dtype=np.float32)
         base = dict(net.named_parameters())
-        with seeded(self.config.random_state, self.config.n_threads):
+        with scoring_threads(self.config.n_threads):
             for k in np.unique(segs).tolist():
                 pick = np.flatnonzero(segs == k)
                 theta = {n: torch.from_numpy(np.array(v)).to(self.config.device)
@@ -500,7 +500,7 @@ class AdaptedTransformerRecommender(Recommender):
         out = np.empty((len(rows), net.config.embedding_size), dtype=np.float32)
         base = dict(net.named_parameters())
         groups = self._bias_groups()
-        with seeded(self.config.random_state, self.config.n_threads):
+        with scoring_threads(self.config.n_threads):
             for k in np.unique(segs).tolist():
                 pick = np.flatnonzero(segs == k)
                 theta = {n: torch.from_numpy(np.array(v)).to(self.config.device)
