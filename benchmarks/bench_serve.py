@@ -72,6 +72,15 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat), NaN if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 # ------------------------------------------------------------------ client
 async def _request(reader, writer, path: str, body: bytes | None) -> tuple[int, bytes]:
     if body is None:
@@ -284,8 +293,10 @@ def _serve_target(run: Path, label: str, server_args: list[str], args, src: str 
             phases = {n: b for n, b in phases.items() if n in args.phases.split(",")}
         for name, bodies in phases.items():
             asyncio.run(_phase(port, bodies, args.concurrency, 30.0, args.warmup))  # warm up
+            cpu0 = _cpu_s(proc.pid)
             results, wall = asyncio.run(_phase(port, bodies, args.concurrency, args.duration,
                                                args.max_requests))
+            cpu = _cpu_s(proc.pid) - cpu0
             lat = np.array([r[0] for r in results]) * 1e3
             tiers = Counter(r[2] for r in results)
             by = ", ".join(f"{t} {n / len(results):.0%}" for t, n in tiers.most_common(2))
@@ -294,6 +305,7 @@ def _serve_target(run: Path, label: str, server_args: list[str], args, src: str 
                          "requests": len(results), "errors": sum(1 for r in results if r[1] != 200),
                          "req_per_s": len(results) / wall, "p50_ms": float(np.percentile(lat, 50)),
                          "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+                         "server_cpu_ms_per_req": 1e3 * cpu / max(len(results), 1),
                          "tiers": dict(tiers)})
             print(f"  [{label}] {name}: {len(results)} requests, {len(results) / wall:.0f} req/s, "
                   f"p99 {rows[-1]['p99_ms']:.1f} ms", file=sys.stderr, flush=True)
@@ -359,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             tmp.cleanup()
     frame = pd.DataFrame(rows).drop(columns=["tiers", "repeat"])
-    numeric = ["load_avg_1m", "requests", "errors", "req_per_s", "p50_ms", "p99_ms", "max_ms"]
+    numeric = ["load_avg_1m", "requests", "errors", "req_per_s", "p50_ms", "p99_ms", "max_ms",
+               "server_cpu_ms_per_req"]
     table = frame.groupby(["served", "phase"], sort=False).agg(
         {"served_by": "first", **{c: "median" for c in numeric}})
     with pd.option_context("display.width", 220, "display.max_colwidth", 50, "display.float_format",

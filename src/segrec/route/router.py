@@ -270,8 +270,9 @@ class Router:
     def _known(self, user_id, u, recent, banned, k, exclude_seen, unknown_items) -> Served:
         seg = int(self.segments[u])
         routed = self.tier_of_segment(seg)
-        seen = self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]] if exclude_seen else []
-        excluded = np.r_[seen, recent, banned].astype(np.int64)
+        seen = (self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]] if exclude_seen
+                else np.empty(0, np.int64))
+        excluded = np.concatenate([seen, recent, banned]).astype(np.int64, copy=False)
         fields = {"segment": seg if seg >= 0 else None, "routed_tier": routed, "new_user": False,
                   "unknown_items": unknown_items}
         index = self.ann.get(routed)
