@@ -473,6 +473,9 @@ class AdaptedTransformerRecommender(Recommender):
         extra = float(self.param_ratio_ or 0.0)
         return net_flops(self.global_.net_.config, h, self.n_items) * (1.0 + extra)
 
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        self.global_.add_interactions(users, items, done=done)  # its histories are the ones scored here
+
     # -------------------------------------------------------- cached vectors
     def _bias_groups(self) -> dict[int, int]:
         """Segment -> bias group of the item table (0: the global item bias alone)."""

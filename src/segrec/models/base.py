@@ -342,6 +342,64 @@ class Recommender:
             tier=np.full(n, self.name, dtype=object) if tier is None else tier,
         )
 
+    # ------------------------------------------------------------- updates
+    def add_interactions(self, users: np.ndarray, items: np.ndarray, *,
+                         done: set[int] | None = None) -> np.ndarray:
+        """Append new interactions of known users to their fit history; nothing is relearned.
+
+        What a request reads from the history follows: seen items (excluded), the
+        Transformer's sequence, the item-item models' rows, and the cached vectors of
+        these users, recomputed from their new history (ALS: folded in against the
+        fixed item factors). Weights, segments and routing stay as fitted; a refit
+        (``segrec run``) relearns them. ``segrec update`` applies this to a saved run.
+
+        Args:
+            users: Dense user ids, one per interaction.
+            items: Dense item ids; within each user, oldest first (after the fit history).
+            done: ``id()`` of models already updated in this pass: a model shared by two
+                parents (an adapter's global model is also the composite's ``global`` tier
+                in memory after a fit) is updated once.
+
+        Returns:
+            The distinct users whose history changed.
+
+        Raises:
+            SegrecError: An id outside the vocabularies.
+        """
+        check_is_fitted(self)
+        done = set() if done is None else done
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        if id(self) in done:
+            return np.unique(users)
+        done.add(id(self))
+        n_users, n_items = self.seen_.shape
+        if len(users) != len(items) or (len(users) and (users.min() < 0 or users.max() >= n_users
+                                                        or items.min() < 0 or items.max() >= n_items)):
+            raise SegrecError(f"add_interactions: users and items must be equal-length dense ids within "
+                              f"({n_users} users, {n_items} items)")
+        touched = np.unique(users)
+        added = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=self.seen_.shape)
+        merged = (self.seen_ + added).tocsr()
+        merged.data[:] = 1.0
+        merged.sort_indices()
+        self.seen_ = merged
+        self._add_interactions(users, items, done)
+        for sub in self.sub_models():
+            sub.add_interactions(users, items, done=done)
+        cached = self.user_vectors_
+        if cached is not None and len(touched):
+            vectors, groups = self._user_vectors(touched)
+            fresh = make_user_vectors(cached.table, vectors, groups)
+            self.user_vectors_ = cached.replace_users(touched, fresh.vectors, fresh.groups)
+        return touched
+
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        """Hook: update history-dependent state beyond ``seen_`` (already merged); default none.
+
+        A model holding another (not a sub-model) passes ``done`` on to its ``add_interactions``.
+        """
+
     # ----------------------------------------------------------------- cost
     def n_parameters(self) -> int:
         """Learned floating-point numbers: float arrays of ``_state()`` plus the sub-models'.

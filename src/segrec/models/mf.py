@@ -174,6 +174,12 @@ class ALSRecommender(Recommender):
         n, d = self.item_factors_.shape
         return np.full_like(h, 2.0 * n * d)
 
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        # one exact user half-step against the fixed item factors, as for a new user
+        touched = np.unique(users)
+        self.user_factors_ = self.user_factors_.copy()
+        self.user_factors_[touched] = self.history_vectors(self.seen_[touched])[0]
+
     # ---------------------------------------------------------- cached vectors
     #: the user factors are the model's state: nothing more to save
     saves_user_vectors = False

@@ -243,6 +243,9 @@ class MultVAERecommender(Recommender):
         rows.data[:] = 1.0  # binary, as in training
         return _forward_scores(self.net_, rows)
 
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        self.train_csr_ = self.seen_  # the encoder reads the history row
+
     # ---------------------------------------------------------- cached vectors
     def item_table(self) -> ItemTable:
         """The decoder's last layer: a known user's scores are ``W @ z_u + b``."""

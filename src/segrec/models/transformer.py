@@ -282,6 +282,9 @@ class TransformerRecommender(Recommender):
     def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
         return net_flops(self.net_.config, h, self.n_items)
 
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        self.histories_ = append_histories(self.histories_, users, items, self.config.max_len)
+
     # -------------------------------------------------------- cached vectors
     def item_table(self) -> ItemTable:
         """Tied item embeddings and the item bias: a known user's scores are ``W @ h_u + b``."""
@@ -377,6 +380,18 @@ def _score_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> n
         return net.logits(hidden[torch.arange(len(last), device=hidden.device), last])  # (b, n_items)
 
     return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=device)
+
+
+def append_histories(hist: Histories, users: np.ndarray, items: np.ndarray, max_len: int) -> Histories:
+    """``hist`` with ``items`` appended to ``users``' sequences (given order kept), cut to ``max_len``."""
+    n = len(hist)
+    old_users = np.repeat(np.arange(n, dtype=np.int64), hist.lengths)
+    all_users = np.concatenate([old_users, np.asarray(users, np.int64)])
+    all_items = np.concatenate([hist.items, np.asarray(items, np.int64)])
+    order = np.argsort(all_users, kind="stable")  # a user's old items first, then the new ones
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(all_users, minlength=n), out=indptr[1:])
+    return Histories(all_items[order], indptr).tail(max_len)
 
 
 def _hidden_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> np.ndarray:
