@@ -18,6 +18,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelFitError",
     "NotFittedError",
+    "ResourceError",
     "SegmentationError",
     "SegrecError",
     "SegrecWarning",
@@ -90,6 +91,10 @@ class ModelFitError(SegrecError):
 
 class MissingDependencyError(SegrecError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+class ResourceError(SegrecError, MemoryError):
+    """A fit would need more memory than the machine has; the message says how much and what to do."""
 
 
 class SegrecWarning(UserWarning):

@@ -11,6 +11,7 @@ from segrec.models import (
     AdaptedTransformerRecommender,
     EASERecommender,
     ItemKNNRecommender,
+    ItemSubsetRecommender,
     PerSegmentRecommender,
     PopularityRecommender,
     TransformerRecommender,
@@ -45,6 +46,13 @@ class TestItemKNNTuned(RecommenderContract):
 class TestEASE(RecommenderContract):
     def make_model(self):
         return EASERecommender(reg=10.0)
+
+
+class TestItemSubsetEASE(RecommenderContract):
+    """EASE on the touched items only, scored over the whole catalogue (local models' form)."""
+
+    def make_model(self):
+        return ItemSubsetRecommender(base="ease", base_params={"reg": 10.0})
 
 
 class TestALSNumpy(RecommenderContract):

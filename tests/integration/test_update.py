@@ -102,3 +102,31 @@ def test_update_in_place_keeps_a_valid_run(saved, tmp_path):
     again = _events(tmp_path, [(str(data.user_vocab.ids[4]), str(data.item_vocab.ids[3]), 8)], "more.csv")
     assert main(["update", str(copy), "--events", str(again)]) == 0
     assert len(load_run(copy).manifest["updates"]) == 2
+
+
+def test_update_reaches_per_segment_models_on_touched_items():
+    """A restricted per-segment model maps new items to its sub-catalogue; scores stay the full model's."""
+    from segrec.models import PerSegmentRecommender
+
+    split = planted_split()
+    labels = np.arange(split.train.n_users) % 3
+    fitted = [PerSegmentRecommender(base="ease", base_params={"reg": 20.0}, min_segment_users=5,
+                                    restrict_items=restrict).fit(split.train, valid=split.valid,
+                                                                 context=FitContext(segments=labels))
+              for restrict in (True, False)]
+    restricted, plain = fitted
+    sub = restricted.models_[0]
+    users = np.flatnonzero(labels == 0)[:3]
+    outside = np.setdiff1d(np.arange(split.train.n_items), sub.item_index_)
+    seen0 = set(restricted.seen_[users[0]].indices)
+    inside = [i for i in sub.item_index_ if i not in seen0][:2]
+    new_users = np.array([users[0], users[0], users[1]])
+    new_items = np.array([inside[0], inside[1], outside[0] if len(outside) else inside[0]])
+    for model in fitted:
+        assert set(model.add_interactions(new_users, new_items).tolist()) == {users[0], users[1]}
+    local_seen = sub.item_index_[sub.inner_.seen_[users[0]].indices]  # the base's row, in catalogue ids
+    assert {inside[0], inside[1]} <= set(local_seen.tolist())
+    np.testing.assert_allclose(restricted.score_dense(users), plain.score_dense(users), rtol=1e-5, atol=1e-6)
+    for u in users:
+        np.testing.assert_allclose(restricted.score_one(int(u)), plain.score_one(int(u)),
+                                   rtol=1e-5, atol=1e-6)

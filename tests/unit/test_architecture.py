@@ -16,9 +16,9 @@ ROOT = Path(segrec.__file__).parent
 
 #: layers, lowest first: a module may import its own layer and the ones below, never above
 LAYERS = [
-    {"errors", "types", "io", "config", "stages", "state", "progress"},
+    {"errors", "types", "io", "config", "stages", "state", "progress", "resources"},
     {"data", "split"},
-    {"evaluate"},  # metrics and ranking are pure functions of arrays
+    {"evaluate", "ease"},  # metrics, ranking, EASE's closed form: pure functions of arrays
     {"distributed"},
     {"features"},
     {"segment"},

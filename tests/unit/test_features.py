@@ -197,6 +197,25 @@ def test_new_users_from_attributes_or_items():
     assert feats.block("text")[0] == pytest.approx(pipe.transform(data).block("text")[0], abs=1e-6)
 
 
+def test_repeated_texts_are_encoded_once(tmp_path):
+    from segrec.features.text import HashingEmbedder, embed_cached
+
+    class Counting(HashingEmbedder):
+        seen: list = []
+
+        def encode(self, texts):
+            self.seen.append(list(texts))
+            return super().encode(texts)
+
+    emb = Counting(dim=8)
+    texts = ["a b", "", "c", "a b", ""]
+    out = embed_cached(emb, texts, None)
+    assert emb.seen[-1] == ["a b", "", "c"]
+    np.testing.assert_array_equal(out, HashingEmbedder(dim=8).encode(texts))
+    out2 = embed_cached(emb, ["x", "y"], tmp_path)  # nothing repeats: encoded as given
+    assert emb.seen[-1] == ["x", "y"] and out2.shape == (2, 8)
+
+
 def test_svd_block_on_one_item_or_one_user_does_not_crash():
     """Issue 16 item 6: TruncatedSVD raised 'Found array with 1 feature(s)' on a one-item log."""
     import pandas as pd

@@ -105,3 +105,4 @@ def test_text_profiles_separate_tastes_with_cache(embedder, tmp_path):
     again = embed_cached(embedder, texts, tmp_path)
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
     assert again.shape == (len(titles), 384)
+

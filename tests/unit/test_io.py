@@ -70,6 +70,26 @@ def test_a_save_sweeps_first_and_leaves_only_the_artifact(tmp_path):
     assert (tmp_path / "art" / "a.json").is_file()
 
 
+def test_save_tensors_streams_the_same_bytes_as_safetensors(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from segrec.io import load_tensors, save_tensors
+
+    rng = np.random.default_rng(0)
+    tensors = {"w": rng.random((5, 3), dtype=np.float32), "idx": np.arange(7, dtype=np.int64),
+               "ptr": np.arange(4, dtype=np.int32), "d": rng.random(2), "flag": np.array([True, False]),
+               "empty": np.zeros((0, 4), np.float32), "t": rng.random((3, 4), dtype=np.float32).T,
+               "scalar": np.array(3.5, np.float32), "h": np.ones(3, np.float16), "u": np.ones(2, np.uint8)}
+    save_tensors(tmp_path / "ours.safetensors", tensors)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp_path / "ref.safetensors"))
+    assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    back = load_tensors(tmp_path / "ours.safetensors")
+    for k, v in tensors.items():
+        np.testing.assert_array_equal(back[k], v)
+        assert back[k].dtype == v.dtype and back[k].shape == np.ascontiguousarray(v).shape  # as before
+
+
 def test_check_replaceable_refuses_what_segrec_did_not_write(tmp_path, monkeypatch):
     import pytest
 

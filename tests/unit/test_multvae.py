@@ -63,3 +63,37 @@ def test_ml100k_quality(ml100k):
     model = MultVAERecommender(random_state=0).fit(split.train, valid=split.valid)
     # Default settings reach 0.128-0.133 NDCG@10 across seeds (EASE 0.143; RecBole's MultiVAE 0.077).
     assert evaluate(model, split).overall["ndcg@10"] > 0.12
+
+
+def test_sampled_softmax_candidates_cover_the_batch_and_correct_the_draws():
+    from segrec.models.multvae import _candidates
+
+    pos = np.array([7, 3, 7, 12])
+    cand, cols, shift = _candidates(pos, 100, 30, np.random.default_rng(0))
+    cand, cols, shift = cand.numpy(), cols.numpy(), shift.numpy()
+    assert (np.diff(cand) > 0).all() and cand[cols].tolist() == pos.tolist()
+    own = np.isin(cand, pos)
+    assert (shift[own] == 0).all()
+    drawn = (~own).sum()
+    np.testing.assert_allclose(shift[~own], np.log((100 - 3) / drawn))
+
+
+def test_a_large_catalogue_trains_on_a_sampled_softmax_and_still_scores_every_item():
+    split = planted_split()
+    model = MultVAERecommender(epochs=15, patience=15, full_softmax_max_items=5, n_negatives=6,
+                               **TINY).fit(split.train, valid=split.valid)
+    assert np.isfinite(model.history_).all() and max(model.history_) > 0.3  # it learns the blocks
+    scores = model.score_dense(np.arange(split.train.n_users))
+    assert scores.shape == (split.train.n_users, split.train.n_items) and np.isfinite(scores).all()
+
+
+def test_updates_per_epoch_and_in_all_are_bounded_on_a_large_log():
+    split = planted_split()
+    n = split.train.n_users
+    model = MultVAERecommender(epochs=50, patience=50, max_steps_per_epoch=2, max_updates=6,
+                               **TINY).fit(split.train, valid=split.valid)
+    assert model.batch_size_ == -(-n // 2)  # two updates an epoch
+    assert len(model.history_) == 3  # 6 updates in all
+    stale = MultVAERecommender(epochs=50, patience=50, max_steps_per_epoch=2, patience_updates=4,
+                               **TINY).fit(split.train, valid=split.valid)
+    assert len(stale.history_) <= stale.best_epoch_ + 2  # two epochs = four updates without a gain

@@ -335,3 +335,17 @@ def test_segment_interactions_one_call(planted):
     assert ari(truth, auto.labels) >= 0.9 and "method_selection" in auto.extra
     tiers = segment_interactions(data, method="tiers", text=False)
     assert tiers.method == "tiers" and tiers.names is not None
+
+
+def test_automatic_k_is_chosen_on_a_sample_of_a_large_user_base():
+    from segrec.segment import KMeansSegmenter
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 10, (3, 4))
+    x = (centers[rng.integers(0, 3, 600)] + rng.normal(0, 1, (600, 4))).astype(np.float32)
+    full = KMeansSegmenter(n_segments="auto", k_candidates=(2, 3, 4), random_state=0).fit(x)
+    sampled = KMeansSegmenter(n_segments="auto", k_candidates=(2, 3, 4), k_selection_sample=200,
+                              random_state=0).fit(x)
+    assert full.n_segments_ == sampled.n_segments_ == 3
+    assert len(sampled.labels_) == 600  # the chosen K is fitted on every user
+    assert (sampled.k_selection_.table["max_size"] <= 200).all()  # candidates saw the sample only

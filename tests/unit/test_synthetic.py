@@ -178,3 +178,31 @@ def test_cli_writes_four_csvs_that_load_back(tmp_path, capsys):
                              users=tmp_path / "users.csv")
     assert len(data) == len(same.interactions) and data.n_users == 200
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize("shape, users, items, lo, hi", [
+    ("ecommerce", 22_000, 12_000, 190_000, 215_000),
+    ("microvideo", 50_000, 19_000, 340_000, 380_000),
+])
+def test_scale_shapes_have_the_advertised_size_and_sparsity(shape, users, items, lo, hi):
+    from segrec.data.synthetic import SHAPES
+
+    d = generate_synthetic(**SHAPES[shape])
+    per_user = d.interactions.groupby("user_id").size()
+    assert per_user.index.size == users and per_user.min() >= 5
+    assert per_user.median() == 6
+    assert lo <= len(d.interactions) <= hi
+    used = d.interactions["item_id"].nunique()
+    assert len(d.items) == items and used >= 0.98 * items  # nearly the whole catalogue is consumed
+    assert not d.interactions.duplicated(["user_id", "item_id"]).any()
+
+
+def test_cli_shape_flag_with_an_override(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="segrec")
+    synth.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["synth", "--shape", "microvideo", "--users", "300", "--out", str(tmp_path)])
+    assert args.func(args) == 0
+    assert "of 300 users x 19,000 items (shape microvideo, 12 segments, seed 0)" in capsys.readouterr().out
+    for name in ("interactions.csv", "items.csv", "users.csv", "true_segments.csv"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert pd.read_csv(tmp_path / "users.csv")["user_id"].nunique() == 300

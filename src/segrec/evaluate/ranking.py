@@ -14,15 +14,27 @@ import scipy.sparse as sp
 
 from .metrics import ndcg
 
-__all__ = ["mask_seen", "top_k", "rank_in_chunks", "hit_matrix", "quick_ndcg"]
+#: Inner-validation users scored per candidate at most: beyond this a fixed random sample
+#: (paired across candidates, so their differences stay precise) keeps tuning bounded on
+#: 50k-user logs; ml-100k (943) and amazon-scientific (2,928) are scored in full.
+MAX_SCORED_USERS = 5000
+
+__all__ = ["MAX_SCORED_USERS", "mask_seen", "top_k", "rank_in_chunks", "hit_matrix", "quick_ndcg",
+           "scored_users"]
 
 
 def mask_seen(scores: np.ndarray, seen: sp.csr_matrix | None, rows: np.ndarray) -> np.ndarray:
     """Set ``scores[i, j] = -inf`` where ``seen[rows[i], j]`` is stored; in place.
 
-    NaN scores (a model that cannot score an item) also become -inf so they rank last.
+    NaN scores (a model that cannot score an item) also become -inf so they rank last;
+    a model's own +-inf become the largest finite float32 (as ``np.nan_to_num`` did, in
+    two passes instead of its five).
     """
-    np.nan_to_num(scores, copy=False, nan=-np.inf)
+    big = np.finfo(scores.dtype).max if np.issubdtype(scores.dtype, np.floating) else None
+    if big is not None:
+        nan = np.isnan(scores)
+        np.clip(scores, -big, big, out=scores)
+        scores[nan] = -np.inf
     if seen is not None:
         sub = seen[rows]
         r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
@@ -45,10 +57,11 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k == 0:
         return np.empty((n, 0), np.int64), np.empty((n, 0), np.float32)
     if k < m:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        # argpartition breaks ties arbitrarily: widen the candidate set to every
-        # column tied with the k-th value, then stable-sort, so ties go to low ids.
-        kth = np.take_along_axis(scores, part, 1).min(1, keepdims=True)
+        # the k largest per row: torch's topk is ~6x faster than numpy's argpartition here
+        # (1024 x 19k float32: 19 ms against 109 ms on one thread)
+        part, kth = _k_largest(scores, k)
+        # both break ties arbitrarily: widen the candidate set to every column tied with
+        # the k-th value, then stable-sort, so ties go to low ids.
         cand_mask = scores >= kth
         pad = None
         if cand_mask.sum() == n * k:  # common case: no ties at the boundary
@@ -69,6 +82,18 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     values = np.take_along_axis(vals, order, 1).astype(np.float32)
     items[~np.isfinite(values)] = -1
     return items, values
+
+
+def _k_largest(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices of k largest values per row (any order) and the k-th value, (n, 1)."""
+    if scores.dtype in (np.float32, np.float64):  # NaN counts as largest in both, as before
+        import torch
+
+        vals, idx = torch.from_numpy(np.ascontiguousarray(scores)).topk(k, dim=1, sorted=False)
+        return idx.numpy(), vals.numpy().min(1, keepdims=True)
+    m = scores.shape[1]
+    part = np.argpartition(scores, m - k, axis=1)[:, m - k:]
+    return part, np.take_along_axis(scores, part, 1).min(1, keepdims=True)
 
 
 def rank_in_chunks(
@@ -115,11 +140,41 @@ def hit_matrix(top_items: np.ndarray, truth: sp.csr_matrix, users: np.ndarray) -
     return np.isin(query, truth_keys) & (top_items >= 0)
 
 
-def quick_ndcg(score_fn, train_csr: sp.csr_matrix, valid_csr: sp.csr_matrix, k: int = 10) -> float:
-    """Mean NDCG@k on ``valid`` with ``train`` items excluded; used for tuning."""
-    users = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
+def quick_ndcg(score_fn, train_csr: sp.csr_matrix, valid_csr: sp.csr_matrix, k: int = 10,
+               users: np.ndarray | None = None) -> float:
+    """Mean NDCG@k on ``valid`` with ``train`` items excluded; used for tuning.
+
+    Args:
+        score_fn: Dense user ids (b,) -> scores (b, n_items).
+        train_csr, valid_csr: sparse (n_users, n_items) seen and held-out items.
+        k: Cut-off.
+        users: Users to score (each must have validation items); default all that have some.
+    """
+    if users is None:
+        users = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
+    users = np.asarray(users, dtype=np.int64)
     if len(users) == 0:
         return 0.0
     items, _ = rank_in_chunks(score_fn, users, k, seen=train_csr)
     hits = hit_matrix(items, valid_csr, users)
     return float(ndcg(hits, np.diff(valid_csr.indptr)[users], k).mean())
+
+
+def scored_users(valid_csr, cap: int | None = None, seed: int = 0) -> np.ndarray:
+    """Dense users with inner-validation items: all of them, or a fixed sample of ``cap``.
+
+    Args:
+        valid_csr: sparse (n_users, n_items) inner-validation items.
+        cap: Most users returned; default :data:`MAX_SCORED_USERS`.
+        seed: Seed of the sample (the same users for every candidate).
+
+    Returns:
+        Sorted int64 dense user ids.
+    """
+    users = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
+    from . import ranking  # through the module, so a test's smaller cap is seen
+
+    cap = ranking.MAX_SCORED_USERS if cap is None else int(cap)
+    if len(users) <= cap:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, cap, replace=False))

@@ -9,7 +9,8 @@ sentence-transformers model directory works too. :class:`HashingEmbedder` is a
 deterministic, dependency-free stand-in for tests and quick runs.
 
 Embeddings are cached on disk by content hash (model identity + texts) as
-safetensors, in a directory the caller passes in.
+safetensors, in a directory the caller passes in; repeated texts are encoded once. The
+encoder runs on one torch thread by default (:class:`SentenceTransformerEmbedder`).
 
 Example:
     >>> emb = HashingEmbedder(dim=16)
@@ -122,9 +123,14 @@ class SentenceTransformerEmbedder:
 
     Args:
         model_path: Model directory; None uses the bundled all-MiniLM-L6-v2.
-        batch_size: Texts per forward pass.
+        batch_size: Texts per forward pass (the model sorts texts by length, so a large
+            batch pads little: 128 was ~15% faster than 64 on ml-100k titles).
         device: Torch device string.
         normalize: L2-normalise the embeddings (cosine geometry).
+        n_threads: Torch intra-op threads while encoding (restored afterwards); None keeps
+            torch's setting. Default 1: on the shared 2-core box, encoding ml-100k's 1,682
+            titles took 14 s on one thread and 49 s on two (load 9), and a catalogue of 19k
+            items is embedded at about 2k tokens/s per free core.
 
     Raises:
         MissingDependencyError: On first use, if sentence-transformers (extra
@@ -135,12 +141,14 @@ class SentenceTransformerEmbedder:
         self,
         model_path: str | os.PathLike | None = None,
         *,
-        batch_size: int = 64,
+        batch_size: int = 128,
         device: str = "cpu",
         normalize: bool = True,
+        n_threads: int | None = 1,
     ):
         self.model_path = None if model_path is None else Path(model_path)
         self.batch_size = int(batch_size)
+        self.n_threads = n_threads
         self.device = device
         self.normalize = bool(normalize)
         name = "all-MiniLM-L6-v2" if model_path is None else Path(model_path).resolve().name
@@ -161,14 +169,22 @@ class SentenceTransformerEmbedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``; float32 (len(texts), dim)."""
+        import torch
+
         model = self._load()
-        out = model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=self.normalize,
-            show_progress_bar=False,
-        )
+        before = torch.get_num_threads()
+        if self.n_threads is not None:
+            torch.set_num_threads(int(self.n_threads))
+        try:
+            out = model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=self.normalize,
+                show_progress_bar=False,
+            )
+        finally:
+            torch.set_num_threads(before)
         return np.asarray(out, dtype=np.float32)
 
 
@@ -187,7 +203,7 @@ def embed_cached(embedder: TextEmbedder, texts: list[str], cache_dir: str | os.P
         float32 array of shape (len(texts), dim).
     """
     if cache_dir is None:
-        return np.asarray(embedder.encode(list(texts)), dtype=np.float32)
+        return _encode_unique(embedder, texts)
     from ..io import load_tensors, save_tensors
 
     h = hashlib.sha256(embedder.identity.encode())
@@ -202,12 +218,23 @@ def embed_cached(embedder: TextEmbedder, texts: list[str], cache_dir: str | os.P
                 return emb
         except Exception as exc:  # a corrupt cache must never break a run
             log.warning("ignoring unreadable embedding cache %s: %s", path, exc)
-    emb = np.asarray(embedder.encode(list(texts)), dtype=np.float32)
+    emb = _encode_unique(embedder, texts)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_tensors(tmp, {"embeddings": emb})
     os.replace(tmp, path)
     return emb
+
+
+def _encode_unique(embedder: TextEmbedder, texts: list[str]) -> np.ndarray:
+    """Embed each distinct text once (catalogues repeat titles, e.g. empty ones), in first-seen order."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(pd.Series(list(texts), dtype=object), use_na_sentinel=False)
+    if len(uniques) == len(texts):  # nothing repeats: encode as given (the same batches as ever)
+        return np.asarray(embedder.encode(list(texts)), dtype=np.float32)
+    log.info("text embeddings: %d distinct of %d texts", len(uniques), len(texts))
+    return np.asarray(embedder.encode([str(t) for t in uniques]), dtype=np.float32)[codes]
 
 
 def item_texts(item_table, n_items: int, columns: tuple[str, ...] = ("title", "categories")) -> list[str]:

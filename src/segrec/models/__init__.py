@@ -7,7 +7,7 @@ from .adapters import AdaptedTransformerRecommender
 from .base import ModelConfig, Recommender, check_is_fitted, model_class, registered_models
 from .baselines import EASERecommender, ItemKNNRecommender, PopularityRecommender
 from .context import FitContext
-from .local import PerSegmentRecommender
+from .local import ItemSubsetRecommender, PerSegmentRecommender
 from .mf import ALSRecommender
 from .multvae import MultVAERecommender
 from .tags import RecommenderTags, get_tags
@@ -23,6 +23,7 @@ __all__ = [
     "EASERecommender",
     "FitContext",
     "ItemKNNRecommender",
+    "ItemSubsetRecommender",
     "MODELS",
     "ModelConfig",
     "MultVAERecommender",

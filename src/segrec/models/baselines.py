@@ -6,6 +6,8 @@ as ``None`` (the default), with the grids used for ../shared/ANCHORS.md.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -13,13 +15,17 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
+from ..ease import ease_reg_path, ease_weights
+from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
 from .base import ModelConfig, Recommender
 from .context import FitContext
 from .tags import RecommenderTags
-from .tuning import grid_search
+from .tuning import inner_sets, scored_users
 
 __all__ = ["EASERecommender", "ItemKNNRecommender", "PopularityRecommender"]
+
+log = logging.getLogger(__name__)
 
 
 class _ItemItemModel(Recommender):
@@ -163,27 +169,32 @@ class ItemKNNRecommender(_ItemItemModel):
     def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         self.tuning_ = None
         if self.config.k is None:
-            best, self.tuning_ = grid_search(self, {"k": self.config.k_grid}, train, valid)
-            self.k_ = best["k"]
+            # one similarity matrix and one sort for the whole grid: the top-k of every k is
+            # a prefix of each column's neighbours sorted by similarity
+            start = time.perf_counter()
+            inner_train, inner_valid = inner_sets(train, valid)
+            train_csr, valid_csr = inner_train.to_csr(), inner_valid.to_csr()
+            neighbours = _Neighbours(train_csr, self.config.shrink)
+            users = scored_users(valid_csr)
+            self.tuning_ = []
+            best_score = -1.0
+            for k in self.config.k_grid:
+                w = neighbours.top(k)
+                score = quick_ndcg(lambda u, w=w: _dense(train_csr[u] @ w), train_csr, valid_csr,
+                                   k=10, users=users)
+                self.tuning_.append({"k": k, "ndcg@10": score})
+                log.info("ItemKNN k=%d: inner-valid NDCG@10 %.4f", k, score)
+                if score > best_score:  # ties go to the earlier candidate
+                    self.k_, best_score = k, score
+            self.fit_timings_["tuning_s"] = time.perf_counter() - start
         else:
             self.k_ = self.config.k
+        start = time.perf_counter()
         self._fit_weights(train if valid is None else train.concat(valid))
+        self.fit_timings_["refit_s"] = time.perf_counter() - start
 
     def _compute_weights(self, x: sp.csr_matrix) -> sp.csr_matrix:
-        xc = x.tocsc()
-        co = (xc.T @ xc).toarray()  # (n_items, n_items) co-occurrence counts
-        norms = np.sqrt(np.diag(co)).astype(np.float64)
-        sim = co / (np.outer(norms, norms) + self.config.shrink + 1e-12)
-        np.fill_diagonal(sim, 0.0)
-        n = sim.shape[0]
-        k = min(self.k_, n - 1) if n > 1 else 0
-        if k < n:
-            # keep, for every target item j (column), its k most similar items i
-            thresh_idx = np.argpartition(-sim, k - 1, axis=0)[:k] if k > 0 else np.empty((0, n), int)
-            mask = np.zeros_like(sim, dtype=bool)
-            mask[thresh_idx, np.arange(n)[None, :]] = True
-            sim = np.where(mask, sim, 0.0)
-        return sp.csr_matrix(sim.astype(np.float32))
+        return _Neighbours(x, self.config.shrink).top(self.k_)
 
     def _meta(self):
         return {"k": self.k_}
@@ -205,11 +216,17 @@ class EASERecommender(_ItemItemModel):
     """Embarrassingly Shallow Autoencoder (Steck, WWW 2019).
 
     ``B = I - P / diag(P)`` with ``P = (X'X + lambda I)^-1`` and a zero diagonal;
-    ``score(u) = x_u @ B``. Memory is O(n_items^2): fine to ~30k items.
+    ``score(u) = x_u @ B``. Memory is one n_items^2 float32 matrix (1.4 GB at 19k items);
+    a catalogue that would need more than the machine has raises
+    :class:`~segrec.errors.ResourceError`. With fewer users than items the closed form
+    goes through the users' Gram matrix (Woodbury); lambda is tuned on one Gram matrix built
+    once for the grid, on at most 4096 items (:mod:`segrec.ease`).
 
     Attributes:
         weights_: float32 (n_items, n_items).
         reg_: The lambda in use.
+        tuning_: Inner-validation NDCG@10 per candidate, or None when ``reg`` was given.
+        tuning_info_: How the grid was scored (Gram side, sub-catalogue, users scored).
     """
 
     Config = EASEConfig
@@ -217,23 +234,63 @@ class EASERecommender(_ItemItemModel):
 
     def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         self.tuning_ = None
+        self.tuning_info_: dict[str, Any] = {}
         if self.config.reg is None:
-            best, self.tuning_ = grid_search(self, {"reg": self.config.reg_grid}, train, valid)
-            self.reg_ = best["reg"]
+            start = time.perf_counter()
+            inner_train, inner_valid = inner_sets(train, valid)
+            scores, self.tuning_info_ = ease_reg_path(inner_train.to_csr(), inner_valid.to_csr(),
+                                                      self.config.reg_grid)
+            self.tuning_ = [{"reg": r, "ndcg@10": sc} for r, sc in zip(self.config.reg_grid, scores,
+                                                                        strict=True)]
+            for row in self.tuning_:
+                log.info("EASE reg=%g: inner-valid NDCG@10 %.4f", row["reg"], row["ndcg@10"])
+            self.reg_ = float(self.config.reg_grid[int(np.argmax(scores))])  # ties: the earlier one
+            self.fit_timings_["tuning_s"] = time.perf_counter() - start
         else:
             self.reg_ = self.config.reg
+        start = time.perf_counter()
         self._fit_weights(train if valid is None else train.concat(valid))
+        self.fit_timings_["refit_s"] = time.perf_counter() - start
 
     def _compute_weights(self, x: sp.csr_matrix) -> np.ndarray:
-        gram = (x.T @ x).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.reg_
-        p = np.linalg.inv(gram)
-        b = -p / np.diag(p)[None, :]
-        np.fill_diagonal(b, 0.0)
-        return b.astype(np.float32)
+        return ease_weights(x, self.reg_, what=f"{type(self).__name__}")
 
     def _meta(self):
         return {"reg": self.reg_}
 
     def _set_meta(self, meta):
         self.reg_ = meta.get("reg")
+
+
+def _dense(m) -> np.ndarray:
+    return np.asarray(m.toarray() if sp.issparse(m) else m, dtype=np.float32)
+
+
+class _Neighbours:
+    """Cosine similarities of one interaction matrix, sorted once per target item.
+
+    ``top(k)`` is the ItemKNN weight matrix for any k: each column keeps its k most
+    similar items (ties to the lower item index). Only co-occurring pairs are stored,
+    so memory follows the co-occurrence count, not n_items^2.
+    """
+
+    def __init__(self, x: sp.csr_matrix, shrink: float):
+        x = sp.csr_matrix(x, dtype=np.float32)
+        self.n = x.shape[1]
+        co = (x.T.tocsr() @ x).tocoo()  # co-occurrence counts of co-occurring pairs
+        counts = np.asarray(x.multiply(x).sum(0), dtype=np.float64).ravel()
+        norms = np.sqrt(counts)
+        off = co.row != co.col
+        rows, cols = co.row[off].astype(np.int64), co.col[off].astype(np.int64)
+        sims = co.data[off].astype(np.float64) / (norms[rows] * norms[cols] + shrink + 1e-12)
+        # by target column, then similarity descending, then neighbour index ascending
+        order = np.lexsort((rows, -sims, cols))
+        self.rows, self.cols, self.sims = rows[order], cols[order], sims[order].astype(np.float32)
+        starts = np.searchsorted(self.cols, np.arange(self.n + 1))
+        self.rank = np.arange(len(self.cols)) - starts[self.cols]
+
+    def top(self, k: int) -> sp.csr_matrix:
+        """(n_items, n_items) float32: column j holds its ``min(k, n_items - 1)`` most similar items."""
+        keep = self.rank < min(int(k), max(self.n - 1, 0))
+        w = sp.csc_matrix((self.sims[keep], (self.rows[keep], self.cols[keep])), shape=(self.n, self.n))
+        return w.tocsr()

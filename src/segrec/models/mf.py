@@ -103,6 +103,8 @@ class ALSRecommender(Recommender):
         best: dict[str, Any] = {}
         self.tuning_ = None
         if grid:
+            # the full grid: one parameter at a time stopped at (32, 1.0) on ml-100k's fit
+            # data where the grid's best is (128, 10); reg and size interact
             best, self.tuning_ = grid_search(self, grid, train, valid)
         self.embedding_size_ = int(best.get("embedding_size", cfg.embedding_size))
         self.reg_ = float(best.get("reg", cfg.reg))

@@ -14,12 +14,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..evaluate.ranking import quick_ndcg
+from ..evaluate.ranking import MAX_SCORED_USERS, quick_ndcg, scored_users
 from ..split import holdout_split
 from ..types import Interactions
 from .context import FitContext
 
-__all__ = ["inner_sets", "grid_search"]
+__all__ = ["MAX_SCORED_USERS", "inner_sets", "grid_search", "scored_users"]
+
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def grid_search(
     start = time.perf_counter()
     inner_train, inner_valid = inner_sets(train, valid)
     train_csr, valid_csr = inner_train.to_csr(), inner_valid.to_csr()
+    users = scored_users(valid_csr)
     names = list(grid)
     table = []
     best, best_score = None, -1.0
@@ -58,7 +60,7 @@ def grid_search(
         params = dict(zip(names, values, strict=True))
         candidate = model.with_params(**params)
         candidate._fit(inner_train, None, FitContext())
-        score = quick_ndcg(candidate._score, train_csr, valid_csr, k=10)
+        score = quick_ndcg(candidate._score, train_csr, valid_csr, k=10, users=users)
         table.append({**params, "ndcg@10": score})
         log.info("%s %s: inner-valid NDCG@10 %.4f", type(model).__name__, params, score)
         if score > best_score:
@@ -66,3 +68,4 @@ def grid_search(
     # the model's share of the run's cost breakdown: choosing settings vs the final fit
     model.fit_timings_["tuning_s"] = time.perf_counter() - start
     return best, table
+

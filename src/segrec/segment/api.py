@@ -24,7 +24,7 @@ from ..errors import DataWarning, MissingDependencyError, SegmentationError
 from ..features import FeaturePipeline, FeaturesConfig, NewUsers, TextEmbedder, UserFeatures
 from ..types import Interactions
 from ._placement import ATTRIBUTE_ID_COLUMNS, NewUserPlacement, Placement
-from .base import Segmentation, Segmenter, check_is_fitted
+from .base import Segmentation, Segmenter, check_is_fitted, single_thread_below
 from .gmm import GMMSegmenter
 from .hierarchical import AgglomerativeSegmenter
 from .kmeans import KMeansSegmenter
@@ -201,7 +201,9 @@ class SegmentationPipeline(NewUserPlacement):
         cache_dir = self.cache_dir if cache_dir is None else cache_dir
         if self.features is None:
             self.features = default_features(data, text=text, embedder=embedder, cache_dir=cache_dir)
-        self.features_: UserFeatures = self.features.fit_transform(data)
+        # the SVD and scaling are small dense work per user: one thread (see single_thread_below)
+        with single_thread_below(data.n_users * 512):
+            self.features_: UserFeatures = self.features.fit_transform(data)
         #: wall seconds of the two parts (the run's cost breakdown shows them)
         self.timings_ = {"features_s": time.perf_counter() - start}
         start = time.perf_counter()

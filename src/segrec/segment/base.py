@@ -50,6 +50,18 @@ log = logging.getLogger(__name__)
 KCriterion = Literal["silhouette", "davies_bouldin", "calinski_harabasz", "stability", "downstream"]
 
 
+#: Feature matrices up to this many cells are segmented on one BLAS/OpenMP thread: thread
+#: start-up and sync cost more than the math, and much more on a shared machine. Measured on
+#: the 2-core box under load (22k users x 467 features, k-means with K from 2..10): one
+#: thread 59 s wall / 12 s CPU, the default two 179 s / 59 s.
+SINGLE_THREAD_MAX_CELLS = 50_000_000
+
+
+def single_thread_below(cells: int):
+    """``threadpool_limits(1)`` for problems up to :data:`SINGLE_THREAD_MAX_CELLS` cells."""
+    return threadpool_limits(1) if cells <= SINGLE_THREAD_MAX_CELLS else contextlib.nullcontext()
+
+
 def check_is_fitted(segmenter: Any) -> None:
     """Raise :class:`NotFittedError` unless ``segmenter`` has been fitted."""
     if getattr(segmenter, "labels_", None) is None:
@@ -73,6 +85,11 @@ class SegmenterConfig(BaseModel):
     """How ``auto`` picks K; ``downstream`` needs ``fit(..., data=interactions)``."""
     quality_sample: int = Field(5000, ge=10)
     """Rows sampled for the quality metrics (silhouette is O(n^2))."""
+    k_selection_sample: int = Field(10_000, ge=10)
+    """Users the candidate K are fitted and scored on when K is chosen (a fixed random
+    sample beyond this many; the chosen K is then fitted on everyone). Bounds the
+    automatic K on 50k-user logs; ml-100k-sized data is used whole. Not applied with
+    ``k_criterion="downstream"``, which needs every user's interactions."""
 
     @field_validator("n_segments")
     @classmethod
@@ -141,39 +158,11 @@ class Segmenter:
         self.labels_ = None
         self.centers_ = None
         self.k_selection_ = None
-        k = self.config.n_segments
-        if k == "auto" and not self.fixed_k:
-            from .select_k import select_n_segments
-
-            self.k_selection_ = select_n_segments(
-                self,
-                features,
-                candidates=self.config.k_candidates,
-                criterion=self.config.k_criterion,
-                data=data,
-                random_state=self.config.random_state,
-            )
-            k = self.k_selection_.best_k
-        elif k == "auto":
-            k = 0
-        if not self.fixed_k:
-            self._check_k(x, int(k))
-        # Small problems run on one BLAS/OpenMP thread: thread start-up and sync cost more
-        # than the math, and much more on a shared machine (see VAEConfig.n_threads).
-        limit = threadpool_limits(1) if x.size < 2_000_000 else contextlib.nullcontext()
-        with limit:
-            raw = np.asarray(self._fit_k(x, int(k), features), dtype=np.int64)
-        self._canonicalise(raw)
-        self.n_segments_ = int(len(self.raw_labels_))
-        if not self.fixed_k and self.n_segments_ < int(k):
-            warnings.warn(
-                f"{type(self).__name__} found {self.n_segments_} distinct segments, fewer than "
-                f"n_segments={k}; possibly duplicate feature rows",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
+        with single_thread_below(x.size):
+            self._fit_all(x, features, data)
         self.fit_seconds_ = time.perf_counter() - start
-        self.segmentation_ = self._segmentation(x, features)
+        with single_thread_below(x.size):
+            self.segmentation_ = self._segmentation(x, features)
         log.info(
             "%s: %d segments of %d users in %.2fs (sizes %s)",
             self.name,
@@ -183,6 +172,42 @@ class Segmenter:
             self.segmentation_.sizes().tolist(),
         )
         return self
+
+    def _fit_all(self, x: np.ndarray, features: UserFeatures | np.ndarray, data: Interactions | None) -> None:
+        k = self.config.n_segments
+        if k == "auto" and not self.fixed_k:
+            from .select_k import select_n_segments
+
+            sample = features
+            cap = self.config.k_selection_sample
+            if len(x) > cap and self.config.k_criterion != "downstream":
+                from .select_k import _take
+
+                rng = np.random.default_rng(self.config.random_state)
+                sample = _take(features, np.sort(rng.choice(len(x), cap, replace=False)))
+            self.k_selection_ = select_n_segments(
+                self,
+                sample,
+                candidates=self.config.k_candidates,
+                criterion=self.config.k_criterion,
+                data=data if sample is features else None,
+                random_state=self.config.random_state,
+            )
+            k = self.k_selection_.best_k
+        elif k == "auto":
+            k = 0
+        if not self.fixed_k:
+            self._check_k(x, int(k))
+        raw = np.asarray(self._fit_k(x, int(k), features), dtype=np.int64)
+        self._canonicalise(raw)
+        self.n_segments_ = int(len(self.raw_labels_))
+        if not self.fixed_k and self.n_segments_ < int(k):
+            warnings.warn(
+                f"{type(self).__name__} found {self.n_segments_} distinct segments, fewer than "
+                f"n_segments={k}; possibly duplicate feature rows",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def _check_k(self, x: np.ndarray, k: int) -> None:
         if k < 1:

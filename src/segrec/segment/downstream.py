@@ -65,13 +65,10 @@ class DownstreamResult:
 
 
 def _ease(x: sp.csr_matrix, reg: float) -> np.ndarray:
-    # same closed form as segrec.models.EASERecommender (Steck 2019), on a given row subset
-    gram = (x.T @ x).toarray().astype(np.float64)
-    gram[np.diag_indices_from(gram)] += reg
-    p = np.linalg.inv(gram)
-    b = -p / np.diag(p)[None, :]
-    np.fill_diagonal(b, 0.0)
-    return b.astype(np.float32)
+    # the same closed form as segrec.models.EASERecommender (Steck 2019), on a given row subset
+    from ..ease import ease_weights
+
+    return ease_weights(x, reg, what="per-segment EASE")
 
 
 def fit_segment_models(

@@ -1,0 +1,67 @@
+"""How much memory the machine has left, for models that must refuse a fit that cannot fit.
+
+The library never reads environment variables for this: the figure comes from the
+OS (Linux ``MemAvailable`` in ``/proc/meminfo``, else ``sysconf``). Tests replace
+:func:`available_memory` (``monkeypatch.setattr(segrec.resources, "available_memory", ...)``),
+so callers must look it up through the module at call time.
+
+Example:
+    >>> require_memory(1024, what="a tiny buffer", remedy="nothing to do")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ResourceError
+
+__all__ = ["available_memory", "format_bytes", "require_memory"]
+
+_MEMINFO = Path("/proc/meminfo")
+#: Share of the available memory a single allocation plan may use: the rest is left for the
+#: process's other live objects and the OS page cache, which ``MemAvailable`` counts as free.
+USABLE_SHARE = 0.85
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the OS can give this process now, or None when it cannot tell."""
+    try:
+        for line in _MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: float) -> str:
+    """``1.4 GB`` style (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover - the loop always returns
+
+
+def require_memory(needed: int, *, what: str, remedy: str) -> None:
+    """Raise :class:`ResourceError` when ``needed`` bytes exceed what the machine can spare.
+
+    Args:
+        needed: Bytes the planned computation holds at its peak.
+        what: What needs them, e.g. ``"EASE on 60,000 items (a 60,000 x 60,000 float32 matrix)"``.
+        remedy: What the user can do instead (one sentence).
+
+    Raises:
+        ResourceError: Naming ``what``, the memory needed and available, and ``remedy``.
+    """
+    from . import resources  # through the module, so a test's replacement is seen
+
+    avail = resources.available_memory()
+    if avail is None or needed <= USABLE_SHARE * avail:
+        return
+    raise ResourceError(f"{what} needs {format_bytes(needed)} of memory but only {format_bytes(avail)} "
+                        f"is available; {remedy}")
