@@ -140,7 +140,7 @@ def test_ml100k_cached_transformer_lists_equal_the_forward_pass_for_every_user(m
                                    early_stopping=False, n_threads=1).fit(data)
     run = save_run(RunResult(load_config(None), data, None, np.zeros(data.n_users, np.int64),
                              {"method": "none"}, systems={"transformer": model}), tmp_path / "run")
-    router = load_run(run).router("transformer")
+    router = load_run(run).router("transformer", ann="exact")  # exact top-k, whatever faiss or the size
     served_model = router.model.tiers_["transformer"]
     assert served_model.user_vectors_ is not None
     users = np.arange(data.n_users)
