@@ -146,6 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--new-items", type=int, default=5, help="recent items per new-user request")
     p.add_argument("--run", help="soak this saved run instead of a synthetic EASE run")
     p.add_argument("--system", help="system of --run to serve (default: the server's choice)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON written here (default: %(default)s)")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,13 +200,13 @@ def main(argv=None) -> int:
     print(f"soak: {args.duration:.0f} s, {args.concurrency} clients, 127.0.0.1")
     for name, value in rows:
         print(f"  {name:<24} {value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "commit": _commit(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "load_avg_at_end": os.getloadavg()},
-        "parameters": vars(args), "figures": figures,
+        "parameters": {**vars(args), "out": str(args.out)}, "figures": figures,
     }, indent=2))
     return 1 if figures["n_5xx"] or figures["malformed_not_4xx"] else 0
 
