@@ -122,6 +122,43 @@ def test_star_variant_and_early_stopping(planted):
     assert np.isfinite(model.score_dense(np.arange(5))).all()
 
 
+def test_final_fit_warm_starts_from_the_tuned_adapters(planted):
+    split, segments, g = planted
+    from segrec.models._seqdata import Histories
+
+    shared = {k: v.detach().numpy().copy() for k, v in g.net_.state_dict().items()}
+    hist = Histories.from_interactions(split.train).select(np.flatnonzero(segments == 0))
+    cfg = AdapterConfig(**ADAPT)
+    tuned = fit_segment_adapter(shared, g.net_.config, hist, None, cfg, rank=2, epochs=4, seed=0)
+    cont = fit_segment_adapter(shared, g.net_.config, hist, None, cfg, rank=2, epochs=1, init=tuned.params,
+                               seed=1)
+    fresh = fit_segment_adapter(shared, g.net_.config, hist, None, cfg, rank=2, epochs=1, seed=1)
+
+    def dist(fit):
+        return sum(float(np.abs(fit.params[k] - tuned.params[k]).sum()) for k in tuned.params)
+
+    assert dist(cont) < 0.5 * dist(fresh)
+    # the recommender: a tuned segment's final fit runs warm_epochs (not its tuned count) from θ_k
+    ge = TransformerRecommender(**{**GLOBAL, "epochs": 3, "early_stopping": True, "patience": 2})
+    ge.fit(split.train, valid=split.valid)
+    model = AdaptedTransformerRecommender(**{**ADAPT, "early_stopping": True, "epochs": 3, "patience": 3,
+                                             "warm_epochs": 1})
+    model.fit(split.train, valid=split.valid,
+              context=FitContext(segments=segments, shared={"transformer": ge}))
+    for info in model.segment_info_.values():
+        assert info["best_epoch"] == 0 or info["final_epochs"] == 1
+
+
+def test_adapter_sampled_softmax_with_kl_learns(planted):
+    """A catalogue above the global model's threshold: adapters train the same sampled softmax."""
+    split, segments, _ = planted
+    g = TransformerRecommender(**{**GLOBAL, "full_softmax_max_items": 10, "n_negatives": 16})
+    g.fit(split.train, valid=split.valid)
+    model = AdaptedTransformerRecommender(**{**ADAPT, "kl_weight": 0.1}).fit(
+        split.train, valid=split.valid, context=FitContext(segments=segments, shared={"transformer": g}))
+    assert evaluate(model, split, ks=(1, 10)).overall["recall@1"] >= 0.9
+
+
 def test_segment_fit_is_pure(planted):
     split, segments, g = planted
     shared = {k: v.detach().numpy().copy() for k, v in g.net_.state_dict().items()}

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from segrec import Interactions, NotFittedError, Vocabulary, temporal_split
 from segrec.errors import ConfigError
@@ -27,7 +28,7 @@ def cyclic_split(n_users=60, n_items=20, length=10, seed=0):
 
 TINY = dict(embedding_size=16, n_layers=1, n_heads=2, max_len=12, dropout=0.0, batch_size=16,
             learning_rate=1e-2, epochs=30, early_stopping=False, n_threads=1,
-            target_window=1)
+            target_window=1, embedding_lr_scale=1.0, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,7 @@ def test_bad_heads():
 def test_mask_seen_keeps_targets():
     import torch
 
-    from segrec.models._seqtrain import mask_seen, multi_target_ce
+    from segrec.models._seqloss import mask_seen, multi_target_ce
 
     inputs = torch.tensor([[1, 2, 3, 5], [0, 0, 2, 5]])  # pad id = 5 = n_items
     targets = torch.tensor([[2, 3, -1, -1], [0, 2, 1, -1]])[..., None]
@@ -149,7 +150,7 @@ def test_exclude_seen_and_target_window_learn(split):
 def test_kl_term_has_finite_gradients_with_masked_items():
     import torch
 
-    from segrec.models._seqtrain import multi_target_ce
+    from segrec.models._seqloss import multi_target_ce
 
     logits = torch.randn(3, 6, requires_grad=True)
     ref = torch.randn(3, 6)
@@ -216,3 +217,152 @@ def test_run_turns_on_epoch_bars_unless_the_config_says_otherwise(capsys):
         off = run_experiment(load_config(None, **over, models={
             "systems": ("transformer",), "transformer": {**tiny, "show_progress": False}}), bars=True)
         assert not off.systems["transformer"].config.show_progress
+
+
+def _dense_mask_seen(logits, inputs, keep, targets):
+    """The one-hot + cumsum formulation mask_seen had before (O(positions x catalogue))."""
+    import torch
+
+    b, t = inputs.shape
+    n_items = logits.shape[1]
+    onehot = torch.zeros(b, t, n_items + 1, dtype=torch.int32)
+    onehot.scatter_(2, inputs[..., None], 1)
+    seen = onehot.cumsum(1)[keep][:, :n_items] > 0
+    is_target = torch.zeros_like(seen)
+    rows, cols = torch.nonzero(targets >= 0, as_tuple=True)
+    is_target[rows, targets[rows, cols]] = True
+    return logits.masked_fill(seen & ~is_target, float("-inf"))
+
+
+def _random_batch(seed, b=7, t=9, n_items=13, w=3):
+    """Right-padded windows with repeats, and their next-w targets (-1 past each window's end)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, t + 1, (b,), generator=g)
+    items = torch.randint(0, n_items, (b, t + w), generator=g)
+    pos = torch.arange(t)
+    valid = pos[None, :] < lengths[:, None]
+    inputs = torch.where(valid, items[:, :t], n_items)
+    tpos = (pos[None, :, None] + 1 + torch.arange(w)[None, None, :]).expand(b, t, w)
+    stop = lengths[:, None, None] + torch.randint(0, w + 1, (b, 1, 1), generator=g)
+    nxt = items.gather(1, tpos.reshape(b, -1)).reshape(b, t, w)
+    targets = torch.where(valid[..., None] & (tpos < stop), nxt, -1)
+    return inputs, targets
+
+
+def test_mask_seen_from_indices_equals_the_dense_formulation():
+    import torch
+
+    from segrec.models._seqloss import mask_seen, multi_target_ce
+
+    for seed in range(20):
+        inputs, targets = _random_batch(seed)
+        keep = targets[..., 0] >= 0
+        logits = torch.randn(int(keep.sum()), 13, generator=torch.Generator().manual_seed(seed))
+        new = mask_seen(logits, inputs, keep, targets[keep])
+        old = _dense_mask_seen(logits, inputs, keep, targets[keep])
+        assert torch.equal(new, old)
+        assert torch.equal(multi_target_ce(new, targets[keep]), multi_target_ce(old, targets[keep]))
+
+
+def test_sampled_softmax_over_every_item_is_the_exact_loss():
+    """With all items as negatives the sampled logits are the full softmax, column-permuted."""
+    import torch
+
+    from segrec.models._seqloss import multi_target_ce, output_logits, seen_pairs
+
+    for seed in range(10):
+        inputs, targets = _random_batch(seed)
+        keep = targets[..., 0] >= 0
+        g = torch.Generator().manual_seed(seed)
+        hidden = torch.randn(int(keep.sum()), 4, generator=g)
+        weight, bias = torch.randn(13, 4, generator=g), torch.randn(13, generator=g)
+        tg = targets[keep]
+        pairs = seen_pairs(inputs, keep, tg)
+        full = multi_target_ce(*output_logits(hidden, weight, bias, tg, pairs))
+        every = torch.randperm(13, generator=g)
+        sampled = multi_target_ce(*output_logits(hidden, weight, bias, tg, pairs, every))
+        assert torch.allclose(full, sampled, atol=1e-5)
+        # fewer negatives: a finite loss with gradients, and a different estimate
+        few = output_logits(hidden.requires_grad_(), weight, bias, tg, pairs, every[:5])
+        loss = multi_target_ce(*few)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(hidden.grad).all()
+
+
+def test_token_batches_cover_every_training_pair_once_per_epoch():
+    from segrec.models._seqdata import Histories, iter_batches, make_windows
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(1, 8, 300), rng.integers(50, 400, 20)])
+    hist = Histories.from_lists([rng.integers(0, 50, n) for n in lengths])
+    windows = make_windows(hist, 64)
+    assert windows.length.sum() == np.maximum(lengths - 1, 0).sum()  # one input position per pair
+    for budget in (1, 100, 512, 4096):
+        batches = list(iter_batches(windows, np.random.default_rng(1), tokens=budget))
+        flat = np.concatenate(batches)
+        np.testing.assert_array_equal(np.sort(flat), np.arange(len(windows)))
+        for b in batches:  # within budget, unless one window alone is longer
+            assert len(b) * windows.length[b].max() <= budget or len(b) == 1
+    small = list(iter_batches(windows, np.random.default_rng(1), tokens=512))
+    big = list(iter_batches(windows, np.random.default_rng(1), tokens=4096))
+    assert len(big) < len(small)
+    fixed = list(iter_batches(windows, np.random.default_rng(1), size=16))
+    assert sorted(len(b) for b in fixed)[-1] == 16 and sum(map(len, fixed)) == len(windows)
+
+
+def test_warm_started_refit_continues_from_the_early_stopped_weights(split, monkeypatch):
+    import segrec.models.transformer as tr
+
+    starts = []  # the weights each training run starts from, taken when the loop starts
+    original = tr.run_loop
+
+    def spy(params, *args, **kwargs):
+        starts.append({k: v.detach().clone() for k, v in params.items()})
+        return original(params, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "run_loop", spy)
+    cfg = {**TINY, "early_stopping": True, "epochs": 6, "patience": 2}
+    warm = TransformerRecommender(**cfg, warm_fraction=0.01).fit(split.train, valid=split.valid)
+    assert warm.refit_epochs_ == min(3, warm.best_epoch_) and len(warm.refit_curve_) == warm.refit_epochs_
+    for k, v in warm.inner_params_.items():  # the refit started from the best epoch's weights
+        assert torch.equal(starts[1][k], v)
+    scratch = TransformerRecommender(**cfg, warm_start=False).fit(split.train, valid=split.valid)
+    assert scratch.refit_epochs_ == scratch.best_epoch_
+    assert torch.equal(starts[2]["wte.weight"], starts[3]["wte.weight"])  # scratch: a fresh init again
+    assert evaluate(warm, split, ks=(1, 10)).overall["recall@1"] >= 0.9
+
+
+def test_sampled_softmax_above_the_catalogue_threshold_learns(split):
+    model = TransformerRecommender(**{**TINY, "full_softmax_max_items": 10, "n_negatives": 8,
+                                      "exclude_seen": True})
+    assert model.n_negatives_for(20) == 8 and model.n_negatives_for(10) is None
+    model.fit(split.train, valid=split.valid)
+    assert evaluate(model, split, ks=(1, 10)).overall["recall@1"] >= 0.9
+
+
+def test_validation_scores_a_fixed_sample_when_capped(split):
+    from segrec.models.transformer import validation_users
+
+    users, fit_rows, valid_rows = validation_users(split.train, split.valid, 25, seed=0)
+    again, _, _ = validation_users(split.train, split.valid, 25, seed=0)
+    assert len(users) == 25 and np.array_equal(users, again) and fit_rows.shape[0] == 25
+    assert (np.diff(valid_rows.indptr) > 0).all()
+    model = TransformerRecommender(**{**TINY, "early_stopping": True, "epochs": 4, "patience": 2,
+                                      "valid_users": 25, "validate_every": 2})
+    model.fit(split.train, valid=split.valid)
+    validated = [row["epoch"] for row in model.curve_ if "ndcg@10" in row]
+    assert validated[:3] == [0, 2, 4]
+
+
+def test_bf16_training_and_the_automatic_embedding_rate(split):
+    from segrec.models.transformer import embedding_lr_scale
+
+    assert embedding_lr_scale(80_000, 1_682) == pytest.approx(3.15, abs=0.01)  # ml-100k-like: dense
+    assert embedding_lr_scale(10_700, 1_585) == 10.0  # amazon-like: sparse, capped
+    assert embedding_lr_scale(10**7, 100) == 1.0
+    model = TransformerRecommender(**{**TINY, "precision": "bf16", "batch_size": None, "batch_tokens": 64,
+                                      "learning_rate": 3e-3, "embedding_lr_scale": "auto"})
+    model.fit(split.train, valid=split.valid)
+    assert evaluate(model, split, ks=(1, 10)).overall["recall@1"] >= 0.9

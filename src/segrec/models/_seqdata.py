@@ -14,7 +14,7 @@ import torch
 
 from ..types import Interactions
 
-__all__ = ["Histories", "Windows", "make_windows", "iter_batches", "padded_tail"]
+__all__ = ["Histories", "Windows", "make_windows", "iter_batches", "token_bounds", "padded_tail"]
 
 
 @dataclass(frozen=True)
@@ -109,18 +109,46 @@ def make_windows(hist: Histories, max_len: int) -> Windows:
 
 
 def iter_batches(
-    windows: Windows, batch_size: int, rng: np.random.Generator
+    windows: Windows, rng: np.random.Generator, *, tokens: int | None = None, size: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield window indices in batches of similar length, batch order shuffled.
 
     Sorting by length first (ties in random order) cuts padding several-fold on
     power-law activity data; shuffling the batches keeps SGD unbiased across epochs.
+    Every window is in exactly one batch per epoch.
+
+    Args:
+        windows: The training windows.
+        rng: Seeded generator (ties and batch order).
+        tokens: Padded positions per batch (windows x the longest one's length): short
+            windows then go many to a batch and a step costs about the same at any
+            history length. At least one window per batch.
+        size: Windows per batch instead (the old fixed batching); wins over ``tokens``.
     """
+    if tokens is None and size is None:
+        raise ValueError("iter_batches: give tokens= or size=")
     perm = rng.permutation(len(windows))
     order = perm[np.argsort(-windows.length[perm], kind="stable")]
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if size is not None:
+        bounds = np.arange(0, len(order) + size, size).clip(max=len(order))
+    else:
+        bounds = token_bounds(windows.length[order], tokens)
+    batches = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
     for b in rng.permutation(len(batches)):
         yield batches[b]
+
+
+def token_bounds(lengths: np.ndarray, tokens: int) -> np.ndarray:
+    """Batch boundaries over windows sorted by decreasing length, each within ``tokens``.
+
+    A batch starting at window i holds the windows after it while (count x length[i])
+    stays within the budget (its first window is its longest: the padded width).
+    """
+    bounds, i, n = [0], 0, len(lengths)
+    while i < n:
+        i += max(1, int(tokens // max(int(lengths[i]), 1)))
+        bounds.append(min(i, n))
+    return np.asarray(bounds, dtype=np.int64)
 
 
 def to_batch(

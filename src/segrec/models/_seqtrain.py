@@ -15,28 +15,38 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import progress
 from ._seqdata import Histories, Windows, iter_batches, padded_tail, to_batch
 
-__all__ = ["LoopSettings", "LoopResult", "mask_seen", "multi_target_ce", "run_loop", "score_rows", "seeded"]
+__all__ = ["LoopSettings", "LoopResult", "run_loop", "score_rows", "seeded"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What the loop needs from a model config."""
+    """What the loop needs from a model config.
+
+    ``batch_tokens`` (padded positions per step) batches by a token budget; a set
+    ``batch_size`` (windows per step) overrides it with the old fixed batching.
+    ``validate_every``: validate after every k-th epoch (and the last); patience is
+    counted in epochs either way.
+    ``lr_scale``: (parameter-name prefix, learning-rate multiplier) pairs.
+    """
 
     epochs: int
-    batch_size: int
     learning_rate: float
     weight_decay: float
     patience: int
     target_window: int
+    batch_tokens: int | None = 4096
+    batch_size: int | None = None
     clip_grad: float = 1.0
     ema_decay: float = 0.0
+    validate_every: int = 1
+    bf16: bool | None = None
+    lr_scale: tuple[tuple[str, float], ...] = ()
     device: str = "cpu"
     show_progress: bool = False
     label: str = "transformer"
@@ -78,76 +88,13 @@ def seeded(seed: int, n_threads: int | None = None) -> Iterator[np.random.Genera
             torch.set_num_threads(old_threads)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (the H100/H200 fast path); a no-op context on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, bf16: bool | None = None):
+    """bf16 autocast where asked (default: on CUDA only, the H100/H200 fast path), else a no-op."""
+    if bf16 is None:
+        bf16 = device.type == "cuda"
+    if bf16 and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def multi_target_ce(
-    logits: torch.Tensor,
-    targets: torch.Tensor,
-    ref_logits: torch.Tensor | None = None,
-    kl_weight: float = 0.0,
-) -> torch.Tensor:
-    """Full-softmax cross-entropy against each position's next ``w`` items (uniform weights).
-
-    With w = 1 this is SASRec+'s loss. With w > 1 every position also learns the few
-    items that follow the next one: the protocol scores a set of future items, not
-    only the next. Optionally adds ``kl_weight * KL(p || p_ref)`` (adapter consistency).
-
-    Args:
-        logits: (n, n_items) scores at the n positions that have at least one target.
-        targets: (n, w) item ids, -1 where absent.
-        ref_logits: Optional (n, n_items) reference (global model) scores.
-        kl_weight: Weight of the KL term.
-
-    Returns:
-        Scalar mean loss over positions.
-    """
-    logp = F.log_softmax(logits.float(), dim=-1)  # (n, n_items)
-    mask = targets >= 0
-    # where(), not a product: an absent target's dummy index may hold -inf (masked item)
-    picked = torch.where(mask, logp.gather(1, targets.clamp(min=0)), 0.0)  # (n, w)
-    loss = -(picked.sum(1) / mask.sum(1).clamp(min=1)).mean()
-    if ref_logits is not None and kl_weight > 0:
-        ref_logp = F.log_softmax(ref_logits.float(), dim=-1)
-        # KL(p || p_ref). Items masked out of both (-inf) must add 0 *and* a 0 gradient:
-        # zero them before the arithmetic (a where() after it still back-propagates NaN).
-        live = torch.isfinite(logp) & torch.isfinite(ref_logp)
-        lp, rp = logp.masked_fill(~live, 0.0), ref_logp.masked_fill(~live, 0.0)
-        kl = (lp.exp() * (lp - rp) * live).sum(1).mean()
-        loss = loss + kl_weight * kl
-    return loss
-
-
-def mask_seen(logits: torch.Tensor, inputs: torch.Tensor, keep: torch.Tensor,
-              targets: torch.Tensor) -> torch.Tensor:
-    """Set the scores of items already in the window (up to each position) to -inf.
-
-    At test time a user's fit-data items are excluded from the ranking, so they need
-    not compete in the training softmax either; a target that repeats an earlier
-    item stays scorable.
-
-    Args:
-        logits: (n, n_items) scores at the kept positions.
-        inputs: (b, t) padded window inputs (pad id = n_items).
-        keep: (b, t) bool, the positions ``logits`` rows belong to.
-        targets: (n, w) target ids at the kept positions, -1 = none.
-
-    Returns:
-        Masked copy of ``logits``.
-    """
-    b, t = inputs.shape
-    n_items = logits.shape[1]
-    onehot = torch.zeros(b, t, n_items + 1, dtype=torch.int32, device=inputs.device)
-    onehot.scatter_(2, inputs[..., None], 1)
-    seen = onehot.cumsum(1)[keep][:, :n_items] > 0  # (n, n_items): seen at or before each position
-    is_target = torch.zeros_like(seen)
-    rows, cols = torch.nonzero(targets >= 0, as_tuple=True)
-    is_target[rows, targets[rows, cols]] = True
-    return logits.masked_fill(seen & ~is_target, float("-inf"))
 
 
 def run_loop(
@@ -163,13 +110,16 @@ def run_loop(
 ) -> LoopResult:
     """Train ``params`` with AdamW on ``windows``; early-stop on ``validate()`` if given.
 
+    Training starts from the current values of ``params`` (a fresh init, or the
+    weights a warm-started refit continues from).
+
     Args:
         params: Trainable tensors by name (leaf tensors with ``requires_grad``).
         batch_loss: ``(inputs (b, t), targets (b, t, w)) -> scalar loss``.
         set_train: Switches the modules involved to train (True) / eval (False) mode.
         hist: Flat histories the windows point into.
         windows: Training windows.
-        settings: Epochs, batch size, optimiser settings, patience, device.
+        settings: Epochs, batching, optimiser settings, patience, device.
         rng: Shuffles batches; seeded by the caller.
         pad_id: Padding item id.
         validate: Returns validation NDCG@10 for the current parameters.
@@ -178,77 +128,93 @@ def run_loop(
         LoopResult; ``best_params`` holds the parameters of the best epoch.
     """
     device = torch.device(settings.device)
-    decay = [p for p in params.values() if p.dim() >= 2]
-    no_decay = [p for p in params.values() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": settings.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.learning_rate)
+    names = list(params)
+    plist = [params[k] for k in names]
+    def scale(name: str) -> float:
+        return next((f for prefix, f in settings.lr_scale if name.startswith(prefix)), 1.0)
+
+    groups = []
+    for f in sorted({scale(k) for k in names}):
+        for wd, pick in ((settings.weight_decay, lambda p: p.dim() >= 2), (0.0, lambda p: p.dim() < 2)):
+            ps = [params[k] for k in names if scale(k) == f and pick(params[k])]
+            groups.append({"params": ps, "weight_decay": wd, "lr": settings.learning_rate * f})
+    # fused: one kernel per step for all parameters instead of a Python loop over them
+    fused = device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in plist)
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.learning_rate,
+                            **({"fused": True} if fused else {"foreach": True}))
     result = LoopResult(best_epoch=settings.epochs if validate is None else 0, best_score=float("nan"))
     # Exponential moving average of the weights (Polyak averaging): validation, the
     # best-epoch snapshot and the final model use the average, which is smoother than
     # the last SGD iterate on small, noisy data. Swapped in place so `validate` sees it.
-    ema = {k: v.detach().clone() for k, v in params.items()} if settings.ema_decay else None
+    ema = [p.detach().clone() for p in plist] if settings.ema_decay else None
+    live = [p.detach() for p in plist]
     n_steps = 0
 
     def swap_ema() -> None:
         if ema is None:
             return
         with torch.no_grad():
-            for k, p in params.items():
-                live = p.detach().clone()
-                p.copy_(ema[k])
-                ema[k].copy_(live)
+            for p, e in zip(live, ema, strict=True):
+                tmp = p.clone()
+                p.copy_(e)
+                e.copy_(tmp)
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
 
     if validate is not None:
         set_train(False)
         result.best_score = validate()  # epoch 0: the starting point counts (adapters start at the global)
-        result.best_params = {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
+        result.best_params = snapshot()
         result.curve.append({"epoch": 0, "loss": float("nan"), "ndcg@10": result.best_score, "seconds": 0.0})
     bar = None
     if settings.show_progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=settings.epochs, desc=settings.label, leave=True)  # kept: a record of the fit
-    bad = 0
+    every = max(1, settings.validate_every)
     progress.report({"label": settings.label, "epoch": 0, "epochs": settings.epochs})
     for epoch in range(1, settings.epochs + 1):
         start = time.perf_counter()
         set_train(True)
-        total, n = 0.0, 0
-        for idx in iter_batches(windows, settings.batch_size, rng):
+        # a tensor, not float(loss) per step: no host sync inside the epoch
+        total, n = torch.zeros((), device=device), 0
+        for idx in iter_batches(windows, rng, tokens=settings.batch_tokens, size=settings.batch_size):
             inputs, targets = to_batch(hist, windows, idx, settings.target_window, pad_id, device)
-            with autocast(device):
+            with autocast(device, settings.bf16):
                 loss = batch_loss(inputs, targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if settings.clip_grad:
-                torch.nn.utils.clip_grad_norm_(list(params.values()), settings.clip_grad)
+                torch.nn.utils.clip_grad_norm_(plist, settings.clip_grad, foreach=True)
             opt.step()
+            n_steps += 1
             if ema is not None:
-                n_steps += 1
                 # warm-up (as tf.train.ExponentialMovingAverage): early averages forget the init
                 beta = min(settings.ema_decay, (1 + n_steps) / (10 + n_steps))
                 with torch.no_grad():
-                    for k, p in params.items():
-                        ema[k].lerp_(p.detach(), 1.0 - beta)
-            total += float(loss.detach()) * len(idx)
-            n += len(idx)
-        row = {"epoch": epoch, "loss": total / max(n, 1), "seconds": time.perf_counter() - start}
+                    torch._foreach_lerp_(ema, live, 1.0 - beta)
+            positions = int(windows.length[idx].sum())  # every input position has a target
+            total += loss.detach().float() * positions
+            n += positions
+        row = {"epoch": epoch, "loss": float(total) / max(n, 1), "seconds": time.perf_counter() - start}
         if not np.isfinite(row["loss"]):
             from ..errors import ModelFitError
 
             raise ModelFitError(f"{settings.label}: loss became {row['loss']} at epoch {epoch}; "
                                 "lower learning_rate or check the data")
-        if validate is not None:
+        stop = False
+        if validate is not None and (epoch % every == 0 or epoch == settings.epochs):
+            t = time.perf_counter()
             set_train(False)
             swap_ema()
             row["ndcg@10"] = score = validate()
             if score > result.best_score:
-                result.best_score, result.best_epoch, bad = score, epoch, 0
-                result.best_params = {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
-            else:
-                bad += 1
+                result.best_score, result.best_epoch = score, epoch
+                result.best_params = snapshot()
             swap_ema()
+            row["valid_seconds"] = time.perf_counter() - t
+            stop = epoch - result.best_epoch >= settings.patience
         result.curve.append(row)
         progress.report({"label": settings.label, "epochs": settings.epochs, **row})
         log.info("%s epoch %d: loss %.4f%s (%.1fs)", settings.label, epoch, row["loss"],
@@ -256,13 +222,13 @@ def run_loop(
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("loss", "ndcg@10")})
-        if validate is not None and bad >= settings.patience:
+        if stop:
             break
     if bar is not None:
         bar.close()
     if validate is None:
         swap_ema()  # without validation the final weights are the average
-        result.best_params = {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
+        result.best_params = snapshot()
     set_train(False)
     return result
 

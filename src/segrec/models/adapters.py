@@ -35,13 +35,21 @@ from ..errors import SegrecWarning
 from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
+from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
 from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
-from ._seqtrain import LoopSettings, mask_seen, multi_target_ce, run_loop, score_rows, seeded
+from ._seqtrain import LoopSettings, run_loop, score_rows, seeded
 from ._vectors import ItemTable
 from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
-from .transformer import TransformerConfig, TransformerRecommender, net_flops, net_item_table, scoring_threads
+from .transformer import (
+    TransformerConfig,
+    TransformerRecommender,
+    net_flops,
+    net_item_table,
+    scoring_threads,
+    train_in_bf16,
+)
 from .tuning import inner_sets
 
 __all__ = [
@@ -79,10 +87,20 @@ class AdapterConfig(ModelConfig):
     """Choose each segment's epochs on inner validation (0 epochs = serve it with the global model)."""
     patience: int = Field(3, ge=1)
     """Epochs without improvement before a segment stops."""
-    batch_size: int = Field(64, ge=1)
-    """Training windows per step."""
+    batch_tokens: int = Field(1024, ge=1)
+    """Padded positions (windows x their length) per training step (the global model's default)."""
+    batch_size: int | None = Field(None, ge=1)
+    """Windows per step instead of ``batch_tokens`` (the fixed batching of earlier versions)."""
     learning_rate: float = Field(1e-3, gt=0)
     """AdamW learning rate of θ_k (θ_shared is frozen)."""
+    valid_users: int | None = Field(4096, ge=1)
+    """Most users of a segment scored per validation (a fixed random sample); None = all."""
+    warm_start: bool = True
+    """The final θ_k (on train ∪ valid, on the final global weights) continues from the
+    θ_k tuned on the inner split for ``warm_epochs`` epochs, instead of training
+    from scratch for the tuned number of epochs."""
+    warm_epochs: int = Field(2, ge=1)
+    """Epochs of the warm-started final fit (at most the tuned number)."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay on the low-rank factors."""
     max_param_ratio: float = Field(0.05, gt=0)
@@ -93,8 +111,12 @@ class AdapterConfig(ModelConfig):
     """Settings of the global model trained when ``fit`` is not given one."""
     device: str = "cpu"
     """Torch device for adapter training and scoring."""
-    n_threads: int | None = Field(None, ge=1)
-    """CPU threads (``None`` = torch's current setting)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Training matmuls, as the global model's ``precision`` (``auto``: bf16 on CUDA and on
+    CPUs with native bf16). ml-100k, one segment of every user, one epoch on a loaded box:
+    see ``benchmarks/results`` notes in the commit that set it."""
+    n_threads: int | None = Field(1, ge=1)
+    """CPU threads (``None`` = torch's current setting); 1, as the global model's (see there)."""
     random_state: int = 0
     """Seed; segment k trains with seed ``random_state + k``."""
     show_progress: bool = False
@@ -167,13 +189,14 @@ def effective_params(
 
 def adapted_forward(
     net: SeqNet, shared: dict[str, torch.Tensor], theta: dict[str, torch.Tensor] | None,
-    config: AdapterConfig, inputs: torch.Tensor,
+    config: AdapterConfig, inputs: torch.Tensor, last: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Hidden states (b, t, d) of the adapted network, and its output bias (or None)."""
+    """Hidden states (b, t, d) of the adapted network (at ``last`` only: (b, d)), and its output bias."""
     if not theta:
-        return net(inputs), None
+        return net(inputs, last=last), None
     params = effective_params(shared, theta, config.variant, config.scale)
-    hidden = torch.func.functional_call(net, params, (inputs,), {"extra": theta.get("segment_embedding")})
+    hidden = torch.func.functional_call(net, params, (inputs,),
+                                        {"extra": theta.get("segment_embedding"), "last": last})
     return hidden, theta.get("output_bias")
 
 
@@ -208,7 +231,9 @@ def fit_segment_adapter(
     rank: int,
     target_window: int = 1,
     exclude_seen: bool = False,
+    n_negatives: int | None = None,
     epochs: int | None = None,
+    init: dict[str, np.ndarray] | None = None,
     seed: int = 0,
     label: str = "segment",
 ) -> SegmentFit:
@@ -223,7 +248,9 @@ def fit_segment_adapter(
         rank: Rank of the weight deltas.
         target_window: Next items learned per position (the global model's setting).
         exclude_seen: Mask items already in the window out of the softmax (the global's setting).
+        n_negatives: Shared negatives of a sampled softmax, None = exact (the global's setting).
         epochs: Epochs to train (default ``config.epochs``); with ``valid`` the most epochs.
+        init: θ_k to start from (a warm start) instead of a fresh one.
         seed: Seed of θ_k's init, dropout and batch order.
         label: Name in log messages.
 
@@ -239,43 +266,54 @@ def fit_segment_adapter(
         for p in net.parameters():
             p.requires_grad_(False)
         base = {k: v for k, v in net.named_parameters()}
-        theta = {k: v.to(config.device).requires_grad_(True)
-                 for k, v in init_theta(net, config, rank).items()}
+        fresh = init_theta(net, config, rank)
+        if init is not None:  # θ_k may lack keys a fresh one has (an empty θ_k: the global model)
+            fresh.update({k: torch.from_numpy(np.array(v)) for k, v in init.items() if k in fresh})
+        theta = {k: v.to(config.device).requires_grad_(True) for k, v in fresh.items()}
         windows = make_windows(train, net_config.max_len)
         pad = net_config.pad_id
         reference = SeqNet(net_config).to(config.device)  # frozen global, eval mode, for the KL term
         reference.load_state_dict(net.state_dict())
         reference.eval()
 
+        n_items = net_config.n_items
+        weight, item_bias = net.wte.weight[:n_items], net.item_bias
+
         def batch_loss(inputs, targets):
             keep = targets[..., 0] >= 0
+            tg = targets[keep]
             hidden, bias = adapted_forward(net, base, theta, config, inputs)
-            logits = net.logits(hidden[keep])
-            if bias is not None:
-                logits = logits + bias
+            # the same softmax as the global model was trained with (mask, negatives)
+            pairs = seen_pairs(inputs, keep, tg) if exclude_seen else None
+            negatives = None if n_negatives is None else sample_negatives(n_items, n_negatives, inputs.device)
+            out_bias = item_bias if bias is None else item_bias + bias
+            logits, cols = output_logits(hidden[keep], weight, out_bias, tg, pairs, negatives)
             ref = None
             if config.kl_weight > 0:
                 with torch.no_grad():
-                    ref = reference.logits(reference(inputs)[keep])
-            if exclude_seen:  # the same softmax as the global model was trained with
-                logits = mask_seen(logits, inputs, keep, targets[keep])
-                ref = None if ref is None else mask_seen(ref, inputs, keep, targets[keep])
-            return multi_target_ce(logits, targets[keep], ref, config.kl_weight)
+                    ref, _ = output_logits(reference(inputs)[keep], weight, item_bias, tg, pairs, negatives)
+            return multi_target_ce(logits, cols, ref, config.kl_weight,
+                                   masked=pairs is not None or negatives is not None)
 
         validate = None
         if valid is not None and config.early_stopping:
             tail = train.tail(net_config.max_len)
-            rows = np.arange(len(train))
-            train_csr, valid_csr = _hist_csr(train, net_config.n_items), _hist_csr(valid, net_config.n_items)
+            train_csr, valid_csr = _hist_csr(train, n_items), _hist_csr(valid, n_items)
+            rows = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
+            if config.valid_users is not None and len(rows) > config.valid_users:
+                rows = np.sort(np.random.default_rng(seed).choice(rows, config.valid_users, replace=False))
+            train_csr, valid_csr = train_csr[rows], valid_csr[rows]
 
             def validate() -> float:
                 return quick_ndcg(lambda u: _score_adapted(net, base, theta, config, tail, rows[u]),
                                   train_csr, valid_csr)
 
-        settings = LoopSettings(epochs=epochs, batch_size=config.batch_size,
+        settings = LoopSettings(epochs=epochs, batch_tokens=config.batch_tokens, batch_size=config.batch_size,
                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                                 patience=config.patience, target_window=target_window, clip_grad=1.0,
-                                device=config.device, show_progress=config.show_progress, label=label)
+                                bf16=train_in_bf16(config.precision, config.device),
+                                device=config.device, show_progress=config.show_progress,
+                                label=label)
         result = run_loop(theta, batch_loss, net.train, train, windows, settings, rng, pad, validate)
     params = {k: v.numpy() for k, v in result.best_params.items()} if result.best_epoch > 0 else {}
     global_score = result.curve[0]["ndcg@10"] if validate is not None else float("nan")
@@ -293,8 +331,8 @@ def _hist_csr(hist: Histories, n_items: int) -> sp.csr_matrix:
 
 def _score_adapted(net, base, theta, config, hist: Histories, rows: np.ndarray) -> np.ndarray:
     def forward(inputs, last):
-        hidden, bias = adapted_forward(net, base, theta, config, inputs)
-        logits = net.logits(hidden[torch.arange(len(last), device=hidden.device), last])
+        hidden, bias = adapted_forward(net, base, theta, config, inputs, last)
+        logits = net.logits(hidden)
         return logits if bias is None else logits + bias
 
     return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=config.device)
@@ -352,7 +390,8 @@ class AdaptedTransformerRecommender(Recommender):
         full = train if valid is None else train.concat(valid)
         final_shared = {k: v.detach().cpu().numpy() for k, v in g.net_.state_dict().items()}
         # the global model's training objective, which the adapters keep
-        tw = {"target_window": g.config.target_window, "exclude_seen": g.config.exclude_seen}
+        tw = {"target_window": g.config.target_window, "exclude_seen": g.config.exclude_seen,
+              "n_negatives": g.n_negatives_for(net_config.n_items)}
         # Honest epoch choice needs a global model that has not seen the inner-valid items.
         inner = getattr(g, "inner_params_", None)
         tune = c.early_stopping and inner is not None
@@ -378,6 +417,7 @@ class AdaptedTransformerRecommender(Recommender):
             else:
                 todo[k] = np.flatnonzero(self.segments_ == k)
         epochs = {k: c.epochs for k in todo}
+        tuned: dict[int, dict[str, np.ndarray]] = {}  # θ_k at the tuned epoch: a warm final fit's start
         # θ_k at the best epoch on the inner split: with the global model's inner weights
         # this is the train-only adapted model that ``inner_model`` hands to the router
         self._inner_adapters: dict[int, dict[str, np.ndarray]] | None = {} if tune else None
@@ -392,7 +432,7 @@ class AdaptedTransformerRecommender(Recommender):
                     continue
                 epochs[k] = res.best_epoch
                 if res.best_epoch > 0:
-                    self._inner_adapters[k] = res.params
+                    self._inner_adapters[k] = tuned[k] = res.params
                 self.segment_info_[k].update(valid_ndcg_global=res.global_score,
                                              valid_ndcg_adapted=res.best_score, tune_seconds=res.seconds)
                 log.info("segment %d (%d users): inner-valid NDCG@10 %.4f global -> %.4f adapted "
@@ -401,14 +441,18 @@ class AdaptedTransformerRecommender(Recommender):
             if k not in self.failed_segments_:
                 self.segment_info_[k]["best_epoch"] = epochs[k]
         # epochs == 0: adaptation did not help on validation, serve the segment with the global model
-        final = [(k, todo[k], epochs[k]) for k in todo if k not in self.failed_segments_ and epochs[k] > 0]
+        final = [(k, todo[k], epochs[k], None) for k in todo
+                 if k not in self.failed_segments_ and epochs[k] > 0]
+        if c.warm_start:  # continue from the tuned θ_k instead of retraining it from scratch
+            final = [(k, u, min(n, c.warm_epochs), tuned[k]) if k in tuned else (k, u, n, None)
+                     for k, u, n, _ in final]
         results = executor.map(final_adapter_task, final,
                                shared=(final_shared, net_config, full_hist, c, self.rank_, tw),
-                               labels=[f"adapter segment {k}" for k, _, _ in final], on_error="return")
+                               labels=[f"adapter segment {k}" for k, *_ in final], on_error="return")
         raise_if_all_failed(results, "AdaptedTransformerRecommender")
-        for (k, _, _), res in zip(final, results, strict=True):
+        for (k, _, n, _), res in zip(final, results, strict=True):
             if not self._failed(k, res):
-                self.segment_info_[k]["seconds"] = res.seconds
+                self.segment_info_[k].update(seconds=res.seconds, final_epochs=n)
                 self.adapters_[k] = res.params
         self.fit_seconds_ = time.perf_counter() - start
 
@@ -510,8 +554,7 @@ class AdaptedTransformerRecommender(Recommender):
                          for n, v in self.adapters_.get(int(k), {}).items()}
 
                 def forward(inputs, last, theta=theta):
-                    hidden, _ = adapted_forward(net, base, theta, self.config, inputs)
-                    return hidden[torch.arange(len(last), device=hidden.device), last]
+                    return adapted_forward(net, base, theta, self.config, inputs, last)[0]  # (b, d)
 
                 out[pick] = score_rows(forward, hist, rows[pick], net.config.pad_id,
                                        net.config.embedding_size, device=self.config.device)
@@ -580,17 +623,18 @@ def tune_adapter_task(shared: tuple, item: tuple[int, np.ndarray]) -> SegmentFit
                                rank=rank, **tw, seed=config.random_state + k, label=f"segment {k}")
 
 
-def final_adapter_task(shared: tuple, item: tuple[int, np.ndarray, int]) -> SegmentFit:
+def final_adapter_task(shared: tuple, item: tuple[int, np.ndarray, int, dict | None]) -> SegmentFit:
     """Executor task: train one segment's θ_k on all its fit data for the chosen epochs.
 
     Args:
         shared: ``(final weights, net_config, full histories, config, rank, objective)``.
-        item: ``(segment, its dense users, epochs)``.
+        item: ``(segment, its dense users, epochs, θ_k to start from or None)``.
 
     Returns:
         :class:`SegmentFit` with θ_k (seed ``config.random_state + segment``).
     """
     weights, net_config, hist, config, rank, tw = shared
-    k, users, epochs = item
+    k, users, epochs, init = item
     return fit_segment_adapter(weights, net_config, hist.select(users), None, config, rank=rank,
-                               **tw, epochs=epochs, seed=config.random_state + k, label=f"segment {k}")
+                               **tw, epochs=epochs, init=init, seed=config.random_state + k,
+                               label=f"segment {k}")
