@@ -27,7 +27,9 @@ from ..errors import ModelFitError
 from ..evaluate.ranking import quick_ndcg
 from ..resources import cpu_has_native_bf16
 from ..types import Interactions
-from .base import ModelConfig, Recommender
+from ._histories import as_history_input
+from ._vectors import ItemTable
+from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tuning import inner_sets, scored_users
 
@@ -132,6 +134,17 @@ class MultVAENet(nn.Module):
         Returns:
             ``(logits, mu, logvar)`` of shapes (b, n_items) (or (b, c)), (b, d), (b, d).
         """
+        z, mu, logvar = self.last_hidden(x)
+        last = self.decoder[-1]
+        if candidates is not None:  # only the candidates' rows of the output layer
+            return F.linear(z, last.weight[candidates], last.bias[candidates]), mu, logvar
+        return last(z), mu, logvar  # (b, n_items) logits
+
+    def last_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's input to its last (item) layer, mean and log-variance: ``forward`` but that layer.
+
+        A known user's vector for serving (the last layer is the item table and bias).
+        """
         # The input is sparse (ml-100k rows are ~6% full), so normalisation, dropout and
         # the first layer act on the stored values only: same maths as F.normalize +
         # F.dropout + Linear on the dense row, at half the cost of a training step.
@@ -152,12 +165,9 @@ class MultVAENet(nn.Module):
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         else:
             z = mu
-        *hidden, last = self.decoder
-        for layer in hidden:
+        for layer in self.decoder[:-1]:
             z = torch.tanh(layer(z))
-        if candidates is not None:  # only the candidates' rows of the output layer
-            return F.linear(z, last.weight[candidates], last.bias[candidates]), mu, logvar
-        return last(z), mu, logvar  # (b, n_items) logits
+        return z, mu, logvar
 
 
 class MultVAERecommender(Recommender):
@@ -288,6 +298,29 @@ class MultVAERecommender(Recommender):
         rows.sum_duplicates()
         rows.data[:] = 1.0  # binary, as in training
         return _forward_scores(self.net_, rows)
+
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        self.train_csr_ = self.seen_  # the encoder reads the history row
+
+    # ---------------------------------------------------------- cached vectors
+    def item_table(self) -> ItemTable:
+        """The decoder's last layer: a known user's scores are ``W @ z_u + b``."""
+        last = self.net_.decoder[-1]
+        return ItemTable(last.weight.detach().numpy(), last.bias.detach().numpy())
+
+    def _user_vectors(self, users: np.ndarray) -> tuple[np.ndarray, None]:
+        return self.history_vectors(self.train_csr_[users])
+
+    def history_vectors(self, histories, segments=None) -> tuple[np.ndarray, None]:
+        """The decoder's last hidden activation for binary item rows (or item sequences)."""
+        check_is_fitted(self)
+        rows, _ = as_history_input(histories, "rows", self.n_items)
+        rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)
+        rows.sum_duplicates()
+        rows.data[:] = 1.0  # binary, as in training and _score_histories
+        with torch.no_grad():
+            z, _, _ = self.net_.last_hidden(_to_torch(rows))
+        return z.numpy(), None
 
     # ---------------------------------------------------------------- artifacts
     def _state(self) -> dict[str, np.ndarray]:
