@@ -1,16 +1,18 @@
 """Serving benchmark: the real HTTP server under concurrent loopback load, per tier.
 
-    python benchmarks/bench_serve.py --run /tmp/ml100k-run [--duration 8] [--concurrency 4]
+    python benchmarks/bench_serve.py --run /tmp/ml100k-run [--duration 8] [--concurrency 8]
+    python benchmarks/bench_serve.py --run RUN --systems transformer --before-src /tmp/base/src --repeat 3
     python benchmarks/bench_serve.py --synthetic          # builds a tiny cheap run first
 
 Starts ``segrec serve RUN`` (uvicorn, one process) in a subprocess bound to
-127.0.0.1 only, waits for ``/healthz``, then drives ``POST /v1/recommend`` with
-``--concurrency`` keep-alive HTTP/1.1 clients (raw asyncio sockets, so the client
-costs as little CPU as possible on a 2-core box) for ``--duration`` seconds per
+127.0.0.1 only, waits for ``/healthz``, then drives ``POST /v1/recommend`` from this
+process (the load generator: a separate process, so it does not share the server's
+GIL) with ``--concurrency`` keep-alive HTTP/1.1 clients (raw asyncio sockets, so the
+client costs as little CPU as possible on a 2-core box) for ``--duration`` seconds per
 phase, at most ``--max-requests`` per phase. Phases:
 
 * one per routed tier: known users whose segment is routed to that tier;
-* ``new-by-items``: new users given 5 recent items of a real user;
+* ``new-by-items``: new users given the ``--new-items`` (20) most recent items of a real user;
 * ``new-by-attributes``: new users given a real user's attributes;
 * ``unknown``: unknown ids (popularity fallback);
 * ``mixed``: every known user, uniformly.
@@ -19,6 +21,12 @@ Prints throughput and client-side p50/p99 latency per phase, the tier that the
 server reports for each response, server-side handler time per tier (from
 ``/metrics``) and the server's resident memory; writes
 ``benchmarks/results/bench_serve.json``. The server is always stopped.
+
+``--before-src DIR`` also serves every target from another source tree (the server's
+``PYTHONPATH=DIR``, e.g. the base commit's ``src`` unpacked under /tmp) on the same run,
+so before and after are measured in the same session; ``--repeat N`` runs all targets N
+times, interleaved (before, after, before, ...), and the table shows the median of the
+repeats, with the load average beside each (the box is shared: expect noise).
 """
 
 from __future__ import annotations
@@ -62,6 +70,15 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat), NaN if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 # ------------------------------------------------------------------ client
@@ -118,7 +135,7 @@ async def _get(port: int, path: str) -> bytes:
 
 
 # ---------------------------------------------------------------- workload
-def _bodies(run: Path, port: int, k: int, n_max: int, seed: int) -> dict[str, list[bytes]]:
+def _bodies(run: Path, port: int, k: int, n_max: int, seed: int, new_items: int) -> dict[str, list[bytes]]:
     """Request bodies per phase, built from the run's users, segments and routing."""
     from segrec.io import read_table
 
@@ -142,7 +159,7 @@ def _bodies(run: Path, port: int, k: int, n_max: int, seed: int) -> dict[str, li
     # new users from real users' first items / attributes (ids are resampled, so they are unknown)
     fit_items = _fit_histories(run)
     users = pick(fit_items)
-    phases["new-by-items"] = [enc({"user_id": f"new-{i}", "recent_items": fit_items[u][:5], "k": k})
+    phases["new-by-items"] = [enc({"user_id": f"new-{i}", "recent_items": fit_items[u][-new_items:], "k": k})
                               for i, u in enumerate(users) if fit_items[u]]
     attrs = _attributes(run)
     if attrs:
@@ -154,16 +171,20 @@ def _bodies(run: Path, port: int, k: int, n_max: int, seed: int) -> dict[str, li
 
 
 def _fit_histories(run: Path) -> dict[str, list[str]]:
-    """External item ids of each user's fit history, from the segmented (or best) system's files."""
+    """External item ids of each user's fit history in time order (the run's ``transformer`` keeps
+    them; otherwise the segmented or best system's seen items, in item order)."""
     from segrec.io import load_tensors, read_json, read_table
 
     manifest = read_json(run / "manifest.json")
-    name = "segmented" if "segmented" in manifest["systems"] else manifest["best_system"]
+    ordered = "transformer" in manifest["systems"]
+    name = "transformer" if ordered else "segmented" if "segmented" in manifest["systems"] else \
+        manifest["best_system"]
     d = run / "systems" / name
     t = load_tensors(d / "tensors.safetensors")
     users = read_table(d / "users.parquet")["id"].astype(str).to_numpy()
     items = read_table(d / "items.parquet")["id"].astype(str).to_numpy()
-    indptr, indices = t["seen_indptr"], t["seen_indices"]
+    indptr, indices = ((t["state.hist_indptr"], t["state.hist_items"]) if ordered
+                       else (t["seen_indptr"], t["seen_indices"]))
     return {u: items[indices[indptr[i]:indptr[i + 1]]].tolist() for i, u in enumerate(users)}
 
 
@@ -187,12 +208,15 @@ def _attributes(run: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------- server
-def _start_server(run: Path, port: int, extra: list[str]) -> subprocess.Popen:
+def _start_server(run: Path, port: int, extra: list[str], src: str | None = None) -> subprocess.Popen:
     code = ("import sys; from segrec.cli import main; "
             f"sys.exit(main(['serve', {str(run)!r}, '--host', '{HOST}', '--port', '{port}', "
             f"'--log-level', 'warning', *{extra!r}]))")
+    env = dict(os.environ)
+    if src is not None:  # serve another source tree (the "before" code) on the same run: first wins
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=env)
 
 
 def _wait_ready(proc: subprocess.Popen, port: int, timeout: float) -> None:
@@ -253,35 +277,43 @@ def _synthetic_run(out: Path) -> Path:
                               systems={"segmented": seg}, segmenter=seg.segmenter_), out)
 
 
-def _serve_target(run: Path, label: str, server_args: list[str], args) -> tuple[list[dict], dict]:
+def _serve_target(run: Path, label: str, server_args: list[str], args, src: str | None = None,
+                  repeat: int = 0) -> tuple[list[dict], dict]:
     """Start one server, run every phase against it, stop it; returns rows and server facts."""
     port = _free_port()
-    proc = _start_server(run, port, server_args)
+    started = time.perf_counter()
+    proc = _start_server(run, port, server_args, src)
     rows = []
     try:
-        _wait_ready(proc, port, timeout=300)
+        _wait_ready(proc, port, timeout=600)
+        startup_s = time.perf_counter() - started
         rss_start = _rss_mb(proc.pid)
-        phases = _bodies(run, port, args.k, args.max_requests, args.seed)
+        phases = _bodies(run, port, args.k, args.max_requests, args.seed, args.new_items)
         if args.phases:
             phases = {n: b for n, b in phases.items() if n in args.phases.split(",")}
         for name, bodies in phases.items():
             asyncio.run(_phase(port, bodies, args.concurrency, 30.0, args.warmup))  # warm up
+            cpu0 = _cpu_s(proc.pid)
             results, wall = asyncio.run(_phase(port, bodies, args.concurrency, args.duration,
                                                args.max_requests))
+            cpu = _cpu_s(proc.pid) - cpu0
             lat = np.array([r[0] for r in results]) * 1e3
             tiers = Counter(r[2] for r in results)
             by = ", ".join(f"{t} {n / len(results):.0%}" for t, n in tiers.most_common(2))
-            rows.append({"served": label, "phase": name, "served_by": by,
+            rows.append({"served": label, "phase": name, "repeat": repeat, "served_by": by,
+                         "load_avg_1m": os.getloadavg()[0],
                          "requests": len(results), "errors": sum(1 for r in results if r[1] != 200),
                          "req_per_s": len(results) / wall, "p50_ms": float(np.percentile(lat, 50)),
                          "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max()),
+                         "server_cpu_ms_per_req": 1e3 * cpu / max(len(results), 1),
                          "tiers": dict(tiers)})
             print(f"  [{label}] {name}: {len(results)} requests, {len(results) / wall:.0f} req/s, "
                   f"p99 {rows[-1]['p99_ms']:.1f} ms", file=sys.stderr, flush=True)
         metrics = asyncio.run(_get(port, "/metrics")).decode()
         health = json.loads(asyncio.run(_get(port, "/healthz")))
         facts = {"health": health, "handler_ms_per_tier": _server_tier_times(metrics),
-                 "rss_mb": {"start": rss_start, "end": _rss_mb(proc.pid)}}
+                 "rss_mb": {"start": rss_start, "end": _rss_mb(proc.pid)}, "startup_s": startup_s,
+                 "src": src or "this checkout"}
     finally:
         _stop(proc)
     return rows, facts
@@ -295,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=8.0,
                         help="seconds per phase (default: %(default)s)")
     parser.add_argument("--max-requests", type=int, default=20000, help="most requests per phase")
-    parser.add_argument("--concurrency", type=int, default=4, help="keep-alive client connections")
+    parser.add_argument("--concurrency", type=int, default=8, help="keep-alive client connections")
+    parser.add_argument("--new-items", type=int, default=20, help="recent items per new-user request")
+    parser.add_argument("--before-src", help="also serve every target from this source tree (PYTHONPATH), "
+                                             "labelled 'before'")
+    parser.add_argument("--repeat", type=int, default=1, help="run all targets this many times, interleaved")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--phases", help="comma-separated subset of phases (default: all)")
     parser.add_argument("--server-args", action="append",
@@ -322,25 +358,34 @@ def main(argv: list[str] | None = None) -> int:
     targets = [("routed " + (extra or "(saved policy)"), extra.split())
                for extra in (args.server_args or [""])]
     targets += [(name, ["--system", name]) for name in args.systems.split(",") if name]
+    trees = [(None, "")] if not args.before_src else [(args.before_src, "before: "), (None, "after: ")]
     rows, facts = [], {}
     try:
-        for label, server_args in targets:
-            got, facts[label] = _serve_target(run, label, server_args, args)
-            rows += got
+        for rep in range(args.repeat):
+            for src, prefix in trees:
+                for label, server_args in targets:
+                    got, facts[f"{prefix}{label} #{rep}"] = _serve_target(run, prefix + label, server_args,
+                                                                          args, src, rep)
+                    rows += got
     finally:
         if tmp is not None:
             tmp.cleanup()
-    table = pd.DataFrame(rows).drop(columns="tiers").set_index(["served", "phase"])
+    frame = pd.DataFrame(rows).drop(columns=["tiers", "repeat"])
+    numeric = ["load_avg_1m", "requests", "errors", "req_per_s", "p50_ms", "p99_ms", "max_ms",
+               "server_cpu_ms_per_req"]
+    table = frame.groupby(["served", "phase"], sort=False).agg(
+        {"served_by": "first", **{c: "median" for c in numeric}})
     with pd.option_context("display.width", 220, "display.max_colwidth", 50, "display.float_format",
                            "{:.2f}".format):
-        print(f"== serve: {run}, {args.concurrency} clients, {args.duration:.0f}s per phase, k={args.k}; "
-              f"client-side latency over loopback ==")
+        print(f"== serve: {run}, {args.concurrency} clients, {args.duration:.0f}s per phase, k={args.k}, "
+              f"median of {args.repeat} run(s); client-side latency over loopback ==")
         print(table.to_string())
     for label, f in facts.items():
         print(f"[{label}] system {f['health'].get('system')}, policy {f['health'].get('policy')}; "
               "handler ms per tier (from /metrics): "
               + ", ".join(f"{t} {ms:.2f}" for t, ms in sorted(f["handler_ms_per_tier"].items()))
-              + f"; RSS {f['rss_mb']['start']:.0f} -> {f['rss_mb']['end']:.0f} MB")
+              + f"; RSS {f['rss_mb']['start']:.0f} -> {f['rss_mb']['end']:.0f} MB; ready in "
+              f"{f['startup_s']:.1f} s")
     record = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "commit": _commit(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -348,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                                          "load_avg_at_end": os.getloadavg()},
         "parameters": {"run": str(run), "duration": args.duration, "concurrency": args.concurrency,
                        "k": args.k, "max_requests": args.max_requests, "server_args": args.server_args,
-                       "systems": args.systems},
+                       "systems": args.systems, "new_items": args.new_items, "before_src": args.before_src,
+                       "repeat": args.repeat},
         "rows": rows, "servers": facts,
     }
     out = Path(args.out)

@@ -1,14 +1,17 @@
 """Bounded soak test of `segrec serve` on loopback (issue 8, part 4).
 
-Builds a small run (EASE on synthetic data), starts ``segrec serve`` on
-127.0.0.1 in a child process, and keeps ``--concurrency`` clients posting
-``/v1/recommend`` (known users, new users from recent items, unknown users)
-for ``--duration`` seconds or ``--max-requests`` requests, whichever comes
-first. Reports requests, 5xx count (must be 0), latency p50/p99 and the
-server's RSS at start and end; prints a table and writes
+Builds a small run (EASE on synthetic data), or takes ``--run`` (a saved run, served
+as ``--system``), starts ``segrec serve`` on 127.0.0.1 in a child process, and keeps
+``--concurrency`` clients posting ``/v1/recommend`` for ``--duration`` seconds or
+``--max-requests`` requests, whichever comes first: 55% known users, 20% new users
+from ``--new-items`` recent items, 10% unknown users, 15% malformed requests (broken
+JSON, wrong types, unknown keys, bad k, a body that is not an object), which must be
+answered 4xx. Reports requests, 5xx count (must be 0), latency p50/p99, status counts
+per kind and the server's RSS at start and end; prints a table and writes
 ``benchmarks/results/bench_soak.json``. The server is always stopped.
 
     python benchmarks/bench_soak.py --duration 20
+    python benchmarks/bench_soak.py --run /tmp/ml100k-run --system transformer --duration 60 --concurrency 8
 """
 
 from __future__ import annotations
@@ -62,31 +65,56 @@ def make_run(out: Path, n_users: int, n_items: int) -> tuple[Path, list[str], li
     return save_run(result, out), data.user_vocab.ids.tolist(), data.item_vocab.ids.tolist()
 
 
+#: malformed bodies: each must be a 4xx, never a 5xx
+MALFORMED = [b"{bad json", b"[1, 2, 3]", b'"a string"', b'{"user_id": "x", "k": "ten"}', b'{"k": 0}',
+             b'{"k": 100000}', b'{"user_id": "x", "surprise": 1}', b'{"recent_items": "not a list"}',
+             b'{"recent_items": [[1]]}', b'{"attributes": {"age": {"nested": 1}}}', b"", b"null",
+             b'{"user_id": "' + b"x" * 300 + b'"}', b'{"exclude": 5}', b'{"user_id": 1e999}']
+
+
+def _run_ids(run: Path) -> tuple[list[str], list[str]]:
+    """User and item ids of a saved run (its segments table and one system's item list)."""
+    from segrec.io import read_json, read_table
+
+    manifest = read_json(run / "manifest.json")
+    users = read_table(run / "segments.parquet")["user_id"].astype(str).tolist()
+    items = read_table(run / "systems" / manifest["systems"][0] / "items.parquet")["id"].astype(str).tolist()
+    return users, items
+
+
 async def soak(port: int, users: list[str], items: list[str], args) -> dict:
     import httpx
 
     rng = np.random.default_rng(0)
     latencies: list[float] = []
     status_counts: dict[int, int] = {}
+    by_kind: dict[str, dict[str, int]] = {}
     errors = [0]
     deadline = time.monotonic() + args.duration
     budget = [args.max_requests]
 
-    def body() -> dict:
+    def body() -> tuple[str, bytes]:
         r = rng.random()
-        if r < 0.7:
-            return {"user_id": users[rng.integers(len(users))], "k": 10}
-        if r < 0.9:
-            return {"recent_items": [items[i] for i in rng.integers(len(items), size=5)], "k": 10}
-        return {"user_id": f"unknown-{rng.integers(1 << 30)}", "k": 10}
+        if r < 0.55:
+            return "known", json.dumps({"user_id": users[rng.integers(len(users))], "k": 10}).encode()
+        if r < 0.75:
+            recent = [items[i] for i in rng.integers(len(items), size=args.new_items)]
+            return "new", json.dumps({"recent_items": recent, "k": 10}).encode()
+        if r < 0.85:
+            return "unknown", json.dumps({"user_id": f"unknown-{rng.integers(1 << 30)}", "k": 10}).encode()
+        return "malformed", MALFORMED[rng.integers(len(MALFORMED))]
 
     async def worker(client: httpx.AsyncClient) -> None:
         while time.monotonic() < deadline and budget[0] > 0:
             budget[0] -= 1
+            kind, content = body()
             start = time.perf_counter()
             try:
-                r = await client.post("/v1/recommend", json=body())
+                r = await client.post("/v1/recommend", content=content,
+                                      headers={"content-type": "application/json"})
                 status_counts[r.status_code] = status_counts.get(r.status_code, 0) + 1
+                counts = by_kind.setdefault(kind, {})
+                counts[str(r.status_code)] = counts.get(str(r.status_code), 0) + 1
             except httpx.HTTPError:
                 errors[0] += 1
                 continue
@@ -99,6 +127,8 @@ async def soak(port: int, users: list[str], items: list[str], args) -> dict:
     return {
         "requests": int(sum(status_counts.values())),
         "status_counts": {str(k): v for k, v in sorted(status_counts.items())},
+        "status_by_kind": by_kind,
+        "malformed_not_4xx": sum(v for s, v in by_kind.get("malformed", {}).items() if not s.startswith("4")),
         "n_5xx": int(sum(v for k, v in status_counts.items() if k >= 500)),
         "transport_errors": errors[0],
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
@@ -113,19 +143,28 @@ def main(argv=None) -> int:
     p.add_argument("--max-requests", type=int, default=2_000_000, help="hard cap on requests sent")
     p.add_argument("--users", type=int, default=1000, help="synthetic users")
     p.add_argument("--items", type=int, default=500, help="synthetic items")
+    p.add_argument("--new-items", type=int, default=5, help="recent items per new-user request")
+    p.add_argument("--run", help="soak this saved run instead of a synthetic EASE run")
+    p.add_argument("--system", help="system of --run to serve (default: the server's choice)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON written here (default: %(default)s)")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        run, users, items = make_run(Path(tmp) / "run", args.users, args.items)
+        if args.run:
+            run, users, items = Path(args.run), *_run_ids(Path(args.run))
+        else:
+            run, users, items = make_run(Path(tmp) / "run", args.users, args.items)
+        system = args.system or ("ease" if not args.run else None)
         port = _free_port()
         server = subprocess.Popen(
             [sys.executable, "-c", "import sys; from segrec.cli import main; sys.exit(main(sys.argv[1:]))",
-             "serve", str(run), "--host", "127.0.0.1", "--port", str(port), "--system", "ease"],
+             "serve", str(run), "--host", "127.0.0.1", "--port", str(port),
+             *(["--system", system] if system else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             import httpx
 
-            for _ in range(300):  # up to 60 s to come up
+            for _ in range(1500):  # up to 5 min to come up (a large run computes its user vectors)
                 try:
                     if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                         break
@@ -152,6 +191,8 @@ def main(argv=None) -> int:
     rows = [("requests", figures["requests"]), ("requests/s", f"{figures['rps']:.0f}"),
             ("5xx", figures["n_5xx"]), ("transport errors", figures["transport_errors"]),
             ("status counts", figures["status_counts"]),
+            ("status by kind", figures["status_by_kind"]),
+            ("malformed not 4xx", figures["malformed_not_4xx"]),
             ("latency p50 (ms)", f"{figures['p50_ms']:.1f}"),
             ("latency p99 (ms)", f"{figures['p99_ms']:.1f}"),
             ("server RSS start (MiB)", figures["rss_start_mib"]),
@@ -159,15 +200,15 @@ def main(argv=None) -> int:
     print(f"soak: {args.duration:.0f} s, {args.concurrency} clients, 127.0.0.1")
     for name, value in rows:
         print(f"  {name:<24} {value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "commit": _commit(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
-        "parameters": vars(args), "figures": figures,
+                    "python": platform.python_version(), "load_avg_at_end": os.getloadavg()},
+        "parameters": {**vars(args), "out": str(args.out)}, "figures": figures,
     }, indent=2))
-    return 1 if figures["n_5xx"] else 0
+    return 1 if figures["n_5xx"] or figures["malformed_not_4xx"] else 0
 
 
 if __name__ == "__main__":

@@ -91,11 +91,52 @@ class RunResult:
                 "fit_s": self.fit_seconds.get(name, np.nan)})
         return pd.DataFrame(rows).set_index("system") if rows else pd.DataFrame()
 
+    def validation(self) -> dict[str, float]:
+        """Inner-validation NDCG@10 of every system that has one, by which the served system is chosen.
+
+        A plain system: its mean over the inner valid users (fitted on the inner train part
+        only). ``segmented``: its honest, cross-fitted estimate (:mod:`segrec.route.selection`).
+        """
+        summary = getattr(self.composite, "selection_", None) or {}
+        tiers = summary.get("systems") or {}
+        out = {name: float(tiers[_tier_of(self, name)]) for name in self.systems
+               if name != "segmented" and _tier_of(self, name) in tiers}
+        if "segmented" in self.systems and summary.get("honest_ndcg") is not None:
+            out["segmented"] = float(summary["honest_ndcg"])
+        return out
+
     def best_system(self) -> str:
-        """The system with the highest test NDCG@10, else ``segmented`` or the first fitted."""
-        if self.reports:
-            return max(self.reports, key=lambda n: self.reports[n].overall["ndcg@10"])
+        """The served default: the system with the best inner-validation NDCG@10 — never chosen on test.
+
+        ``segmented`` when its honest (cross-fitted) gain over the best single system under
+        the same cross-fit clears ``gate_z`` standard errors (the rule that moves a segment),
+        else the best single system itself (the simpler of two equals). Without a validation
+        table: ``segmented`` if fitted, else the first system.
+        """
+        summary = getattr(self.composite, "selection_", None) or {}
+        if summary.get("systems"):
+            best_tier = summary.get("best_single")
+            single = next((n for n in self.systems
+                           if n != "segmented" and _tier_of(self, n) == best_tier), None)
+            routed = "segmented" in self.systems and bool(summary.get("routing_pays"))
+            if routed or (single is None and "segmented" in self.systems):
+                return "segmented"
+            if single is not None:
+                return single
         return "segmented" if "segmented" in self.systems else next(iter(self.systems))
+
+    def test_winner(self) -> str | None:
+        """The system with the highest test NDCG@10 (reported beside the served one; never picks it)."""
+        if not self.reports:
+            return None
+        return max(self.reports, key=lambda n: self.reports[n].overall["ndcg@10"])
+
+
+def _tier_of(result: RunResult, system: str) -> str | None:
+    """The composite member that is ``system`` (the same fitted object)."""
+    tiers = getattr(result.composite, "tiers_", None) or {}
+    model = result.systems.get(system)
+    return next((t for t, m in tiers.items() if m is model), None)
 
 
 def load_data(cfg: RunConfig) -> tuple[Interactions, np.ndarray | None]:
@@ -228,7 +269,7 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
     if "segmented" in cfg.models.systems:
         # its members' fits count too, honestly: it could not serve without them
         result.fit_seconds["segmented"] = composite.fit_timings_.get("routing_s", 0.0) + sum(
-            composite.member_seconds_[t] for t in composite.saved_tiers())
+            composite.member_seconds_.get(t, 0.0) for t in composite.saved_tiers())
         result.systems["segmented"] = composite
     if split is not None:
         for name, model in result.systems.items():
@@ -319,5 +360,9 @@ def results_dict(result: RunResult) -> dict[str, Any]:
         # per-epoch loss / validation NDCG of the neural systems, for the report (issue 7)
         "training_curves": {n: list(getattr(m, "curve_", None) or []) for n, m in result.systems.items()
                             if getattr(m, "curve_", None)},
+        # the served default is chosen on inner validation; the test winner is only reported
         "best_system": result.best_system() if result.systems else None,
+        "test_winner": result.test_winner(),
+        "validation": result.validation(),
+        "selection": getattr(result.composite, "selection_", None),
     }

@@ -1,4 +1,4 @@
-"""How much memory the machine has left, for models that must refuse a fit that cannot fit.
+"""Machine facts: memory left (for models that must refuse a fit that cannot fit) and bf16 matmuls.
 
 The library never reads environment variables for this: the figure comes from the
 OS (Linux ``MemAvailable`` in ``/proc/meminfo``, else ``sysconf``). Tests replace
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import ResourceError
 
-__all__ = ["available_memory", "format_bytes", "require_memory"]
+__all__ = ["available_memory", "cpu_has_native_bf16", "format_bytes", "require_memory"]
 
 _MEMINFO = Path("/proc/meminfo")
 #: Share of the available memory a single allocation plan may use: the rest is left for the
@@ -65,3 +65,22 @@ def require_memory(needed: int, *, what: str, remedy: str) -> None:
         return
     raise ResourceError(f"{what} needs {format_bytes(needed)} of memory but only {format_bytes(avail)} "
                         f"is available; {remedy}")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX; Linux flags).
+
+    There oneDNN's bf16 matmuls ran 4-9x faster than MKL's fp32 ones on the model's
+    shapes (AMD EPYC Zen 5, one thread); without the instructions bf16 is emulated.
+    Read from /proc/cpuinfo: a fixed property of the machine, so the choice (and the
+    trained model) does not depend on the moment's load.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"avx512_bf16", "amx_bf16"} & flags)
+    except OSError:
+        pass
+    return False

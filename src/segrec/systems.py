@@ -46,10 +46,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "none": {},
 }
 
-#: the routing roles of the composite, in the order its validation table lists them
-ROLES = ("adapted", "joint", "global", "local", "popularity")
-
-
 @dataclass(frozen=True)
 class SystemSpec:
     """How one system is built.
@@ -59,12 +55,14 @@ class SystemSpec:
         tier: Its member name inside the composite (``global``, ``adapted``, ...).
         table: Its ``[models.<table>]`` name.
         defaults: Run-level settings it takes (seed, device), under the table.
+        neural: A neural network: the large side of the composite's blends.
     """
 
     model: type[Recommender]
     tier: str
     table: str
     defaults: Callable[[RunConfig], dict[str, Any]] = field(default=lambda cfg: {})
+    neural: bool = False
 
 
 def _seeded(cfg: RunConfig) -> dict[str, Any]:
@@ -83,11 +81,13 @@ SYSTEMS: dict[str, SystemSpec] = {
     "als": SystemSpec(ALSRecommender, "als", "als", _seeded),
     "multvae": SystemSpec(MultVAERecommender, "multvae", "multvae",
                           lambda cfg: {**_seeded(cfg), **({"device": cfg.device} if "device" in
-                                                          MultVAERecommender.Config.model_fields else {})}),
-    "transformer": SystemSpec(TransformerRecommender, "global", "transformer", _neural),
-    "adapted_transformer": SystemSpec(AdaptedTransformerRecommender, "adapted", "adapter", _neural),
+                                                          MultVAERecommender.Config.model_fields else {})},
+                          neural=True),
+    "transformer": SystemSpec(TransformerRecommender, "global", "transformer", _neural, neural=True),
+    "adapted_transformer": SystemSpec(AdaptedTransformerRecommender, "adapted", "adapter", _neural,
+                                      neural=True),
     # opt-in (not in the default ``systems``): θ_shared and θ_k trained together (issue 17)
-    "joint_transformer": SystemSpec(JointTransformerRecommender, "joint", "joint", _neural),
+    "joint_transformer": SystemSpec(JointTransformerRecommender, "joint", "joint", _neural, neural=True),
     "local_ease": SystemSpec(PerSegmentRecommender, "local", "local_ease",
                              lambda cfg: {"base": "ease", "min_segment_users": cfg.models.min_segment_users}),
 }
@@ -178,9 +178,10 @@ def build_composite(cfg: RunConfig, systems: list[str],
         members: member name -> unfitted model, from :func:`build_system` via :func:`member_names`.
 
     Returns:
-        A SegmentedRecommender routing among the roles of :data:`ROLES` present. When
-        ``segmented`` is not asked for it is built with a fixed routing (no validation
-        run), only to segment the users and fit the members in order.
+        A SegmentedRecommender whose routing chooses among every member (and, per
+        segment, blends of the best neural member with the best other one). When
+        ``segmented`` is not asked for it still measures every member on inner
+        validation (no blends), so the run's served system is chosen there, not on test.
     """
     from .segment import SegmentationPipeline
 
@@ -193,15 +194,12 @@ def build_composite(cfg: RunConfig, systems: list[str],
         if "global" not in members:
             members["global"] = build_system("ease", cfg)
         members.setdefault("popularity", PopularityRecommender())
-    # the validation table lists the roles in this order (an EASE large tier after the others)
-    order = [r for r in ROLES if r in members and not (r == "global" and "transformer" not in systems)]
-    if "global" in members and "transformer" not in systems:
-        order.append("global")
+    neural = {SYSTEMS[n].tier for n in SYSTEMS if SYSTEMS[n].neural}
+    defaults = {"large_tiers": tuple(m for m in members if m in neural)}
     settings = cfg.models.table(COMPOSITE_TABLE)
-    config = _validated(SegmentedRecommender.Config, COMPOSITE_TABLE,
-                        {"candidates": tuple(order), **settings})
+    config = _validated(SegmentedRecommender.Config, COMPOSITE_TABLE, {**defaults, **settings})
     if not routed:
         default = "global" if "global" in members else next(iter(members))
-        config = config.model_copy(update={"policy": RoutingPolicy(default_tier=default),
-                                           "fallback": FallbackChain(()).order})
-    return SegmentedRecommender(segmenter, members, routing=None if routed else {}, config=config)
+        config = config.model_copy(update={"policy": RoutingPolicy(default_tier=default), "blend": False,
+                                           "fallback": FallbackChain((default,)).order})
+    return SegmentedRecommender(segmenter, members, config=config)

@@ -21,6 +21,7 @@ from segrec.models.mf import ALSRecommender
 from segrec.models.multvae import MultVAERecommender
 from segrec.models.transformer import TransformerConfig
 from segrec.route import SegmentedRecommender
+from segrec.route.blend import BlendRecommender
 from segrec.segment import SegmentationPipeline
 from segrec.testing import RecommenderContract
 
@@ -107,6 +108,13 @@ class TestPerSegmentEASE(RecommenderContract):
 
     def make_model(self):
         return PerSegmentRecommender(base="ease", base_params={"reg": 10.0}, min_segment_users=2)
+
+
+class TestBlend(RecommenderContract):
+    """A blend on its own: it fits and saves both parts (inside a composite it shares the composite's)."""
+
+    def make_model(self):
+        return BlendRecommender(large=EASERecommender(reg=10.0), small=ItemKNNRecommender(k=10), alpha=0.6)
 
 
 class TestSegmented(RecommenderContract):

@@ -45,6 +45,13 @@ def test_run_writes_results_and_artifacts(run_dir, capsys):
     assert "segmented - ease" in results["comparisons"]
     assert set(results["routing"]) == {"0", "1", "2"}
     assert not list(run_dir.parent.glob(".art.tmp-*"))  # nothing half-written left behind
+    # the served system is chosen on inner validation, the test winner only reported (issue 14)
+    valid, served = results["validation"], results["best_system"]
+    assert set(valid) == set(CHEAP.split(",")) and results["test_winner"] in results["systems"]
+    assert json.loads((run_dir / "manifest.json").read_text())["best_system"] == served
+    if served != "segmented":
+        assert valid[served] == max(v for n, v in valid.items() if n != "segmented")
+    assert (served == "segmented") == results["selection"]["routing_pays"]
 
 
 def test_recommend_list_and_file(run_dir, tmp_path, capsys):
@@ -66,9 +73,15 @@ def test_no_split_fits_without_evaluating(synth_dir, tmp_path, capsys):
     out = tmp_path / "fit"
     assert main(["run", "--data", str(synth_dir / "interactions.csv"), "--systems", "popularity,ease",
                  "--no-split", "--segments", "2", "--out", str(out), "--quiet"]) == 0
-    assert "no evaluation" in capsys.readouterr().out
-    assert json.loads((out / "results.json").read_text())["systems"] == {}
+    printed = capsys.readouterr().out
+    assert "no evaluation" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["systems"] == {}
     assert (out / "systems" / "ease" / "model.json").exists()
+    # no test set, yet the served default is the better system on inner validation
+    valid = results["validation"]
+    assert set(valid) == {"popularity", "ease"} and results["best_system"] == max(valid, key=valid.get)
+    assert "served: ease" in printed
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -11,6 +11,7 @@ script does not register; these can.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
@@ -96,7 +97,7 @@ def test_every_verb_and_flag_the_readme_shows_exists(home):
     for line in commands:
         words = shlex.split(line.replace("[", " ").replace("]", " "))
         by_verb.setdefault(words[1], set()).update(w for w in words[2:] if w.startswith("--"))
-    assert set(by_verb) == {"run", "recommend", "synth", "segment", "serve"}, by_verb
+    assert set(by_verb) == {"run", "recommend", "synth", "segment", "serve", "update"}, by_verb
     for verb, flags in by_verb.items():
         help_text = ok(segrec(verb, "--help", cwd=home)).stdout
         missing = sorted(f for f in flags if f not in help_text)
@@ -131,6 +132,13 @@ def test_readme_run_commands_on_small_data(home):
                    if line.strip().startswith("segrec recommend"))
     out = ok(segrec(*shlex.split(printed)[1:], cwd=home)).stdout.splitlines()
     assert out[0] == "user_id,item_id,rank,score" and len(out) == 11
+    # segrec update: a known user's new interaction, appended without a refit (the README's line)
+    first = (home / "interactions.csv").read_text().splitlines()[1].split(",")
+    events = f"user_id,item_id,timestamp\n{first[0]},{first[1]},2000000000\n"
+    (home / "new-interactions.csv").write_text(events)
+    updated = ok(segrec("update", "runs/mine", "--events", "new-interactions.csv", cwd=home))
+    assert "1 interactions of 1 users appended" in updated.stderr
+    ok(segrec("recommend", "runs/mine", "--user", first[0], "--k", "5", cwd=home))
 
 
 def test_readme_column_mapping(home):
@@ -185,6 +193,31 @@ def _curl_bodies(text: str) -> list[dict]:
             for line in text.splitlines() if line.strip().startswith("curl ")]
 
 
+def _check_routing_verdict(run: Path, printed: str) -> None:
+    """Issue 14 item 4: per segment what serves it, its valid NDCG vs the best single system's, the cost,
+    and one verdict line, in the run's closing lines and in its report."""
+    results = json.loads((run / "results.json").read_text())
+    served, rows = results["best_system"], results["selection"]["segments"]
+    closing = printed.split("== result ==", 1)[1].splitlines()
+    assert closing[1].startswith(f"served system: {served} ")
+    start = closing.index(next(line for line in closing if line.startswith("== routing on inner validation")))
+    pattern = re.compile(r"segment (\d+) \((\d+) valid users\): (\S+)( \(α=[\d.]+\))?  valid ([\d.]+) "
+                         r"vs (\S+) ([\d.]+), honest gain [+-][\d.]+ \[[+-][\d.]+, [+-][\d.]+\], "
+                         r"[\d.e+-]+ MFLOPs/request \(\S+ [\d.e+-]+ MFLOPs\)$")
+    per_segment = [pattern.match(line) for line in closing[start + 1:start + 1 + len(rows)]]
+    assert all(per_segment), closing[start:start + 1 + len(rows)]
+    for match, row in zip(per_segment, rows, strict=True):
+        assert int(match[1]) == row["segment"] and int(match[2]) == row["users"]
+        assert float(match[5]) == pytest.approx(row["valid_ndcg"], abs=6e-5)
+        assert float(match[7]) == pytest.approx(row["valid_ndcg_best_single"], abs=6e-5)
+    verdicts = [line for line in closing if line.startswith("served: ")]
+    assert len(verdicts) == 1 and verdicts[0].startswith(f"served: {served}")
+    assert re.search(r"[+-][\d.]+ NDCG@10 \[[+-][\d.]+, [+-][\d.]+\]", verdicts[0]), verdicts[0]
+    assert "MFLOPs/request" in verdicts[0] or "% of the Transformer's FLOPs" in verdicts[0], verdicts[0]
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert 'id="served-table"' in page and html.escape(verdicts[0], quote=True) in page
+
+
 def test_the_demo_run_and_the_readme_serve_examples(home):
     """Bare `segrec run` (the demo data; tiny model settings), then the README's curl lines on its ids."""
     httpx = pytest.importorskip("httpx")
@@ -194,6 +227,7 @@ def test_the_demo_run_and_the_readme_serve_examples(home):
     (demo / "tiny.toml").write_text(TINY)
     done = ok(segrec("run", "--config", "tiny.toml", "--systems", CHEAP, cwd=demo))
     assert (demo / "segrec-out" / "report.html").is_file()
+    _check_routing_verdict(demo / "segrec-out", done.stdout)
     again = segrec("run", "--config", "tiny.toml", "--systems", CHEAP, cwd=demo)
     assert "--overwrite" in one_error_line(again)
     readme_serve = README.split("### Serving", 1)[1].split("```", 2)[1]
@@ -229,3 +263,63 @@ def test_each_mistake_is_one_line_saying_what_to_do(home, argv, says):
                                                  *lines[6:]]) + "\n")
     assert says in one_error_line(segrec(*argv, cwd=home))
 
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (hidden ones too) with its bytes: what "nothing was written" compares."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def update_home(home) -> Path:
+    """A small saved run of its own (so these cases do not depend on the README test's order)."""
+    ok(segrec("run", "--data", "fit.csv", "--no-split", "--out", "updates/run",
+              "--systems", "popularity,ease", "--segments", "2", "--quiet", cwd=home))
+    lines = (home / "fit.csv").read_text().splitlines()
+    user, item = lines[1].split(",")[:2]
+    seen = {line.split(",")[1] for line in lines[1:] if line.split(",")[0] == user}
+    other_item = next(line.split(",")[1] for line in lines[2:] if line.split(",")[1] not in seen)
+    (home / "updates" / "unknown-user.csv").write_text(
+        f"user_id,item_id,timestamp\n{user},{item},2000000000\nnobody,{item},2000000001\n")
+    (home / "updates" / "unknown-item.csv").write_text(
+        f"user_id,item_id,timestamp\n{user},{other_item},2000000000\n{user},no-such-item,2000000001\n")
+    (home / "updates" / "bad-time.csv").write_text(
+        f"user_id,item_id,timestamp\n{user},{item},2000000000\n{user},{other_item},yesterday\n")
+    (home / "updates" / "empty.csv").write_text("user_id,item_id,timestamp\n")
+    (home / "updates" / "user-files").mkdir()
+    (home / "updates" / "user-files" / "notes.txt").write_text("mine\n")
+    (home / "updates" / "good.csv").write_text(f"user_id,item_id,timestamp\n{user},{other_item},2000000000\n")
+    return home / "updates"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["run", "--events", "unknown-user.csv"], "column user_id (line 3): 'nobody' is not a known user"),
+    (["run", "--events", "unknown-item.csv"], "'no-such-item' is not a known item"),
+    (["run", "--events", "bad-time.csv"], "timestamp"),
+    (["run", "--events", "missing.csv"], "missing.csv: file not found"),
+    (["run", "--events", "empty.csv"], "has no data rows"),
+    (["run", "--events", "unknown-user.csv", "--out", "new-run"], "'nobody' is not a known user"),
+    (["run", "--events", "good.csv", "--out", "user-files"], "--out user-files already holds files"),
+    (["not-a-run", "--events", "good.csv"], "not-a-run: not a directory"),
+], ids=["unknown-user", "unknown-item", "bad-time", "missing-events", "empty-events", "bad-events-with-out",
+        "out-is-user-files", "not-a-run"])
+def test_update_bad_input_is_one_line_and_leaves_nothing_written(update_home, argv, says):
+    """`segrec update` on bad input: exit 2, one `segrec: error:` line, the run and its folder untouched."""
+    before = _tree(update_home)
+    line = one_error_line(segrec("update", *argv, cwd=update_home))
+    assert says in line, line
+    assert _tree(update_home) == before  # no temp dir, no half-written run or --out, no touched manifest
+    assert not (update_home / "new-run").exists()
+
+
+def test_update_through_the_console_script_then_recommend(update_home):
+    """The good path as a user types it: the run's manifest records the update, recommend still works."""
+    ok(segrec("update", "run", "--events", "good.csv", "--out", "updated", cwd=update_home))
+    manifest = json.loads((update_home / "updated" / "manifest.json").read_text())
+    assert manifest["updates"][-1]["events"] == 1 and manifest["updates"][-1]["users"] == 1
+    user, item = (update_home / "good.csv").read_text().splitlines()[1].split(",")[:2]
+    recs = ok(segrec("recommend", "updated", "--user", user, "--k", "150", "--system", "ease",
+                     cwd=update_home)).stdout.splitlines()
+    assert recs[0] == "user_id,item_id,rank,score" and item not in {r.split(",")[1] for r in recs[1:]}
+    sorted_names = sorted(p.name for p in update_home.iterdir())
+    assert not [n for n in sorted_names if ".tmp-" in n or ".old-" in n], sorted_names

@@ -67,6 +67,17 @@ def test_bundled_model_loads_offline(embedder, monkeypatch):
     assert sim[0, 1] > sim[0, 2]  # real semantics: space is nearer space than romance
 
 
+def test_bf16_encoding_keeps_the_vectors_and_has_its_own_cache_key():
+    texts = [t for ts in THEMES.values() for t in ts]
+    fp32 = SentenceTransformerEmbedder(batch_size=32, precision="fp32")
+    bf16 = SentenceTransformerEmbedder(batch_size=32, precision="bf16")
+    cos = (fp32.encode(texts) * bf16.encode(texts)).sum(1)
+    assert cos.min() > 0.999  # the same vectors for segmentation purposes
+    assert fp32.identity != bf16.identity  # never served from each other's cache
+    with pytest.raises(ValueError, match="precision"):
+        SentenceTransformerEmbedder(precision="fp16")
+
+
 def test_text_profiles_separate_tastes_with_cache(embedder, tmp_path):
     titles = [(t, g) for g, ts in THEMES.items() for t in ts]
     items = pd.DataFrame(

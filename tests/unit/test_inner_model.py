@@ -4,7 +4,7 @@ import numpy as np
 
 from segrec.data.synthetic import generate_synthetic
 from segrec.evaluate.ranking import quick_ndcg
-from segrec.models import EASERecommender, FitContext, PopularityRecommender
+from segrec.models import ALSRecommender, EASERecommender, FitContext, PopularityRecommender
 from segrec.models.transformer import TransformerRecommender
 from segrec.route import SegmentedRecommender
 from segrec.route._fitting import inner_members
@@ -104,3 +104,23 @@ def test_adapted_inner_model_is_the_tuned_adapters_on_the_inner_global(monkeypat
     seg.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
     assert calls == [1, 1]
     assert seg.validation_[seg.validation_.tier == "adapted"]["ndcg@10"].notna().all()
+
+
+def test_a_grid_search_keeps_its_winner_and_the_router_reuses_it(monkeypatch):
+    synth, split = _split()
+    labels = synth.segment_labels(split.train.user_vocab)
+    als = {"embedding_size": 8, "reg_grid": (0.01, 10.0)}
+    assert ALSRecommender(**als).fit(split.train, valid=split.valid).inner_model() is None
+    model = ALSRecommender(**als).fit(split.train, valid=split.valid, context=FitContext(keep_inner=True))
+    inner = model.inner_model()
+    assert inner is not None and inner.reg_ == model.reg_ and inner.fitted_on_ == split.train.fingerprint()
+    fresh = ALSRecommender(embedding_size=8, reg=model.reg_).fit(split.train)
+    np.testing.assert_array_equal(inner.score_dense(np.arange(10)), fresh.score_dense(np.arange(10)))
+    # (EASE scores its whole lambda grid from one factorisation, no grid search.)
+    # in a composite the router uses it (no ALS fit beyond the grid and the final fit), then frees it
+    calls = _counting(monkeypatch, ALSRecommender)
+    seg = SegmentedRecommender(tiers={"global": ALSRecommender(embedding_size=8, reg_grid=(0.01, 10.0)),
+                                      "popularity": PopularityRecommender()})
+    seg.fit(split.train, valid=split.valid, context=FitContext(segments=labels))
+    assert len(calls) == 3  # two candidates + the final fit
+    assert seg.tiers_["global"].inner_model() is None

@@ -91,6 +91,9 @@ def test_save_load_round_trip_and_new_users(fitted, tmp_path):
     with torch.no_grad():
         shared = model.net_.logits(model.net_(torch.from_numpy(np.asarray([q])), last=torch.tensor([0])))
     np.testing.assert_allclose(scores[2], shared.numpy()[0], rtol=1e-5, atol=1e-5)
+    # served by the forward pass: no cache of the shared path's vectors, so θ_k is applied
+    assert loaded.prepare_serving() is None
+    np.testing.assert_array_equal(loaded.score_one(1), model.score_dense(np.array([1]))[0])
 
 
 def test_soft_segments_use_the_posteriors(planted):

@@ -1,3 +1,4 @@
+import mmap
 import time
 
 import numpy as np
@@ -13,7 +14,8 @@ def test_stage_records_wall_cpu_and_detail():
             pass
         row.detail["tuning_s"] = 0.01
     (stage,) = log.stages
-    assert stage.name == "busy" and stage.seconds >= 0.05 and stage.cpu_seconds > 0.02
+    # CPU time (all threads) is what the loop burned; wall time can be less with other threads busy
+    assert stage.name == "busy" and stage.seconds > 0 and stage.cpu_seconds >= 0.05
     rec = log.to_records()[0]
     assert rec["stage"] == "busy" and rec["rows"] == 3 and rec["tuning_s"] == 0.01
     assert log.seconds("busy") == stage.seconds and log.seconds("absent") == 0.0
@@ -25,9 +27,12 @@ def test_peak_memory_is_per_stage_and_covers_children():
     log = StageLog()
     with log.stage("outer"):
         with log.stage("big"):
-            block = np.ones(40_000_000 // 8)  # 40 MB touched
-            block += 1
-            del block
+            # 40 MB of fresh anonymous pages, touched: np.ones here could reuse memory the
+            # allocator already holds resident (after a torch fit earlier in the same pytest
+            # process it did, and RSS did not move), which is not what this test is about
+            block = mmap.mmap(-1, 40_000_000)
+            np.frombuffer(block, np.uint8)[::4096] = 1
+            block.close()
         with log.stage("small"):
             pass
     outer, big, small = log.stages

@@ -21,9 +21,9 @@ __all__ = ["main"]
 
 def _verbs():
     # Imported here so `segrec --help` does not pay for torch / sklearn imports.
-    from . import recommend, run, segment, serve, synth
+    from . import recommend, run, segment, serve, synth, update
 
-    return [run, segment, synth, recommend, serve]
+    return [run, segment, synth, recommend, serve, update]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help / --version (0) or a bad flag (2, one line already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if not getattr(args, "func", None):
-        print("segrec: error: no command given; use one of run, segment, synth, recommend, serve "
+        print("segrec: error: no command given; use one of run, segment, synth, recommend, serve, update "
               "(e.g. segrec run --help)", file=sys.stderr)
         return 2
     logging.basicConfig(

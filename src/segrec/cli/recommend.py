@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=positive_int, default=20,
                    help="list length (default: %(default)s; at most the catalogue size)")
     p.add_argument("--out", help="output CSV (default: stdout)")
-    p.add_argument("--system", help="system to use (default: the run's best; see --list)")
+    p.add_argument("--system", help="system to use (default: the run's best on inner validation; see --list)")
     p.add_argument("--list", action="store_true", help="print the saved systems and exit")
     p.add_argument("--include-seen", action="store_true", help="do not exclude the users' fit items")
     p.add_argument("--with-tier", action="store_true",
@@ -39,9 +39,12 @@ def recommend_command(args: argparse.Namespace) -> int:
     run = load_run(args.artifacts)
     if args.list:
         best = run.manifest.get("best_system")
+        valid = run.results.get("validation") or {}
         for name in run.system_names:
             ndcg = run.results.get("systems", {}).get(name, {}).get("overall", {}).get("ndcg@10")
-            score = f"  NDCG@10={ndcg:.4f}" if ndcg is not None else ""
+            score = f"  test NDCG@10={ndcg:.4f}" if ndcg is not None else ""
+            if valid.get(name) is not None:
+                score = f"  inner-valid NDCG@10={valid[name]:.4f}{score}"
             print(f"{name}{'  (best)' if name == best else ''}{score}")
         return 0
     users = list(args.user or [])

@@ -240,12 +240,15 @@ SEGMENT_AWARE = ("segmented", "adapted_transformer", "local_ease")
 def summary(result, out: Path) -> str:
     """Who won and how to use it, as the last lines of ``segrec run``.
 
-    The served system, its gain over the best baseline with a 95% CI, the report, and
-    ``segrec recommend`` / ``curl`` lines on this run's own ids.
+    The served system (chosen on inner validation), its test gain over the best baseline
+    with a 95% CI, per segment what serves it against the best single system on validation
+    and at what cost, the verdict line (issue 14), the report, and ``segrec recommend`` /
+    ``curl`` lines on this run's own ids.
     """
     from ..evaluate import bootstrap_diff
+    from ..report.verdict import routing_lines
 
-    served = "segmented" if "segmented" in result.systems else result.best_system()
+    served = result.best_system()  # chosen on inner validation (issue 14), as the manifest says
     lines = ["== result =="]
     if result.reports and served in result.reports:
         ndcg = result.reports[served].overall["ndcg@10"]
@@ -267,6 +270,8 @@ def summary(result, out: Path) -> str:
                          f"(paired bootstrap over {int(ci['users'])} test users)")
     else:
         lines.append(f"served system: {served} (fitted on all data with --no-split; nothing was evaluated)")
+    # per segment what serves it, against the best single system on validation, and the verdict
+    lines += routing_lines(result)[1:]
     report = out / "report.html"
     lines.append(f"report: {report}  (self-contained; open it in a browser)" if report.is_file()
                  else f"artifacts: {out}/ (no HTML report: see the warning above)")

@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=8000, help="TCP port, 0-65535 (default: %(default)s)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="require the API key held in environment variable VAR (header X-API-Key)")
-    p.add_argument("--system", help="saved system to serve (default: segmented, else the run's best)")
+    p.add_argument("--system", help="saved system to serve (default: the run's best on inner validation)")
     p.add_argument("--policy", choices=("accuracy", "budget", "rules"),
                    help="re-route the segmented system by this policy (no refit)")
     p.add_argument("--budget-fraction", type=float,
@@ -52,6 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads for neural tiers (default: %(default)s; one request is small, and "
                         "on a busy 2-core box two threads made a Transformer request 50x slower)")
+    p.add_argument("--ann", choices=("auto", "exact", "on"), default="auto",
+                   help="top-k for known users of cached tiers: an approximate (FAISS IVF) index for "
+                        "catalogues of --ann-min-items or more (auto; needs segrec[ann]), always exact, "
+                        "or always the index (default: %(default)s)")
+    p.add_argument("--ann-min-items", type=positive_int, default=None,
+                   help="catalogue size from which --ann auto builds an index (default: 50000)")
     p.add_argument("--log-level", default="warning",
                    choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level (default: %(default)s)")
@@ -61,7 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def router_options(args: argparse.Namespace) -> dict:
     """Router options from the flags (system and routing policy)."""
-    opts: dict = {}
+    opts: dict = {"ann": getattr(args, "ann", "auto")}
+    if getattr(args, "ann_min_items", None) is not None:
+        opts["ann_min_items"] = args.ann_min_items
     if args.system:
         opts["system"] = args.system
     if args.policy:
@@ -136,8 +144,12 @@ def serve_command(args: argparse.Namespace) -> int:
     allow_reload = not args.no_reload and (api_key is not None or args.allow_reload)
     if args.threads:
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(args.threads)  # the process's setting: the CLI owns it, not the library
+        # BLAS too: a request's item-table product is one gemv, and on a busy box a second
+        # OpenBLAS thread made a 100k-item product 2.5x slower (benchmarks/bench_ann.py)
+        threadpool_limits(args.threads)
     app = create_app(args.artifacts, api_key=api_key, max_k=args.max_k, allow_reload=allow_reload,
                      reload_root=args.reload_root, reload_on_sighup=True, body_timeout=args.body_timeout,
                      **router_options(args))

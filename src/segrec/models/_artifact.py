@@ -2,8 +2,9 @@
 
 Layout of a model directory: ``model.json`` (class, config, learned metadata,
 versions), ``tensors.safetensors`` (seen items and the model's ``_state()``),
-``users.parquet`` and ``items.parquet`` (external ids), plus whatever the model's
-``_save_extra`` writes (sub-models in sub-directories).
+``users.parquet`` and ``items.parquet`` (external ids), ``vectors.safetensors`` for models
+with an item table (every known user's cached vector, :mod:`segrec.models._vectors`), plus
+whatever the model's ``_save_extra`` writes (sub-models in sub-directories).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import SegrecError
 from ..io import atomic_dir, confined_reads, load_tensors, read_json, save_tensors, write_json, write_table
 from ._checks import check_tensors, loading, read_vocabulary
 from ._registry import check_is_fitted, model_class
+from ._vectors import VECTORS_FILE, check_vectors
 
 __all__ = ["load_model", "save_model", "write_model"]
 
@@ -52,6 +54,9 @@ def write_model(model: Any, directory: Path) -> None:
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
     })
     model._save_extra(directory)
+    if model.saves_user_vectors and model.item_table() is not None:
+        # every known user's vector, computed now so that no request runs the forward pass
+        save_tensors(directory / VECTORS_FILE, model.prepare_serving().state())
 
 
 def load_model(path: str | Path, expected: type | None = None) -> Any:
@@ -92,6 +97,11 @@ def _load(path: Path, expected: type | None) -> Any:
     state = {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
     model._set_state(state, info.get("meta", {}))
     model._load_extra(path)
+    table = model.item_table()
+    vectors = path / VECTORS_FILE
+    if table is not None and model.saves_user_vectors and vectors.is_file():
+        # absent (an artifact saved before vectors were cached): prepare_serving computes them
+        model.user_vectors_ = check_vectors(vectors, load_tensors(vectors), table, n_users)
     if n_users:  # a trial: wrong-shaped tensors fail now, not on every request
         trial = np.unique(np.array([0, n_users - 1], dtype=np.int64))
         scores = np.asarray(model.score_dense(trial))

@@ -98,25 +98,6 @@ def autocast(device: torch.device, bf16: bool | None = None):
     return contextlib.nullcontext()
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX; Linux flags).
-
-    There oneDNN's bf16 matmuls ran 4-9x faster than MKL's fp32 ones on the model's
-    shapes (AMD EPYC Zen 5, one thread); without the instructions bf16 is emulated.
-    Read from /proc/cpuinfo: a fixed property of the machine, so the choice (and the
-    trained model) does not depend on the moment's load.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool({"avx512_bf16", "amx_bf16"} & flags)
-    except OSError:
-        pass
-    return False
-
-
 def run_loop(
     params: dict[str, torch.Tensor],
     batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

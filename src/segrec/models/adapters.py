@@ -38,10 +38,18 @@ from ._seqdata import Histories, make_windows
 from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
 from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
 from ._seqtrain import LoopSettings, run_loop, score_rows, seeded
+from ._vectors import ItemTable
 from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
-from .transformer import TransformerConfig, TransformerRecommender, net_flops
+from .transformer import (
+    TransformerConfig,
+    TransformerRecommender,
+    net_flops,
+    net_item_table,
+    scoring_threads,
+    train_in_bf16,
+)
 from .tuning import inner_sets
 
 __all__ = [
@@ -103,6 +111,10 @@ class AdapterConfig(ModelConfig):
     """Settings of the global model trained when ``fit`` is not given one."""
     device: str = "cpu"
     """Torch device for adapter training and scoring."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Training matmuls, as the global model's ``precision`` (``auto``: bf16 on CUDA and on
+    CPUs with native bf16). ml-100k, one segment of every user, one epoch on a loaded box:
+    see ``benchmarks/results`` notes in the commit that set it."""
     n_threads: int | None = Field(1, ge=1)
     """CPU threads (``None`` = torch's current setting); 1, as the global model's (see there)."""
     random_state: int = 0
@@ -280,7 +292,8 @@ def fit_segment_adapter(
             if config.kl_weight > 0:
                 with torch.no_grad():
                     ref, _ = output_logits(reference(inputs)[keep], weight, item_bias, tg, pairs, negatives)
-            return multi_target_ce(logits, cols, ref, config.kl_weight)
+            return multi_target_ce(logits, cols, ref, config.kl_weight,
+                                   masked=pairs is not None or negatives is not None)
 
         validate = None
         if valid is not None and config.early_stopping:
@@ -298,6 +311,7 @@ def fit_segment_adapter(
         settings = LoopSettings(epochs=epochs, batch_tokens=config.batch_tokens, batch_size=config.batch_size,
                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                                 patience=config.patience, target_window=target_window, clip_grad=1.0,
+                                bf16=train_in_bf16(config.precision, config.device),
                                 device=config.device, show_progress=config.show_progress,
                                 label=label)
         result = run_loop(theta, batch_loss, net.train, train, windows, settings, rng, pad, validate)
@@ -484,7 +498,7 @@ class AdaptedTransformerRecommender(Recommender):
         net = self.global_.net_
         out = np.empty((len(rows), net.config.n_items), dtype=np.float32)
         base = dict(net.named_parameters())
-        with seeded(self.config.random_state, self.config.n_threads):
+        with scoring_threads(self.config.n_threads):
             for k in np.unique(segs).tolist():
                 pick = np.flatnonzero(segs == k)
                 theta = {n: torch.from_numpy(np.array(v)).to(self.config.device)
@@ -502,6 +516,49 @@ class AdaptedTransformerRecommender(Recommender):
         # LoRA deltas add FLOPs in proportion to their parameters (x @ A @ B per adapted weight)
         extra = float(self.param_ratio_ or 0.0)
         return net_flops(self.global_.net_.config, h, self.n_items) * (1.0 + extra)
+
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        self.global_.add_interactions(users, items, done=done)  # its histories are the ones scored here
+
+    # -------------------------------------------------------- cached vectors
+    def _bias_groups(self) -> dict[int, int]:
+        """Segment -> bias group of the item table (0: the global item bias alone)."""
+        keyed = [k for k in sorted(self.adapters_) if "output_bias" in self.adapters_[k]]
+        return {k: i + 1 for i, k in enumerate(keyed)}
+
+    def item_table(self) -> ItemTable:
+        """The shared item embeddings; one bias row per segment with its own output bias (group 0: none)."""
+        extra = {k: self.adapters_[k]["output_bias"] for k in self._bias_groups()}
+        return net_item_table(self.global_.net_, extra)
+
+    def _user_vectors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._hidden_hist(self.global_.histories_, users, self.segments_[users])
+
+    def history_vectors(self, histories, segments=None) -> tuple[np.ndarray, np.ndarray]:
+        """Adapted hidden states and bias groups for item sequences in the given segments (-1: global)."""
+        check_is_fitted(self)
+        segs = np.full(len(histories), -1, np.int64) if segments is None else np.asarray(segments, np.int64)
+        hist = Histories.from_lists(histories).tail(self.global_.config.max_len)
+        return self._hidden_hist(hist, np.arange(len(hist)), segs)
+
+    def _hidden_hist(self, hist: Histories, rows: np.ndarray,
+                     segs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        net = self.global_.net_
+        out = np.empty((len(rows), net.config.embedding_size), dtype=np.float32)
+        base = dict(net.named_parameters())
+        groups = self._bias_groups()
+        with scoring_threads(self.config.n_threads):
+            for k in np.unique(segs).tolist():
+                pick = np.flatnonzero(segs == k)
+                theta = {n: torch.from_numpy(np.array(v)).to(self.config.device)
+                         for n, v in self.adapters_.get(int(k), {}).items()}
+
+                def forward(inputs, last, theta=theta):
+                    return adapted_forward(net, base, theta, self.config, inputs, last)[0]  # (b, d)
+
+                out[pick] = score_rows(forward, hist, rows[pick], net.config.pad_id,
+                                       net.config.embedding_size, device=self.config.device)
+        return out, np.array([groups.get(int(k), 0) for k in segs], dtype=np.int32)
 
     def recommend(self, user_ids, k: int = 10, *, exclude_seen: bool = True):
         """Top-k items per user (see :meth:`Recommender.recommend`); records each user's segment."""

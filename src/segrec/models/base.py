@@ -29,6 +29,7 @@ from ..evaluate.ranking import rank_in_chunks
 from ..types import Interactions, Recommendations, Vocabulary
 from ._histories import as_history_input, n_histories
 from ._registry import check_is_fitted, model_class, register, registered_models
+from ._vectors import ItemTable, UserVectors, make_user_vectors
 from .context import FitContext
 from .tags import RecommenderTags, get_tags
 
@@ -74,6 +75,9 @@ class Recommender:
         #: fingerprint of the data the last fit learned from (train ∪ valid), so a composite can
         #: tell whether a kept inner model was fitted on the very inner split it needs
         self.fitted_on_: str | None = None
+        #: cached known-user vectors (:mod:`segrec.models._vectors`) for models with an item
+        #: table; set by :meth:`prepare_serving`, saved with the model, cleared by ``fit``
+        self.user_vectors_: UserVectors | None = None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items())
@@ -119,6 +123,9 @@ class Recommender:
         self.user_vocab_ = None
         self.item_vocab_ = None
         self.fit_timings_ = {}
+        self._kept_inner = None  # a grid search may keep its winner (fitted on the inner train part)
+        self._keep_inner = context.keep_inner
+        self.user_vectors_ = None  # a refit makes every cached vector stale
         self._fit(train, valid, context)
         self.user_vocab_ = full.user_vocab
         self.item_vocab_ = full.item_vocab
@@ -149,9 +156,14 @@ class Recommender:
         A model that chose its settings on (train -> valid) and then refitted on
         train ∪ valid may keep the train-only version; a composite that must score
         valid honestly (the router's stage 1) reuses it instead of fitting again.
-        None (the default) means "not kept": the caller fits a fresh copy.
+        None means "not kept": the caller fits a fresh copy. Here: the winner of the
+        model's own grid search (:func:`~segrec.models.tuning.grid_search`), when it kept it.
         """
-        return None
+        return getattr(self, "_kept_inner", None)
+
+    def release_inner(self) -> None:
+        """Drop a kept grid-search winner once the router has used it (its memory is freed)."""
+        self._kept_inner = None
 
     def sub_models(self) -> list[Recommender]:
         """Fitted models this one is made of and saves apart (per-segment models, tiers); none here."""
@@ -172,12 +184,63 @@ class Recommender:
     def score_one(self, user: int) -> np.ndarray:
         """Scores (n_items,) of one dense user: the server's single-request path.
 
+        A model with cached user vectors (:meth:`prepare_serving`) answers with one
+        product of the user's vector and its item table: the numbers of
+        :meth:`score_dense` up to float rounding (numpy's product instead of the one
+        inside the forward pass; the top-k lists are the same, tested on ml-100k).
         Models override it where one user is much cheaper than a batch row (the
-        item-item models skip scipy's per-call sparse indexing); the numbers are
-        the same as :meth:`score_dense`'s.
+        item-item models skip scipy's per-call sparse indexing; bitwise equal).
         """
+        cached = self.user_vectors_
+        if cached is not None:
+            return cached.score_one(int(user))
         check_is_fitted(self)
         return np.asarray(self._score(np.array([int(user)], dtype=np.int64)), dtype=np.float32)[0]
+
+    # ------------------------------------------------------- cached vectors
+    #: whether the cached vectors are written to the artifact (False where they are the model's
+    #: own state already, e.g. ALS user factors)
+    saves_user_vectors: ClassVar[bool] = True
+
+    def item_table(self) -> ItemTable | None:
+        """The item side when scores factor as ``item_vectors @ v_u + bias[g_u]``; None otherwise.
+
+        Models that declare one also implement :meth:`_user_vectors`, and then serve
+        known users from cached vectors (:meth:`prepare_serving`).
+        """
+        return None
+
+    def _user_vectors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Hook: ``(vectors (n, d), bias groups (n,) or None)`` of dense known users, from the model.
+
+        Non-finite rows mark users the model cannot score (e.g. no fit history).
+        """
+        raise NotImplementedError
+
+    def history_vectors(self, histories, segments=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Hook: vectors and bias groups for users given by their items (``history_input`` form).
+
+        ``segrec update`` uses it to recompute a known user whose history grew.
+        """
+        raise NotImplementedError
+
+    def prepare_serving(self) -> UserVectors | None:
+        """Compute (once) every known user's vector, if the model has an item table; and of sub-models.
+
+        Called when the model is saved and when a Router is built, so no request pays
+        for it. Returns the cache (None for models that do not factor).
+        """
+        check_is_fitted(self)
+        for sub in self.sub_models():
+            sub.prepare_serving()
+        table = self.item_table()
+        if table is None:
+            return None
+        if self.user_vectors_ is None or self.user_vectors_.table.vectors.shape != table.vectors.shape:
+            users = np.arange(len(self.user_vocab_), dtype=np.int64)
+            vectors, groups = self._user_vectors(users)
+            self.user_vectors_ = make_user_vectors(table, vectors, groups)
+        return self.user_vectors_
 
     def serves_segments(self, segments: np.ndarray) -> np.ndarray:
         """Bool per segment label: whether this model has what it needs to score users there.
@@ -286,6 +349,64 @@ class Recommender:
             tier=np.full(n, self.name, dtype=object) if tier is None else tier,
         )
 
+    # ------------------------------------------------------------- updates
+    def add_interactions(self, users: np.ndarray, items: np.ndarray, *,
+                         done: set[int] | None = None) -> np.ndarray:
+        """Append new interactions of known users to their fit history; nothing is relearned.
+
+        What a request reads from the history follows: seen items (excluded), the
+        Transformer's sequence, the item-item models' rows, and the cached vectors of
+        these users, recomputed from their new history (ALS: folded in against the
+        fixed item factors). Weights, segments and routing stay as fitted; a refit
+        (``segrec run``) relearns them. ``segrec update`` applies this to a saved run.
+
+        Args:
+            users: Dense user ids, one per interaction.
+            items: Dense item ids; within each user, oldest first (after the fit history).
+            done: ``id()`` of models already updated in this pass: a model shared by two
+                parents (an adapter's global model is also the composite's ``global`` tier
+                in memory after a fit) is updated once.
+
+        Returns:
+            The distinct users whose history changed.
+
+        Raises:
+            SegrecError: An id outside the vocabularies.
+        """
+        check_is_fitted(self)
+        done = set() if done is None else done
+        users = np.asarray(users, np.int64)
+        items = np.asarray(items, np.int64)
+        if id(self) in done:
+            return np.unique(users)
+        done.add(id(self))
+        n_users, n_items = self.seen_.shape
+        if len(users) != len(items) or (len(users) and (users.min() < 0 or users.max() >= n_users
+                                                        or items.min() < 0 or items.max() >= n_items)):
+            raise SegrecError(f"add_interactions: users and items must be equal-length dense ids within "
+                              f"({n_users} users, {n_items} items)")
+        touched = np.unique(users)
+        added = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=self.seen_.shape)
+        merged = (self.seen_ + added).tocsr()
+        merged.data[:] = 1.0
+        merged.sort_indices()
+        self.seen_ = merged
+        self._add_interactions(users, items, done)
+        for sub in self.sub_models():
+            sub.add_interactions(users, items, done=done)
+        cached = self.user_vectors_
+        if cached is not None and len(touched):
+            vectors, groups = self._user_vectors(touched)
+            fresh = make_user_vectors(cached.table, vectors, groups)
+            self.user_vectors_ = cached.replace_users(touched, fresh.vectors, fresh.groups)
+        return touched
+
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        """Hook: update history-dependent state beyond ``seen_`` (already merged); default none.
+
+        A model holding another (not a sub-model) passes ``done`` on to its ``add_interactions``.
+        """
+
     # ----------------------------------------------------------------- cost
     def n_parameters(self) -> int:
         """Learned floating-point numbers: float arrays of ``_state()`` plus the sub-models'.
@@ -298,18 +419,23 @@ class Recommender:
                   if np.issubdtype(np.asarray(a).dtype, np.floating))
         return own + sum(int(m.n_parameters()) for m in self.sub_models())
 
-    def flops_per_request(self, n_history=None, *, segments=None):
+    def flops_per_request(self, n_history=None, *, segments=None, new_user: bool = False):
         """Analytic FLOPs to score and rank the catalogue for one request (issue 5).
 
-        Scoring FLOPs come from the model's own :meth:`_score_flops` (one
-        multiply-add per learned number unless it knows better); ranking adds
-        about one operation per item.
+        A known user of a model with an item table is served from their cached vector
+        (:meth:`prepare_serving`): the serving cost is that product (``2 * d * n_items``
+        plus the bias), whatever the history length. Otherwise, and for new users,
+        scoring FLOPs come from the model's own :meth:`_score_flops` (one multiply-add
+        per learned number unless it knows better). Ranking adds about one operation
+        per item.
 
         Args:
             n_history: History length (scalar or array); None = the mean over fit users.
             segments: Segment per request, shaped like ``n_history``; models with one
                 sub-model per segment cost each request by its segment's model (NaN
                 where there is none) instead of their mean.
+            new_user: Cost a brand-new user's request (scored from their items: the
+                full forward pass) instead of a known user's.
 
         Returns:
             float, or a float array shaped like ``n_history``.
@@ -320,7 +446,9 @@ class Recommender:
             h = np.array(lengths.mean() if len(lengths) else 0.0)
         else:
             h = np.asarray(n_history, dtype=np.float64)
-        flops = np.asarray(self._score_flops(h, segments), dtype=np.float64) + float(self.n_items)
+        table = None if new_user else self.item_table()
+        scoring = np.full_like(h, table.flops()) if table is not None else self._score_flops(h, segments)
+        flops = np.asarray(scoring, dtype=np.float64) + float(self.n_items)
         return float(flops) if flops.ndim == 0 else flops
 
     def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:

@@ -70,6 +70,9 @@ class _ItemItemModel(Recommender):
         per_row = w.nnz / max(w.shape[0], 1) if sp.issparse(w) else float(n)
         return 2.0 * np.minimum(h, n) * per_row
 
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        self.train_csr_ = self.seen_  # a user's scores are their history row times W
+
     def _fit_weights(self, data: Interactions) -> None:
         self.train_csr_ = data.to_csr()
         self.weights_ = self._compute_weights(self.train_csr_)

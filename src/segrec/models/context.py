@@ -54,6 +54,10 @@ class FitContext:
         progress: Called with a short message before each long step.
         stages: Where a composite records the wall time, CPU time and peak memory of
             each part of its fit (:mod:`segrec.stages`); None = not recorded.
+        keep_inner: The caller will want the model's version fitted on the inner train part
+            (:meth:`~segrec.models.base.Recommender.inner_model`): a grid search keeps its
+            winner instead of dropping it. Set by a composite for its members only, so the
+            sub-models a member fits for itself (per-segment models) keep nothing.
     """
 
     segments: np.ndarray | None = None
@@ -64,6 +68,7 @@ class FitContext:
     shared: Mapping[str, Any] = field(default_factory=dict)
     progress: Callable[[str], None] | None = None
     stages: StageLog | None = None
+    keep_inner: bool = False
 
     def __post_init__(self) -> None:
         # read-only views: a context handed to several fits must not change between them

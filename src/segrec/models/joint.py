@@ -380,6 +380,11 @@ class JointTransformerRecommender(TransformerRecommender):
                  "soft" if self.soft_ else "hard", 100 * self.param_ratio_)
         super()._fit(train, valid, context)
 
+    def item_table(self) -> None:
+        """None: θ_k gates the hidden units and biases the output per segment, so the shared
+        path's cached vectors would serve the wrong scores; requests run the forward pass."""
+        return None
+
     def _blank_net(self, n_items: int) -> JointNet:
         return JointNet(self._net_config(n_items), self.n_segments_, self.config, self.rank_)
 

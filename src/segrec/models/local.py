@@ -330,6 +330,16 @@ class ItemSubsetRecommender(Recommender):
         """The base model over the sub-catalogue (saved in ``inner/``)."""
         return [self.inner_]
 
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        # The base indexes the sub-catalogue: catalogue ids are mapped, and interactions with
+        # items outside it are left out, as the fit left them out. Called even when none is
+        # left, so the base is marked done and the generic sub-model pass (catalogue ids) skips it.
+        local_of = np.full(len(self.item_vocab_), -1, np.int64)
+        local_of[self.item_index_] = np.arange(len(self.item_index_))
+        local = local_of[items]
+        keep = local >= 0
+        self.inner_.add_interactions(users[keep], local[keep], done=done)
+
     # -------------------------------------------------------------- artifacts
     def _state(self) -> dict[str, np.ndarray]:
         return {"item_index": self.item_index_}

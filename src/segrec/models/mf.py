@@ -27,7 +27,9 @@ from pydantic import Field
 
 from ..errors import ModelFitError, require
 from ..types import Interactions
-from .base import ModelConfig, Recommender
+from ._histories import as_history_input
+from ._vectors import ItemTable
+from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tuning import grid_search
 
@@ -173,6 +175,32 @@ class ALSRecommender(Recommender):
         # one (d,) x (d, n_items) product; the user's factors are a lookup
         n, d = self.item_factors_.shape
         return np.full_like(h, 2.0 * n * d)
+
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        # one exact user half-step against the fixed item factors, as for a new user
+        touched = np.unique(users)
+        self.user_factors_ = self.user_factors_.copy()
+        self.user_factors_[touched] = self.history_vectors(self.seen_[touched])[0]
+
+    # ---------------------------------------------------------- cached vectors
+    #: the user factors are the model's state: nothing more to save
+    saves_user_vectors = False
+
+    def item_table(self) -> ItemTable:
+        """The item factors (no bias): a known user's scores are ``Y @ x_u``."""
+        return ItemTable(self.item_factors_)
+
+    def _user_vectors(self, users: np.ndarray) -> tuple[np.ndarray, None]:
+        return self.user_factors_[users], None
+
+    def history_vectors(self, histories, segments=None) -> tuple[np.ndarray, None]:
+        """Folded-in factors for item rows (or sequences): one exact solve against the item factors."""
+        check_is_fitted(self)
+        rows, _ = as_history_input(histories, "rows", self.n_items)
+        rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)
+        rows.sum_duplicates()
+        rows.data[:] = self.config.alpha
+        return fold_in(rows, self.item_factors_, self.reg_), None
 
     # ---------------------------------------------------------------- artifacts
     def _state(self) -> dict[str, np.ndarray]:

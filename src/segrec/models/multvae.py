@@ -14,7 +14,7 @@ import contextlib
 import copy
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,8 +25,11 @@ from torch import nn
 
 from ..errors import ModelFitError
 from ..evaluate.ranking import quick_ndcg
+from ..resources import cpu_has_native_bf16
 from ..types import Interactions
-from .base import ModelConfig, Recommender
+from ._histories import as_history_input
+from ._vectors import ItemTable
+from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tuning import inner_sets, scored_users
 
@@ -76,6 +79,13 @@ class MultVAEConfig(ModelConfig):
     """The batch grows beyond ``batch_size`` so that an epoch takes at most this many updates:
     ml-100k's 943 users are 8 updates of 128, a 50k-user log is 100 of 500 rather than 390 of
     128 (each update also pays Adam over every weight)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Training matmuls: ``bf16`` autocast (sparse first layer, softmax and KL in fp32),
+    ``fp32``, or ``auto``: bf16 on CPUs with native bf16 instructions. Scoring is fp32.
+
+    Measured (AMD EPYC with AVX512-BF16, one thread, load 6-8, two runs each): ml-100k
+    fit 35.9 / 34.4 s -> 22.0 / 21.3 s, best inner-valid NDCG@10 0.1357 -> 0.1365; the
+    e-commerce shape (300 updates) 90.9 / 71.3 s -> 71.1 / 49.6 s at the same 0.0342."""
     refit: bool = True
     """Retrain on all fit data (train ∪ valid) for the early-stopped number of epochs,
     as the protocol's black-box rule asks; ``False`` keeps the early-stopped network,
@@ -124,6 +134,17 @@ class MultVAENet(nn.Module):
         Returns:
             ``(logits, mu, logvar)`` of shapes (b, n_items) (or (b, c)), (b, d), (b, d).
         """
+        z, mu, logvar = self.last_hidden(x)
+        last = self.decoder[-1]
+        if candidates is not None:  # only the candidates' rows of the output layer
+            return F.linear(z, last.weight[candidates], last.bias[candidates]), mu, logvar
+        return last(z), mu, logvar  # (b, n_items) logits
+
+    def last_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The decoder's input to its last (item) layer, mean and log-variance: ``forward`` but that layer.
+
+        A known user's vector for serving (the last layer is the item table and bias).
+        """
         # The input is sparse (ml-100k rows are ~6% full), so normalisation, dropout and
         # the first layer act on the stored values only: same maths as F.normalize +
         # F.dropout + Linear on the dense row, at half the cost of a training step.
@@ -135,7 +156,8 @@ class MultVAENet(nn.Module):
             vals = vals * keep / (1.0 - self.dropout)
         h = torch.sparse_coo_tensor(idx, vals, x.shape, is_coalesced=True, check_invariants=False)
         first, *rest = self.encoder
-        h = torch.tanh(torch.sparse.mm(h, first.weight.T) + first.bias)  # (b, hidden)
+        with torch.autocast("cpu", enabled=False):  # sparse products stay fp32 (no bf16 sparse kernels)
+            h = torch.tanh(torch.sparse.mm(h, first.weight.T) + first.bias)  # (b, hidden)
         for layer in rest:
             h = torch.tanh(layer(h))
         mu, logvar = self.to_latent(h).split(self.embedding_size, dim=1)  # (b, d) each
@@ -143,12 +165,9 @@ class MultVAENet(nn.Module):
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         else:
             z = mu
-        *hidden, last = self.decoder
-        for layer in hidden:
+        for layer in self.decoder[:-1]:
             z = torch.tanh(layer(z))
-        if candidates is not None:  # only the candidates' rows of the output layer
-            return F.linear(z, last.weight[candidates], last.bias[candidates]), mu, logvar
-        return last(z), mu, logvar  # (b, n_items) logits
+        return z, mu, logvar
 
 
 class MultVAERecommender(Recommender):
@@ -208,6 +227,7 @@ class MultVAERecommender(Recommender):
         history: list[float] = []
         n_items = x.shape[1]
         sampled = n_items > cfg.full_softmax_max_items
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_native_bf16())
         batch = max(cfg.batch_size, -(-len(users) // cfg.max_steps_per_epoch))
         steps_per_epoch = max(1, -(-len(users) // batch))
         self.batch_size_ = batch
@@ -229,12 +249,15 @@ class MultVAERecommender(Recommender):
                     rows = _to_torch(x[order[lo : lo + batch]])  # sparse (b, n_items)
                     beta = min(cfg.anneal_cap, cfg.anneal_cap * step / cfg.anneal_steps)
                     r, c = rows.indices()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                        if sampled:
+                            cand, c, shift = _candidates(c.numpy(), n_items, cfg.n_negatives, rng)
+                            logits, mu, logvar = net(rows, candidates=cand)
+                        else:
+                            logits, mu, logvar = net(rows)
+                    logits, mu, logvar = logits.float(), mu.float(), logvar.float()
                     if sampled:
-                        cand, c, shift = _candidates(c.numpy(), n_items, cfg.n_negatives, rng)
-                        logits, mu, logvar = net(rows, candidates=cand)
                         logits = logits + shift  # log(1/Q) of the drawn items, 0 for the batch's own
-                    else:
-                        logits, mu, logvar = net(rows)
                     # multinomial log-likelihood: sum over the user's items of log softmax
                     nll = -(F.log_softmax(logits, dim=1)[r, c] * rows.values()).sum() / rows.shape[0]
                     kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
@@ -275,6 +298,29 @@ class MultVAERecommender(Recommender):
         rows.sum_duplicates()
         rows.data[:] = 1.0  # binary, as in training
         return _forward_scores(self.net_, rows)
+
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        self.train_csr_ = self.seen_  # the encoder reads the history row
+
+    # ---------------------------------------------------------- cached vectors
+    def item_table(self) -> ItemTable:
+        """The decoder's last layer: a known user's scores are ``W @ z_u + b``."""
+        last = self.net_.decoder[-1]
+        return ItemTable(last.weight.detach().numpy(), last.bias.detach().numpy())
+
+    def _user_vectors(self, users: np.ndarray) -> tuple[np.ndarray, None]:
+        return self.history_vectors(self.train_csr_[users])
+
+    def history_vectors(self, histories, segments=None) -> tuple[np.ndarray, None]:
+        """The decoder's last hidden activation for binary item rows (or item sequences)."""
+        check_is_fitted(self)
+        rows, _ = as_history_input(histories, "rows", self.n_items)
+        rows = sp.csr_matrix(rows, dtype=np.float32, copy=True)
+        rows.sum_duplicates()
+        rows.data[:] = 1.0  # binary, as in training and _score_histories
+        with torch.no_grad():
+            z, _, _ = self.net_.last_hidden(_to_torch(rows))
+        return z.numpy(), None
 
     # ---------------------------------------------------------------- artifacts
     def _state(self) -> dict[str, np.ndarray]:

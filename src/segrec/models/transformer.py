@@ -8,9 +8,11 @@ refitting. The network lives in ``_seqnet.py`` (nanoGPT style), the data windows
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -21,11 +23,13 @@ from pydantic import Field
 
 from ..errors import ConfigError, SegrecWarning
 from ..evaluate.ranking import quick_ndcg
+from ..resources import cpu_has_native_bf16
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
 from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
 from ._seqnet import SeqNet, SeqNetConfig
-from ._seqtrain import LoopSettings, cpu_has_native_bf16, run_loop, score_rows, seeded
+from ._seqtrain import LoopSettings, run_loop, score_rows, seeded
+from ._vectors import ItemTable
 from .base import ModelConfig, Recommender, check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
@@ -372,7 +376,7 @@ class TransformerRecommender(Recommender):
 
     def _score_hist(self, hist: Histories, rows: np.ndarray) -> np.ndarray:
         c = self.config
-        with seeded(c.random_state, c.n_threads):
+        with scoring_threads(c.n_threads):
             return self._score_rows(self.net_, hist, rows)
 
     def _score_histories(self, histories: list[list[int]], segments) -> np.ndarray:
@@ -382,6 +386,28 @@ class TransformerRecommender(Recommender):
 
     def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
         return net_flops(self.net_.config, h, self.n_items)
+
+    def _add_interactions(self, users: np.ndarray, items: np.ndarray, done: set[int]) -> None:
+        self.histories_ = append_histories(self.histories_, users, items, self.config.max_len)
+
+    # -------------------------------------------------------- cached vectors
+    def item_table(self) -> ItemTable:
+        """Tied item embeddings and the item bias: a known user's scores are ``W @ h_u + b``."""
+        return net_item_table(self.net_)
+
+    def _user_vectors(self, users: np.ndarray) -> tuple[np.ndarray, None]:
+        # the hidden state after each user's last fit item, batched as _score batches them
+        c = self.config
+        with scoring_threads(c.n_threads):
+            return _hidden_net(self.net_, self.histories_, users, c.device), None
+
+    def history_vectors(self, histories, segments=None) -> tuple[np.ndarray, None]:
+        """Hidden states for item sequences (dense ids, oldest first; the last ``max_len`` count)."""
+        check_is_fitted(self)
+        hist = Histories.from_lists(histories).tail(self.config.max_len)
+        c = self.config
+        with scoring_threads(c.n_threads):
+            return _hidden_net(self.net_, hist, np.arange(len(hist)), c.device), None
 
     @property
     def n_params_(self) -> int:
@@ -484,11 +510,68 @@ def validation_users(data: Interactions, valid: Interactions, cap: int | None,
     return users, fit_csr[users], valid_csr[users]
 
 
+@contextlib.contextmanager
+def scoring_threads(n_threads: int | None) -> Iterator[None]:
+    """Torch's CPU threads set to ``n_threads`` while scoring (None: unchanged), restored after.
+
+    Scoring runs the network in eval mode, which draws no random numbers, so unlike a fit
+    it needs no seeding: ``torch.manual_seed`` costs about 3 ms a call here (it formats a
+    stack trace), more than a new user's whole forward pass.
+    """
+    before = torch.get_num_threads()
+    if n_threads:
+        torch.set_num_threads(int(n_threads))
+    try:
+        yield
+    finally:
+        if n_threads:
+            torch.set_num_threads(before)
+
+
 def _score_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> np.ndarray:
     def forward(inputs, last):
         return net.logits(net(inputs, last=last))  # (b, n_items)
 
     return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=device)
+
+
+def append_histories(hist: Histories, users: np.ndarray, items: np.ndarray, max_len: int) -> Histories:
+    """``hist`` with ``items`` appended to ``users``' sequences (given order kept), cut to ``max_len``."""
+    n = len(hist)
+    old_users = np.repeat(np.arange(n, dtype=np.int64), hist.lengths)
+    all_users = np.concatenate([old_users, np.asarray(users, np.int64)])
+    all_items = np.concatenate([hist.items, np.asarray(items, np.int64)])
+    order = np.argsort(all_users, kind="stable")  # a user's old items first, then the new ones
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(all_users, minlength=n), out=indptr[1:])
+    return Histories(all_items[order], indptr).tail(max_len)
+
+
+def _hidden_net(net: SeqNet, hist: Histories, rows: np.ndarray, device: str) -> np.ndarray:
+    """Hidden states (len(rows), d) at each history's last position; NaN rows for empty ones.
+
+    The same batching as :func:`_score_net` (``score_rows``, users sorted by length),
+    stopping before the item table.
+    """
+    def forward(inputs, last):
+        return net(inputs, last=last)  # (b, d): the state _score_net multiplies with the item table
+
+    return score_rows(forward, hist, rows, net.config.pad_id, net.config.embedding_size, device=device)
+
+
+def net_item_table(net: SeqNet, extra_bias: dict[int, np.ndarray] | None = None) -> ItemTable:
+    """The item table of a SeqNet: tied embeddings ``wte[:n_items]`` and ``item_bias``.
+
+    Args:
+        net: The network.
+        extra_bias: Further bias rows added to ``item_bias`` (the adapters' per-segment
+            output biases), as group i + 1 for the i-th entry in key order.
+    """
+    n = net.config.n_items
+    vectors = net.wte.weight[:n].detach().float().cpu().numpy()
+    bias = net.item_bias.detach().float().cpu().numpy()
+    rows = [bias] + [bias + np.asarray(extra_bias[k], np.float32) for k in sorted(extra_bias or {})]
+    return ItemTable(vectors, np.stack(rows))
 
 
 def net_flops(cfg: SeqNetConfig, h: np.ndarray, n_items: int) -> np.ndarray:

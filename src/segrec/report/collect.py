@@ -208,6 +208,11 @@ def build_report_data(
     fit = result.split.fit if result.split is not None else result.data
     seg_model = result.systems.get("segmented")
     routing = _routing(seg_model) if seg_model is not None else None
+    if routing is not None:  # what serves each segment and what it is honestly worth (issue 14)
+        from .verdict import segment_rows, verdict
+
+        routing["verdict"] = verdict(result)
+        routing["served"] = segment_rows(result)
     table = result.table()
     payload = {
         "version": PAYLOAD_VERSION,
@@ -216,6 +221,7 @@ def build_report_data(
             "segrec_version": __version__,
             "seed": cfg.seed,
             "best_system": result.best_system() if result.systems else None,
+            "test_winner": result.test_winner(),
             "systems": list(result.systems),
             "skipped": dict(result.skipped),
         },

@@ -51,7 +51,9 @@ def _summary(p: dict[str, Any]) -> str:
     items.append(("fingerprint", _f(d.get("fingerprint"))))
     items.append(("systems", escape(", ".join(meta.get("systems") or []))))
     if meta.get("best_system"):
-        items.append(("best on test " + METRIC, f"<b>{escape(meta['best_system'])}</b>"))
+        items.append(("served (best on inner validation)", f"<b>{escape(meta['best_system'])}</b>"))
+    if meta.get("test_winner"):
+        items.append(("best on test " + METRIC, escape(meta["test_winner"])))
     for name, why in (meta.get("skipped") or {}).items():
         items.append((f"skipped {escape(name)}", escape(str(why))))
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
@@ -338,7 +340,31 @@ def _routing(p: dict[str, Any]) -> str:
             "sending every segment to one tier, against the chosen routing.",
             "routing decision per segment",
         )
-    return f'<section id="routing"><h2>Routing decision per segment</h2>{info}{table}{fig}</section>'
+    return (f'<section id="routing"><h2>Routing decision per segment</h2>{_served(r)}{info}{table}{fig}'
+            "</section>")
+
+
+def _served(r: dict[str, Any]) -> str:
+    """The verdict and, per segment, what serves it against the best single system (issue 14)."""
+    rows = r.get("served") or []
+    if not rows:
+        return ""
+    body = []
+    for row in rows:
+        alpha = "" if row.get("alpha") is None else f" (α={row['alpha']:.2f})"
+        gain = f"{row['honest_gain']:+.4f} [{row['honest_lo']:+.4f}, {row['honest_hi']:+.4f}]"
+        body.append([f"{_swatch(int(row['segment']))}segment {int(row['segment'])}", _f(row.get("users")),
+                     f'<span class="tier">{escape(str(row["served_name"]))}{alpha}</span>',
+                     _f(row.get("valid_ndcg")),
+                     f"{escape(str(row['best_single']))} {_f(row.get('valid_ndcg_best_single'))}",
+                     gain, _f(row.get("flops"), 0)])
+    heads = ["segment", "valid users", "served by", f"valid {METRIC}", "best single system",
+             "honest gain [95% CI]", "FLOPs / request"]
+    verdict = f"<p><b>{escape(str(r.get('verdict') or ''))}</b></p>"
+    note = ('<p class="note">Chosen on inner validation (tiers fitted on the inner train part only); '
+            "the honest gain is cross-fitted: each segment's choice made on one half of the validation users "
+            "and scored on the other, so choosing among many tiers and α does not flatter it.</p>")
+    return verdict + _table(heads, body, table_id="served-table", numeric={1, 3, 6}) + note
 
 
 def _curves(p: dict[str, Any]) -> str:

@@ -9,25 +9,26 @@
   a member's kept ``inner_model()`` when it was fitted on that very part (and on
   the same segments), else a fresh fit — so validation is honest and no work is
   done twice (issue 12).
-* :func:`validation_table` / :func:`tier_costs`: per-segment validation NDCG@10
-  and analytic FLOPs of each candidate, the table every routing policy reads.
+* :func:`chosen_settings`: the settings a member chose, so its inner version is
+  fitted once instead of searched again.
+* :func:`tier_costs`: analytic FLOPs of each candidate per segment, in the same
+  table every routing policy reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..evaluate.metrics import ndcg
-from ..evaluate.ranking import hit_matrix, rank_in_chunks
 from ..models.base import Recommender
 from ..models.context import FitContext
 from ..models.tags import get_tags
 from ..types import Interactions
 
-__all__ = ["fit_member", "fit_order", "inner_members", "tier_costs", "validation_table"]
+__all__ = ["chosen_settings", "fit_member", "fit_order", "inner_members", "member_context", "tier_costs"]
 
 
 def fit_order(members: Mapping[str, Recommender]) -> list[str]:
@@ -96,10 +97,34 @@ def inner_members(members: Mapping[str, Recommender], names: list[str], inner_tr
         if per_segment and not np.array_equal(kept.segments_, segments):
             kept = None  # fitted per other segments: its θ_k would be misassigned
         if kept is None:
-            fresh = members[name].with_params()
-            kept = fresh.fit(inner_train, context=member_context(fresh, context, stage.values()))
+            fresh = members[name].with_params(**chosen_settings(members[name]))
+            own = member_context(fresh, context, stage.values()).with_changes(keep_inner=False)
+            kept = fresh.fit(inner_train, context=own)
         stage[name] = kept
     return stage
+
+
+def chosen_settings(model: Recommender) -> dict[str, Any]:
+    """Settings a fitted member chose on inner validation, so its inner version is fitted once, not searched.
+
+    The member chose them on the very inner split its inner version is fitted on
+    (:func:`~segrec.models.tuning.inner_sets`), so refitting with them reproduces the
+    grid search's winning candidate without running the grid again. Read from the
+    documented results of a fit: ``tuning_`` (the grid-search table, best row) and
+    ``best_epoch_`` of an early-stopped model (then trained for that many epochs and
+    not refitted: its inner version must not learn from the inner valid part).
+    Settings the model's config does not have are left out.
+    """
+    fields = type(model).Config.model_fields
+    out: dict[str, Any] = {}
+    tuning = getattr(model, "tuning_", None)
+    if tuning:
+        best = max(tuning, key=lambda row: row["ndcg@10"])
+        out.update({k: v for k, v in best.items() if k in fields})
+    epoch = getattr(model, "best_epoch_", None)
+    if epoch and "epochs" in fields and "refit" in fields:
+        out.update(epochs=max(int(epoch), 1), refit=False)
+    return out
 
 
 def tier_costs(models: dict[str, Recommender], segments: np.ndarray, lengths: np.ndarray,
@@ -124,29 +149,3 @@ def tier_costs(models: dict[str, Recommender], segments: np.ndarray, lengths: np
             flops = float(np.mean(model.flops_per_request(h, segments=np.full(len(h), s))))
             rows.append({"segment": int(s), "tier": tier, "flops": flops})
     return pd.DataFrame(rows, columns=["segment", "tier", "flops"])
-
-
-def validation_table(
-    models: dict[str, Recommender], train: Interactions, valid: Interactions, segments: np.ndarray
-) -> pd.DataFrame:
-    """Per-segment validation NDCG@10 of each fitted model (fitted on ``train`` only).
-
-    Returns:
-        Rows ``segment, tier, users, ndcg@10``; NaN where a tier scores no user of
-        the segment (e.g. a segment too small for a local model).
-    """
-    train_csr, valid_csr = train.to_csr(), valid.to_csr()
-    n_valid = np.diff(valid_csr.indptr)
-    users = np.flatnonzero(n_valid > 0)
-    rows = []
-    for tier, model in models.items():
-        top, vals = rank_in_chunks(model.score_dense, users, 10, seen=train_csr)
-        # a tier that cannot score a user (NaN row) gives an empty list: leave it out
-        scores_nan = ~np.isfinite(vals[:, 0])
-        per_user = ndcg(hit_matrix(top, valid_csr, users), n_valid[users], 10)
-        seg = segments[users]
-        for s in np.unique(seg):
-            m = (seg == s) & ~scores_nan
-            rows.append({"segment": int(s), "tier": tier, "users": int((seg == s).sum()),
-                         "ndcg@10": float(per_user[m].mean()) if m.any() else np.nan})
-    return pd.DataFrame(rows)

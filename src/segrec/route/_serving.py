@@ -121,19 +121,33 @@ class ServingMixin:
                 out[rows] = self.tiers_[tier].flops_per_request(lengths[rows], segments=seg[rows])
         return out
 
-    def flops_per_request(self, n_history=None, *, segments=None):
+    def flops_per_request(self, n_history=None, *, segments=None, new_user: bool = False):
         """Mean analytic FLOPs per request under the current routing (over fit users).
+
+        Known users are costed as they are served (a cached tier: its vector product);
+        ``new_user=True`` costs them as brand-new users of the same segments, through each
+        segment's new-user tier from their items.
 
         Args:
             n_history: Ignored unless given: then the routed tiers' FLOPs at that
                 history length, weighted by how many users each tier serves.
             segments: Not used (each fit user's own segment decides).
+            new_user: Cost new users' requests instead of known users'.
         """
         users = np.flatnonzero(np.diff(self.seen_.indptr) > 0)
-        if n_history is None:
+        if n_history is None and not new_user:
             return float(np.nanmean(self.flops_per_user(users)))
-        tiers = self.tier_of(users)
+        if new_user:
+            tiers = np.array([self.new_user_tier(s) for s in self.segments_[users]], dtype=object)
+        else:
+            tiers = self.tier_of(users)
         names, counts = np.unique(tiers, return_counts=True)
-        h = np.asarray(n_history, np.float64)
-        return sum(c / counts.sum() * np.asarray(self.tiers_[t].flops_per_request(h))
-                   for t, c in zip(names, counts, strict=True) if t in self.tiers_)
+        lengths = np.diff(self.seen_.indptr).astype(np.float64)
+        h = np.asarray(n_history, np.float64) if n_history is not None else None
+        total = 0.0
+        for t, c in zip(names, counts, strict=True):
+            if t in self.tiers_:
+                flops = self.tiers_[t].flops_per_request(
+                    np.mean(lengths[users[tiers == t]]) if h is None else h, new_user=new_user)
+                total = total + c / counts.sum() * np.asarray(flops)
+        return total

@@ -40,8 +40,10 @@ from ..models.context import FitContext
 from ..models.tags import RecommenderTags
 from ..models.tuning import inner_sets
 from ..types import Interactions, Recommendations
-from ._fitting import fit_member, fit_order, inner_members, member_context, tier_costs, validation_table
+from ._fitting import fit_member, fit_order, member_context
+from ._routing import route_on_validation
 from ._serving import ServingMixin
+from .blend import BlendRecommender
 from .fallback import FallbackChain
 from .policy import RoutingPolicy
 
@@ -60,7 +62,12 @@ class SegmentedConfig(ModelConfig):
     fallback: tuple[str, ...] = ("global", "popularity")
     """Tiers tried, in order, for users their routed tier cannot score (absent ones are skipped)."""
     candidates: tuple[str, ...] | None = None
-    """Tiers the routing may choose among (and saves); None = every member."""
+    """Tiers the routing may choose among; None = every member."""
+    blend: bool = True
+    """Also consider, per segment, a blend of the best large and the best small tier
+    (:mod:`segrec.route.blend`), its α chosen on inner validation."""
+    large_tiers: tuple[str, ...] | None = None
+    """The large (neural) side of blends; None = the tiers that read item sequences."""
 
 
 class SegmentedRecommender(ServingMixin, Recommender):
@@ -83,7 +90,13 @@ class SegmentedRecommender(ServingMixin, Recommender):
         segmenter_: The fitted segmentation pipeline (None without one).
         routing_: dict segment -> tier.
         tiers_: dict tier -> fitted Recommender.
-        validation_: per-segment validation table behind the routing (or None).
+        validation_: per-(segment, tier) validation table behind the routing (or None): tiers
+            and blends, ``users, ndcg@10, flops, alpha`` and ``chosen`` (the selection).
+        selection_: JSON-able summary of the choice (:meth:`~segrec.route.selection.Selection.to_dict`:
+            per segment what serves it, its inner-valid NDCG@10 against the best single system's, the
+            honest cross-fitted gain with its CI) and each tier's inner-valid NDCG@10, or None.
+        default_tier_: The best single system on inner validation (users of no routed segment,
+            first in the fallback chain).
         member_seconds_: tier -> wall seconds of its fit.
     """
 
@@ -111,6 +124,8 @@ class SegmentedRecommender(ServingMixin, Recommender):
         self.routing_: dict[int, str] | None = None
         self.tiers_: dict[str, Recommender] | None = None
         self.validation_: pd.DataFrame | None = None
+        self.selection_: dict[str, Any] | None = None
+        self.default_tier_: str | None = None
 
     def __recommender_tags__(self) -> RecommenderTags:
         """New users arrive as item sequences; the fallback chain, not an empty history, decides NaN."""
@@ -125,7 +140,7 @@ class SegmentedRecommender(ServingMixin, Recommender):
 
     @classmethod
     def serving(cls, model: Recommender, *, segments: np.ndarray | None = None,
-                segmenter: Any = None) -> SegmentedRecommender:
+                segmenter: Any = None, name: str | None = None) -> SegmentedRecommender:
         """A fitted plain model as a one-tier composite, so it is served by the same path.
 
         Args:
@@ -133,15 +148,18 @@ class SegmentedRecommender(ServingMixin, Recommender):
             segments: Segment per dense user of ``model`` (reported, and the key of each
                 segment's popular items); None = unsegmented.
             segmenter: A fitted segmentation pipeline that places new users, or None.
+            name: The tier's name in answers (a run's system name, e.g. ``local_ease``);
+                default ``model.name``.
         """
         check_is_fitted(model)
-        name = model.name
+        name = name or model.name
         out = cls(tiers={name: model}, policy=RoutingPolicy(default_tier=name), fallback=(name,))
         out.user_vocab_, out.item_vocab_, out.seen_ = model.user_vocab_, model.item_vocab_, model.seen_
         out.fitted_on_ = model.fitted_on_
         out.segments_ = (np.full(len(model.user_vocab_), -1, np.int64) if segments is None
                          else np.asarray(segments, np.int64))
         out.segmenter_, out.tiers_, out.routing_ = segmenter, {name: model}, {}
+        out.default_tier_, out.selection_, out.validation_ = name, None, None
         out.segmenter = segmenter
         out.new_user_tier_ = None
         return out
@@ -150,7 +168,9 @@ class SegmentedRecommender(ServingMixin, Recommender):
     def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
         segments = self._fit_segments(train, context)
         self.segments_ = segments
-        member_ctx = context.with_changes(segments=segments, segment_probs=self._segment_probs(context))
+        # members keep what the routing stage will need of them (a grid search's winner)
+        member_ctx = context.with_changes(segments=segments, segment_probs=self._segment_probs(context),
+                                          keep_inner=self.routing is None)
         order = fit_order(self.tiers)
         self._check_tiers()
         self.tiers_, self.member_seconds_ = {}, {}
@@ -165,8 +185,11 @@ class SegmentedRecommender(ServingMixin, Recommender):
             row.detail.update(fitted.fit_timings_)
             self.tiers_[name] = fitted
             self.member_seconds_[name] = time.perf_counter() - start
-        self.validation_ = None
+        self.validation_, self.selection_ = None, None
+        self.default_tier_ = self.config.policy.default_tier
         routing = self.routing
+        if routing is None and len(self.candidates()) < 2:
+            routing = {}  # nothing to choose among
         if routing is None:
             with context.stage("routing") as row:
                 start = time.perf_counter()
@@ -207,23 +230,34 @@ class SegmentedRecommender(ServingMixin, Recommender):
                               f"member; tiers: {sorted(self.tiers)}")
 
     def candidates(self) -> list[str]:
-        """The tiers routing chooses among, in the order they are fitted and compared."""
+        """The member tiers routing chooses among (blends aside), in the order they are fitted."""
         allowed = self.config.candidates
         members = self.tiers_ if self.tiers_ is not None else self.tiers
+        members = {n: m for n, m in members.items() if not _is_blend(m)}
         names = [n for n in (members if allowed is None else allowed) if n in members]
         return fit_order({n: members[n] for n in names})
 
     def _route(self, train: Interactions, valid: Interactions | None, segments: np.ndarray,
                context: FitContext) -> dict[int, str]:
-        # every candidate as fitted on the inner train part only, scored per segment on the
-        # held-out part (valid, or the last 10% of each user's train)
-        inner_train, inner_valid = inner_sets(train, valid)
-        stage = inner_members(self.tiers_, self.candidates(), inner_train, segments, context)
-        table = validation_table(stage, inner_train, inner_valid, segments)
-        users = np.flatnonzero(np.diff(inner_valid.to_csr().indptr) > 0)
-        costs = tier_costs(stage, segments, inner_train.user_counts().astype(np.float64), users)
-        self.validation_ = table.merge(costs, on=["segment", "tier"], how="left")
-        return self.config.policy.choose(self.validation_, segments, inner_train.user_counts(), set(stage))
+        # every candidate (and blends of two) as fitted on the inner train part only, scored per
+        # user on the held-out part (valid, or the last 10% of each user's train), then chosen
+        # per segment with an honest (cross-fitted) estimate of what the choice is worth
+        policy = self.config.policy
+        outcome = route_on_validation(
+            self.tiers_, self.candidates(), inner_sets(train, valid), segments, context,
+            chain=self.config.fallback, large=self.config.large_tiers, min_gain=policy.min_gain,
+            gate_z=policy.gate_z,
+            blends=self.config.blend, seed=int(getattr(self.segmenter, "random_state", 0) or 0))
+        for model in self.tiers_.values():  # the inner versions served their purpose: free them
+            model.release_inner()
+        self.tiers_.update(outcome.blends)
+        self.validation_ = outcome.table
+        self.selection_ = outcome.summary()
+        self.default_tier_ = outcome.default_tier
+        self.fit_timings_.update(outcome.timings)
+        if policy.kind == "accuracy":
+            return outcome.routing
+        return policy.choose(self.validation_, segments, train.user_counts(), set(self.tiers_))
 
     def reroute(self, routing: dict[int, str] | None = None, **changes: Any) -> SegmentedRecommender:
         """A copy routed by another policy, sharing this model's fitted tiers (no refit).
@@ -252,6 +286,8 @@ class SegmentedRecommender(ServingMixin, Recommender):
             other.new_user_tier_ = None
             return other
         table = self.validation_
+        if table is not None:  # a loaded composite keeps only the tiers it can serve with
+            table = table[table["tier"].isin(list(self.tiers_))]
         if table is not None and "flops" not in table and policy.kind == "budget":
             raise SegrecError("this model's validation table has no costs; refit it to use the budget policy")
         lengths = np.diff(self.seen_.indptr)
@@ -270,15 +306,20 @@ class SegmentedRecommender(ServingMixin, Recommender):
         return list(self.tiers_.values())
 
     # --------------------------------------------------------------- routing
+    @property
+    def default_tier(self) -> str:
+        """The tier of users of no routed segment: the best single system on inner validation."""
+        return getattr(self, "default_tier_", None) or self.config.policy.default_tier
+
     def tier_of(self, users: np.ndarray) -> np.ndarray:
         """The routed tier name per dense user."""
-        default = self.config.policy.default_tier
+        default = self.default_tier
         seg = self.segments_[np.asarray(users, dtype=np.int64)]
         return np.array([self.routing_.get(int(s), default) for s in seg], dtype=object)
 
     def tier_of_segment(self, segment: int) -> str:
         """The tier routed to ``segment``."""
-        return self.routing_.get(int(segment), self.config.policy.default_tier)
+        return self.routing_.get(int(segment), self.default_tier)
 
     def new_user_tier(self, segment: int) -> str:
         """Tier that serves a brand-new user placed in ``segment``."""
@@ -287,8 +328,9 @@ class SegmentedRecommender(ServingMixin, Recommender):
         return self.tier_of_segment(segment)
 
     def chain(self) -> FallbackChain:
-        """The fallback chain over the fitted tiers (configured tiers that are absent are skipped)."""
-        return FallbackChain(tuple(t for t in self.config.fallback if t in self.tiers_))
+        """The fallback chain: the best single system, then the configured tiers (absent ones skipped)."""
+        order = dict.fromkeys((self.default_tier, *self.config.fallback))
+        return FallbackChain(tuple(t for t in order if t in self.tiers_))
 
     # --------------------------------------------------------------- scoring
     def _score(self, users: np.ndarray) -> np.ndarray:
@@ -350,9 +392,18 @@ class SegmentedRecommender(ServingMixin, Recommender):
 
     # ------------------------------------------------------------ artifacts
     def saved_tiers(self) -> list[str]:
-        """The tiers this model can serve with, which its artifact keeps."""
-        keep = set(self.candidates()) | set(self.config.fallback) | set(self.routing_.values())
-        keep |= {self.config.policy.default_tier, self.new_user_tier_ or ""}
+        """The tiers this model can serve with, which its artifact keeps.
+
+        The routed tiers (a blend with both its parts), the fallback chain, the default and
+        new-user tiers: a served artifact loads no model it never uses (every tier the
+        routing compared is in the validation table; a loaded model reroutes among these).
+        """
+        keep = set(self.routing_.values()) | set(self.chain().order)
+        keep |= {self.config.policy.default_tier, self.default_tier, self.new_user_tier_ or ""}
+        for name in list(keep):
+            model = self.tiers_.get(name)
+            if _is_blend(model):
+                keep |= set(model.parts_)
         return [t for t in self.tiers_ if t in keep]
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -362,13 +413,22 @@ class SegmentedRecommender(ServingMixin, Recommender):
         self.segments_ = tensors["segments"].astype(np.int64)
         self.routing_ = {int(k): v for k, v in meta["routing"].items()}
         self.new_user_tier_ = meta.get("new_user_tier")
+        self.default_tier_ = meta.get("default_tier")
+        self.selection_ = meta.get("selection")
 
     def _meta(self) -> dict[str, Any]:
-        return {"routing": {str(k): v for k, v in self.routing_.items()}, "tiers": self.saved_tiers(),
-                "new_user_tier": self.new_user_tier_, "segmenter": self.segmenter_ is not None}
+        saved = self.saved_tiers()
+        # a blend tier is a few numbers over two saved tiers: kept here, rebuilt on load
+        blends = {n: self.tiers_[n].spec() for n in saved if _is_blend(self.tiers_[n])}
+        return {"routing": {str(k): v for k, v in self.routing_.items()},
+                "tiers": [n for n in saved if n not in blends], "blends": blends,
+                "new_user_tier": self.new_user_tier_, "segmenter": self.segmenter_ is not None,
+                "default_tier": self.default_tier, "selection": getattr(self, "selection_", None)}
 
     def _save_extra(self, directory: Path) -> None:
         for name in self.saved_tiers():
+            if _is_blend(self.tiers_[name]):
+                continue
             sub = directory / "tiers" / name
             sub.mkdir(parents=True)
             self.tiers_[name].save_into(sub)
@@ -381,6 +441,8 @@ class SegmentedRecommender(ServingMixin, Recommender):
     def _load_extra(self, directory: Path) -> None:
         meta = read_json(directory / "model.json")["meta"]
         self.tiers_ = {name: Recommender.load(directory / "tiers" / name) for name in meta["tiers"]}
+        for name, spec in (meta.get("blends") or {}).items():
+            self.tiers_[name] = BlendRecommender.from_spec(spec, self.tiers_, self.segments_)
         val = directory / "validation.parquet"
         self.validation_ = read_table(val) if val.exists() else None
         self.segmenter_ = None
@@ -389,5 +451,11 @@ class SegmentedRecommender(ServingMixin, Recommender):
 
             self.segmenter_ = SegmentationPipeline.load(directory / "segmenter")
         # the loaded parts are also the components, so a clone (with_params) keeps its tiers
-        self.tiers, self.segmenter, self.routing = dict(self.tiers_), self.segmenter_, None
+        self.tiers = {n: m for n, m in self.tiers_.items() if not _is_blend(m)}
+        self.segmenter, self.routing = self.segmenter_, None
+
+
+def _is_blend(model: Any) -> bool:
+    """A blend tier the composite built from two of its members (not a member itself)."""
+    return isinstance(model, BlendRecommender) and model.parts_ is not None
 

@@ -21,6 +21,7 @@ Decision order for one request:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +29,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, UnknownIDError
+from ..errors import ConfigError, MissingDependencyError, UnknownIDError
 from ..models.base import Recommender, check_is_fitted
 from ..types import Recommendations
+from ._ann import ANN_MIN_ITEMS, AnnIndex
 from .composite import SegmentedRecommender
 
 __all__ = ["Router", "Served", "top_k_row"]
+
+log = logging.getLogger(__name__)
 
 #: FLOPs per request above which a model counts as heavy (about a millisecond of CPU and up):
 #: the HTTP server computes such requests in a worker thread, cheaper ones on the event loop
@@ -82,10 +86,14 @@ class Served:
     unknown_items: list[str] = field(default_factory=list)
 
 
-def _is_heavy(model: Recommender) -> bool:
-    """Mean FLOPs per request over fit users above :data:`HEAVY_FLOPS` (unknown cost: heavy)."""
+def _is_heavy(model: Recommender, *, new_user: bool = False) -> bool:
+    """Mean FLOPs per request over fit users above :data:`HEAVY_FLOPS` (unknown cost: heavy).
+
+    Known users are costed as served (a cached tier: one vector product), new users by
+    the forward pass over their items.
+    """
     try:
-        return bool(np.mean(model.flops_per_request()) > HEAVY_FLOPS)
+        return bool(np.mean(model.flops_per_request(new_user=new_user)) > HEAVY_FLOPS)
     except Exception:  # noqa: BLE001 - a cost estimate must never break serving
         return True
 
@@ -115,6 +123,12 @@ class Router:
         titles: Title per dense item of the system's ``item_vocab_``, or None.
         popularity: Fallback scores (n_items,); default: fit interactions per item.
         info: Free-form facts about the served artifact (path, fingerprint, policy).
+        ann: Top-k for known users of cached tiers: ``auto`` (an ANN index for catalogues of
+            at least ``ann_min_items``, when faiss is installed), ``exact`` (never), ``on``
+            (always; faiss required). See :mod:`segrec.route._ann`.
+        ann_min_items: Catalogue size from which ``auto`` builds an index.
+        ann_recall: recall@10 against exact that an index must reach on a sample of known
+            users at start-up (else that tier is served exactly).
 
     Example:
         >>> router = Router(PopularityRecommender().fit(data))  # doctest: +SKIP
@@ -123,10 +137,16 @@ class Router:
     """
 
     def __init__(self, system: Recommender, *, titles: np.ndarray | None = None,
-                 popularity: np.ndarray | None = None, info: dict[str, Any] | None = None):
+                 popularity: np.ndarray | None = None, info: dict[str, Any] | None = None,
+                 ann: str = "auto", ann_min_items: int = ANN_MIN_ITEMS, ann_recall: float = 0.95):
         check_is_fitted(system)
+        if ann not in ("auto", "exact", "on"):
+            raise ConfigError(f"ann must be auto, exact or on; got {ann!r}", key="ann")
         if not isinstance(system, SegmentedRecommender):
             system = SegmentedRecommender.serving(system)
+        # every cached tier's known-user vectors now (read from the artifact, or computed once
+        # for one saved without them), so that no request runs a forward pass for a known user
+        system.prepare_serving()
         self.model = system
         self.segments = np.asarray(system.segments_, dtype=np.int64)
         self.titles = None if titles is None else np.asarray(titles, dtype=object)
@@ -139,7 +159,35 @@ class Router:
         self._item_index = {it: i for i, it in enumerate(system.item_vocab_.ids)}
         self._item_ids = system.item_vocab_.ids
         self._seen = seen
-        self._heavy = {name: _is_heavy(m) for name, m in system.tiers_.items()}
+        self.ann: dict[str, AnnIndex] = self._build_ann(ann, int(ann_min_items), float(ann_recall))
+        self._heavy = {name: name not in self.ann and _is_heavy(m) for name, m in system.tiers_.items()}
+        self._heavy_new = {name: _is_heavy(m, new_user=True) for name, m in system.tiers_.items()}
+
+    def _build_ann(self, mode: str, min_items: int, recall: float) -> dict[str, AnnIndex]:
+        """An index per cached tier when the catalogue is large enough (see :mod:`segrec.route._ann`)."""
+        if mode == "exact" or (mode == "auto" and self.n_items < min_items):
+            return {}
+        out: dict[str, AnnIndex] = {}
+        for name, model in self.model.tiers_.items():
+            cache = model.user_vectors_
+            if cache is None:
+                continue
+            try:
+                index = AnnIndex(cache.table)
+            except MissingDependencyError:
+                if mode == "on":
+                    raise
+                log.warning("%d items but faiss is not installed (pip install 'segrec[ann]'): exact top-k",
+                            self.n_items)
+                return {}
+            if index.calibrate(cache, self._seen, target_recall=recall).nprobe is not None:
+                out[name] = index
+        return out
+
+    def ann_info(self) -> dict[str, dict[str, Any]]:
+        """Per tier with an ANN index: clusters, probes per query, measured recall@10 against exact."""
+        return {name: {"nlist": ix.nlist, "nprobe": ix.nprobe, "recall_at_10": ix.calibration.recall_at_10,
+                       "sample_users": ix.calibration.sample_users} for name, ix in self.ann.items()}
 
     # -------------------------------------------------------------- lookups
     @property
@@ -173,7 +221,7 @@ class Router:
         u = self._user_index.get(str(user_id)) if user_id is not None else None
         if u is not None:
             return self._heavy.get(self.tier_of_segment(int(self.segments[u])), True)
-        return has_recent_items and any(self._heavy.values())
+        return has_recent_items and any(self._heavy_new.values())
 
     def item_indices(self, item_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         """Dense indices of known items (order kept) and the unknown ids."""
@@ -222,16 +270,25 @@ class Router:
     def _known(self, user_id, u, recent, banned, k, exclude_seen, unknown_items) -> Served:
         seg = int(self.segments[u])
         routed = self.tier_of_segment(seg)
+        seen = (self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]] if exclude_seen
+                else np.empty(0, np.int64))
+        excluded = np.concatenate([seen, recent, banned]).astype(np.int64, copy=False)
+        fields = {"segment": seg if seg >= 0 else None, "routed_tier": routed, "new_user": False,
+                  "unknown_items": unknown_items}
+        index = self.ann.get(routed)
+        if index is not None:  # a large catalogue: the user's cached vector against the ANN index
+            cache = self.model.tiers_[routed].user_vectors_
+            group = int(cache.groups[u])
+            got = None if group < 0 else index.search_one(cache.vectors[u], group, int(k), excluded)
+            if got is not None:
+                return self._served(user_id, *got, tier=routed, fallback=False, **fields)
         row, tier = self.model.score_one_served(u)  # each tier's single-user path, then the chain
         scores = row[None, :]
         reason = None
         if not np.isfinite(scores).any():
             scores, tier, reason = self.popularity[None, :], POPULARITY, "no tier could score this user"
-        seen = self._seen.indices[self._seen.indptr[u]:self._seen.indptr[u + 1]] if exclude_seen else []
-        return self._finish(user_id, scores, np.r_[seen, recent, banned], k,
-                            segment=seg if seg >= 0 else None, tier=tier, routed_tier=routed,
-                            fallback=tier != routed, new_user=False, reason=reason,
-                            unknown_items=unknown_items)
+        return self._finish(user_id, scores, excluded, k, tier=tier, fallback=tier != routed,
+                            reason=reason, **fields)
 
     def _new(self, user_id, recent, attributes, banned, k, unknown_items) -> Served:
         segs, conf, evid = self.model.place([recent], [attributes] if attributes else None)
@@ -264,7 +321,9 @@ class Router:
         if len(excluded):
             row[excluded] = -np.inf
         idx = top_k_row(row, int(k))
-        vals = row[idx]
+        return self._served(user_id, idx, row[idx], **fields)
+
+    def _served(self, user_id, idx: np.ndarray, vals: np.ndarray, **fields: Any) -> Served:
         titles = [None] * len(idx) if self.titles is None else [
             None if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in self.titles[idx]]
         return Served(user_id=None if user_id is None else str(user_id),

@@ -350,7 +350,8 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
         body = {"status": "ok", "generation": served.generation,
                 "system": served.router.info.get("system"), "policy": served.router.info.get("policy"),
                 "data_fingerprint": served.router.info.get("data_fingerprint"),
-                "items": served.router.n_items, "loaded_at": served.loaded_at}
+                "items": served.router.n_items, "loaded_at": served.loaded_at,
+                "ann": served.router.ann_info()}
         if key is None:  # with a key /healthz is open to anyone: it does not show where files live
             body["path"] = str(served.path or "")
         return body

@@ -20,7 +20,14 @@ anything gets recall@1 = 1.0, a segmenter recovers the planted groups, and a
 broken one cannot hide behind "it ran". This package needs pytest (``segrec[dev]``).
 """
 
-from ._data import planted_features, planted_interactions, planted_labels, planted_split, random_interactions
+from ._data import (
+    factor_catalogue,
+    planted_features,
+    planted_interactions,
+    planted_labels,
+    planted_split,
+    random_interactions,
+)
 from ._recommender import RecommenderContract, assert_same_ranking
 from ._segmenter import SegmenterContract
 
@@ -28,6 +35,7 @@ __all__ = [
     "RecommenderContract",
     "SegmenterContract",
     "assert_same_ranking",
+    "factor_catalogue",
     "planted_features",
     "planted_interactions",
     "planted_labels",

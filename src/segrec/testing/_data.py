@@ -7,7 +7,7 @@ import numpy as np
 from ..split import temporal_split
 from ..types import Interactions, Split, Vocabulary
 
-__all__ = ["planted_features", "planted_interactions", "planted_labels", "planted_split",
+__all__ = ["factor_catalogue", "planted_features", "planted_interactions", "planted_labels", "planted_split",
            "random_interactions"]
 
 
@@ -151,3 +151,48 @@ def planted_features(n_groups: int = 3, n_users: int = 90, noise: float = 0.1, s
                                     item_vocab=Vocabulary([f"i{i}" for i in range(n_items)]))
     pipe = FeaturePipeline(blocks=("behavior", "text"), embedder=HashingEmbedder(16))
     return pipe.fit_transform(data), truth
+
+
+def factor_catalogue(n_users: int = 2000, n_items: int = 100_000, dim: int = 64, n_topics: int = 256,
+                     history: int = 30, seed: int = 0):
+    """A fitted ALS model over a synthetic catalogue with topic structure, for serving at scale.
+
+    Items and users are noisy copies of ``n_topics`` topic vectors (a user mixes 1-3
+    topics and has ``history`` items from them), as learned embeddings cluster; no
+    training is run, so a 100k-item catalogue takes a second. Used to measure exact
+    against approximate top-k (``benchmarks/bench_ann.py``, the ANN tests).
+
+    Returns:
+        A fitted :class:`~segrec.models.mf.ALSRecommender` (user and item factors set).
+    """
+    import scipy.sparse as sp
+
+    from ..models.mf import ALSRecommender
+
+    rng = np.random.default_rng(seed)
+    topics = rng.normal(size=(n_topics, dim)).astype(np.float32)
+    item_topic = rng.integers(0, n_topics, n_items)
+    items = (topics[item_topic] + 0.6 * rng.normal(size=(n_items, dim))).astype(np.float32) / np.sqrt(dim)
+    mix = rng.integers(0, n_topics, (n_users, 3))
+    weights = rng.dirichlet(np.ones(3), n_users).astype(np.float32)
+    users = np.einsum("uk,ukd->ud", weights, topics[mix]) + 0.3 * rng.normal(size=(n_users, dim))
+    by_topic = np.argsort(item_topic, kind="stable")
+    starts = np.searchsorted(item_topic[by_topic], np.arange(n_topics + 1))
+    rows, cols = [], []
+    for u in range(n_users):  # each user's history from their own topics
+        t = mix[u, rng.integers(0, 3, history)]
+        pos = starts[t] + (rng.random(history) * np.maximum(starts[t + 1] - starts[t], 1)).astype(np.int64)
+        picked = np.unique(by_topic[np.minimum(pos, n_items - 1)])
+        rows.append(np.full(len(picked), u))
+        cols.append(picked)
+    cols_flat = np.concatenate(cols)
+    seen = sp.csr_matrix((np.ones(len(cols_flat), np.float32), (np.concatenate(rows), cols_flat)),
+                         shape=(n_users, n_items))
+    model = ALSRecommender(embedding_size=dim, reg=1.0, backend="numpy")
+    model.user_vocab_ = Vocabulary([f"u{u}" for u in range(n_users)])
+    model.item_vocab_ = Vocabulary([f"i{i}" for i in range(n_items)])
+    model.seen_, model.fitted_on_, model.fit_timings_ = seen, "synthetic-factors", {}
+    model.user_factors_ = users.astype(np.float32) / np.sqrt(dim)
+    model.item_factors_ = items
+    model.embedding_size_, model.reg_, model.backend_, model.tuning_ = dim, 1.0, "numpy", None
+    return model
