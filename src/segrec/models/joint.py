@@ -381,8 +381,11 @@ class JointTransformerRecommender(TransformerRecommender):
         super()._fit(train, valid, context)
 
     def item_table(self) -> None:
-        """None: θ_k gates the hidden units and biases the output per segment, so the shared
-        path's cached vectors would serve the wrong scores; requests run the forward pass."""
+        """None: no cached vectors; requests run the forward pass.
+
+        θ_k gates the hidden units and biases the output per segment, so the shared
+        path's cached vectors would serve the wrong scores.
+        """
         return None
 
     def _blank_net(self, n_items: int) -> JointNet:
