@@ -116,10 +116,10 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
     _add_error_handlers(app)
     app.add_middleware(_Gate, metrics=metrics, key=key, body_timeout=body_timeout)
     _add_recommend_routes(app, serving, max_k)
-    _add_health_routes(app, serving, key)
+    _add_ops_routes(app, serving, key)
     if allow_reload:
         _add_reload_route(app, serving, root)
-    _add_docs_and_dashboard(app, serving)
+    _add_dashboard(app, serving)
     app.state.metrics = metrics
     app.state.reload = serving.reload
     return app
@@ -240,8 +240,8 @@ def _add_recommend_routes(app, serving: Serving, max_k: int) -> None:
                 "policy": served.router.info.get("policy")}
 
 
-def _add_health_routes(app, serving: Serving, key: bytes | None) -> None:
-    """``GET /healthz`` (liveness, what is served) and ``GET /metrics`` (Prometheus text)."""
+def _add_ops_routes(app, serving: Serving, key: bytes | None) -> None:
+    """``GET /healthz`` (liveness, what is served), ``/docs`` and ``GET /metrics`` (Prometheus text)."""
     from fastapi.responses import PlainTextResponse
 
     metrics = serving.metrics
@@ -259,6 +259,16 @@ def _add_health_routes(app, serving: Serving, key: bytes | None) -> None:
             body["path"] = str(served.path or "")
         return body
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        """The API docs: a self-contained page rendering /openapi.json (works offline)."""
+        from importlib import resources
+
+        from fastapi.responses import HTMLResponse
+
+        page = resources.files(__package__).joinpath("static", "docs.html").read_text(encoding="utf-8")
+        return HTMLResponse(page)
+
     @app.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
     async def prometheus() -> str:
         """Prometheus text: request counts, latency histograms, per-tier counts, reloads."""
@@ -267,6 +277,7 @@ def _add_health_routes(app, serving: Serving, key: bytes | None) -> None:
 
 def _add_reload_route(app, serving: Serving, root: Path | None) -> None:
     """``POST /v1/admin/reload``: load a directory inside ``root`` and swap it in atomically."""
+
     @app.post("/v1/admin/reload", tags=["ops"])
     async def reload(body: ReloadRequest | None = None) -> dict[str, Any]:
         """Load an artifact directory (default: the current one) and swap it in atomically."""
@@ -278,29 +289,18 @@ def _add_reload_route(app, serving: Serving, root: Path | None) -> None:
         except SegrecError as exc:  # a bad artifact: refuse it, keep serving the current one
             current = serving.served
             return _error(422, "reload_failed", f"{exc}; still serving generation {current.generation} "
-                                               f"from {current.path}")
+                                                f"from {current.path}")
         except Exception as exc:  # never a 500 for a directory someone pointed us at
             log.exception("reload of %s failed", target)
             current = serving.served
             return _error(422, "reload_failed", f"cannot load {body.path if body else current.path} "
-                                               f"({type(exc).__name__}); still serving generation "
-                                               f"{current.generation}")
+                                                f"({type(exc).__name__}); still serving generation "
+                                                f"{current.generation}")
         return {"status": "reloaded", "generation": served.generation, "path": str(served.path)}
 
 
-def _add_docs_and_dashboard(app, serving: Serving) -> None:
-    """``/docs`` (a self-contained page rendering /openapi.json) and the web dashboard."""
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs():
-        """The API docs: a self-contained page rendering /openapi.json (works offline)."""
-        from importlib import resources
-
-        from fastapi.responses import HTMLResponse
-
-        page = resources.files(__package__).joinpath("static", "docs.html").read_text(encoding="utf-8")
-        return HTMLResponse(page)
-
+def _add_dashboard(app, serving: Serving) -> None:
+    """The web dashboard at ``/`` and ``/lookup``."""
     # the web dashboard at / and /lookup (issue 7); it follows reloads through serving.served
     from .dashboard import dashboard_router
 
