@@ -22,7 +22,7 @@ from segrec.config import load_config  # noqa: E402
 from segrec.experiment import RunResult  # noqa: E402
 from segrec.models.baselines import EASERecommender  # noqa: E402
 from segrec.serve import create_app  # noqa: E402
-from segrec.serve import http as serve_http  # noqa: E402
+from segrec.serve import gate as serve_gate  # noqa: E402
 from segrec.testing import random_interactions  # noqa: E402
 
 KEY = "s3cret-key"
@@ -126,13 +126,13 @@ def test_api_key_required_when_configured(keyed, router):
 
 def test_api_key_compare_is_constant_time(keyed, monkeypatch):
     calls = []
-    real = serve_http.hmac.compare_digest
+    real = serve_gate.hmac.compare_digest
 
     def spy(a, b):
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(serve_http.hmac, "compare_digest", spy)
+    monkeypatch.setattr(serve_gate.hmac, "compare_digest", spy)
     assert keyed.get("/v1/segments", headers={"X-API-Key": "guess"}).status_code == 401
     assert calls == [(b"guess", KEY.encode())]
 

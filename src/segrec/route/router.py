@@ -33,6 +33,7 @@ from ..errors import ConfigError, MissingDependencyError, UnknownIDError
 from ..models.base import Recommender, check_is_fitted
 from ..types import Recommendations
 from ._ann import ANN_MIN_ITEMS, AnnIndex
+from ._profiles import segment_profiles as _segment_profiles
 from .composite import SegmentedRecommender
 
 __all__ = ["Router", "Served", "top_k_row"]
@@ -371,33 +372,4 @@ class Router:
             item_table: Items table in dense item order with a ``categories``
                 column (``|``-joined) to list each segment's top categories.
         """
-        lengths = np.diff(self._seen.indptr)
-        out = []
-        for s in np.unique(self.segments[self.segments >= 0]):
-            members = self.segments == s
-            counts = self.model.segment_popularity(int(s))
-            top = np.argsort(-counts, kind="stable")[:top_n]
-            prof: dict[str, Any] = {
-                "segment": int(s), "users": int(members.sum()), "tier": self.tier_of_segment(int(s)),
-                "new_user_tier": self.model.new_user_tier(int(s)),
-                "median_history": float(np.median(lengths[members])) if members.any() else 0.0,
-                "top_items": [{"item_id": str(self._item_ids[i]), "title": None if self.titles is None
-                               else str(self.titles[i]), "interactions": int(counts[i])} for i in top],
-            }
-            if item_table is not None and "categories" in item_table:
-                cats = item_table["categories"].fillna("").astype(str).str.get_dummies(sep="|")
-                weights = cats.to_numpy(np.float64).T @ np.asarray(counts, np.float64)
-                order = np.argsort(-weights, kind="stable")[:top_n]
-                total = weights.sum() or 1.0
-                prof["top_categories"] = [{"category": str(cats.columns[i]),
-                                           "share": float(weights[i] / total)}
-                                          for i in order if weights[i] > 0]
-            validation = self.model.validation_
-            if validation is not None:
-                rows = validation[(validation["segment"] == s) & (validation["tier"] == prof["tier"])]
-                if len(rows):
-                    prof["validation_ndcg@10"] = float(rows["ndcg@10"].iloc[0])
-                    if "flops" in rows:
-                        prof["flops_per_request"] = float(rows["flops"].iloc[0])
-            out.append(prof)
-        return out
+        return _segment_profiles(self, top_n=top_n, item_table=item_table)

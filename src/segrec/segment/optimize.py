@@ -125,37 +125,16 @@ def _compact(labels: np.ndarray) -> np.ndarray:
     return np.searchsorted(uniq, labels).astype(np.int64)
 
 
-def optimize_segments(
-    labels: np.ndarray, data: Interactions, config: ReassignConfig | None = None, **overrides: Any
-) -> ReassignmentResult:
-    """Alternate per-segment EASE fits and user moves, GLSLIM style.
-
-    Args:
-        labels: int array of shape (data.n_users,), the starting segments.
-        data: Fit interactions (train ∪ valid of the protocol; never test).
-        config: A :class:`ReassignConfig`, or pass its fields as keywords.
+def _reassign_rounds(
+    labels: np.ndarray, train_csr, move_csr, movers: np.ndarray, n_seg: int, cfg: ReassignConfig,
+    kw: dict[str, Any],
+) -> tuple[np.ndarray, list[dict[str, float]], float | None, bool]:
+    """The alternating rounds: fit per-segment models, move each mover to its best local model.
 
     Returns:
-        ReassignmentResult with the final labels and before/after NDCG.
-
-    Raises:
-        SegmentationError: ``labels`` does not have one entry per user.
+        The moved labels, one history row per round, the objective before any move and
+        whether the moves converged (below ``cfg.tol``) before ``cfg.max_iter``.
     """
-    cfg = config or ReassignConfig(**overrides)
-    labels = np.asarray(labels, dtype=np.int64)
-    if labels.shape != (data.n_users,):
-        raise SegmentationError(
-            f"optimize_segments: labels have shape {labels.shape}, expected "
-            f"({data.n_users},) (one per user of the data's vocabulary)"
-        )
-    rest, report = holdout_split(data, cfg.holdout)
-    train_b, move = holdout_split(rest, cfg.holdout)
-    rest_csr, report_csr = rest.to_csr(), report.to_csr()
-    train_csr, move_csr = train_b.to_csr(), move.to_csr()
-    movers = np.flatnonzero(np.diff(move_csr.indptr) > 0)
-    n_seg = int(labels.max()) + 1
-    kw = {"reg": cfg.reg, "min_segment_users": cfg.min_segment_users, "scale_reg": cfg.scale_reg}
-
     current = labels.copy()
     history: list[dict[str, float]] = []
     objective_before = None
@@ -189,11 +168,13 @@ def optimize_segments(
         if moved < cfg.tol * max(len(movers), 1):
             converged = True
             break
-    final_models = fit_segment_models(current, train_csr, n_segments=n_seg, **kw)
-    objective_after = (
-        float(_served_ndcg(current, final_models, movers, train_csr, move_csr).mean()) if len(movers) else 0.0
-    )
+    return current, history, objective_before, converged
 
+
+def _heldout_ndcg(
+    labels: np.ndarray, current: np.ndarray, rest_csr, report_csr, n_seg: int, kw: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-user report-tail NDCG before moves, after moves, and of the global model."""
     # honest report: refit on everything before the report tail, rank the report tail
     eval_users = np.flatnonzero(np.diff(report_csr.indptr) > 0)
     before_models = fit_segment_models(labels, rest_csr, n_segments=n_seg, **kw)
@@ -201,6 +182,51 @@ def optimize_segments(
     heldout_before = _served_ndcg(labels, before_models, eval_users, rest_csr, report_csr)
     heldout_after = _served_ndcg(current, after_models, eval_users, rest_csr, report_csr)
     heldout_global = per_user_ndcg(before_models[-1], eval_users, rest_csr, report_csr)
+    return heldout_before, heldout_after, heldout_global
+
+
+def optimize_segments(
+    labels: np.ndarray, data: Interactions, config: ReassignConfig | None = None, **overrides: Any
+) -> ReassignmentResult:
+    """Alternate per-segment EASE fits and user moves, GLSLIM style.
+
+    Args:
+        labels: int array of shape (data.n_users,), the starting segments.
+        data: Fit interactions (train ∪ valid of the protocol; never test).
+        config: A :class:`ReassignConfig`, or pass its fields as keywords.
+
+    Returns:
+        ReassignmentResult with the final labels and before/after NDCG.
+
+    Raises:
+        SegmentationError: ``labels`` does not have one entry per user.
+    """
+    cfg = config or ReassignConfig(**overrides)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (data.n_users,):
+        raise SegmentationError(
+            f"optimize_segments: labels have shape {labels.shape}, expected "
+            f"({data.n_users},) (one per user of the data's vocabulary)"
+        )
+    rest, report = holdout_split(data, cfg.holdout)
+    train_b, move = holdout_split(rest, cfg.holdout)
+    rest_csr, report_csr = rest.to_csr(), report.to_csr()
+    train_csr, move_csr = train_b.to_csr(), move.to_csr()
+    movers = np.flatnonzero(np.diff(move_csr.indptr) > 0)
+    n_seg = int(labels.max()) + 1
+    kw = {"reg": cfg.reg, "min_segment_users": cfg.min_segment_users, "scale_reg": cfg.scale_reg}
+
+    current, history, objective_before, converged = _reassign_rounds(
+        labels, train_csr, move_csr, movers, n_seg, cfg, kw
+    )
+    final_models = fit_segment_models(current, train_csr, n_segments=n_seg, **kw)
+    objective_after = (
+        float(_served_ndcg(current, final_models, movers, train_csr, move_csr).mean()) if len(movers) else 0.0
+    )
+
+    heldout_before, heldout_after, heldout_global = _heldout_ndcg(
+        labels, current, rest_csr, report_csr, n_seg, kw
+    )
     final = _compact(current)
 
     def mean(a):

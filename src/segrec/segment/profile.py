@@ -114,71 +114,102 @@ def profile_segments(
     for s in range(k):
         members = labels == s
         size = int(members.sum())
-        c = counts[members]
-        activity = {
-            "mean": float(c.mean()) if size else 0.0,
-            "p25": float(np.quantile(c, 0.25)) if size else 0.0,
-            "median": float(np.median(c)) if size else 0.0,
-            "p75": float(np.quantile(c, 0.75)) if size else 0.0,
-        }
+        activity = _activity(counts[members], size)
         cats: list[tuple[str, float, float]] = []
         if cat_names and size:
-            lift = seg_cat[s] / np.where(pop_cat > 0, pop_cat, np.inf)
-            ok = seg_cat[s] >= 0.02  # ignore categories the segment barely touches
-            order = [j for j in np.argsort(-lift, kind="stable") if ok[j]][:top_n]
-            cats = [(cat_names[j], float(seg_cat[s, j]), float(lift[j])) for j in order]
+            cats = _top_categories(seg_cat[s], pop_cat, cat_names, top_n)
         items: list[tuple[str, str, float, float]] = []
         if size:
-            seg_users = np.asarray(x[np.flatnonzero(members)].sum(0)).ravel()
-            share = seg_users / size
-            lift = share / np.where(item_users > 0, item_users / n_users, np.inf)
-            cand = np.flatnonzero(seg_users >= min(min_item_users, size))
-            order = cand[np.lexsort((-seg_users[cand], -lift[cand]))][:top_n]
-            items = [
-                (
-                    str(data.item_vocab.id(j)),
-                    titles[j] if titles is not None else str(data.item_vocab.id(j)),
-                    float(share[j]),
-                    float(lift[j]),
-                )
-                for j in order
-            ]
-        demo: dict[str, dict[str, Any]] = {}
-        for col in demo_cols:
-            series = table[col]
-            if not size:
-                continue
-            if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-                demo[col] = {"mean": float(series[members].mean()), "population": float(series.mean())}
-            else:
-                seg_share = series[members].astype("string").value_counts(normalize=True)
-                pop_share = series.astype("string").value_counts(normalize=True)
-                lift = (seg_share / pop_share.reindex(seg_share.index)).fillna(0.0)
-                # the most over-represented level among those common in the segment
-                common = lift[seg_share >= 0.1]
-                if len(common) and len(pop_share) <= 50:
-                    lvl = common.sort_values(ascending=False, kind="stable").index[0]
-                    demo[col] = {"value": str(lvl), "share": float(seg_share[lvl]), "lift": float(lift[lvl])}
+            items = _top_items(data, x, members, size, item_users, n_users, titles, min_item_users, top_n)
+        demo = _demographics(table, demo_cols, members, size)
         name = names[s] if names else f"segment {s}"
-        parts = [
-            f"{name}: {size} users ({size / n_users:.0%})",
-            f"{_activity_word(activity['median'], pop_median)} (median {activity['median']:.0f} vs "
-            f"{pop_median:.0f} interactions)",
-        ]
-        if cats:
-            parts.append("likes " + ", ".join(f"{c} {lift:.1f}x" for c, _, lift in cats))
-        demo_txt = []
-        for col, d in list(demo.items())[:top_n]:
-            if "value" in d:
-                demo_txt.append(f"{col}={d['value']} {d['share']:.0%} ({d['lift']:.1f}x)")
-            else:
-                demo_txt.append(f"{col} {d['mean']:.0f} (pop {d['population']:.0f})")
-        if demo_txt:
-            parts.append(", ".join(demo_txt))
+        description = _description(name, size, n_users, activity, pop_median, cats, demo, top_n)
         profiles.append(
-            SegmentProfile(s, name, size, size / n_users, activity, cats, items, demo, "; ".join(parts))
+            SegmentProfile(s, name, size, size / n_users, activity, cats, items, demo, description)
         )
     return profiles
+
+
+def _activity(c: np.ndarray, size: int) -> dict[str, float]:
+    """Mean and quartiles of the segment members' interaction counts ``c``."""
+    return {
+        "mean": float(c.mean()) if size else 0.0,
+        "p25": float(np.quantile(c, 0.25)) if size else 0.0,
+        "median": float(np.median(c)) if size else 0.0,
+        "p75": float(np.quantile(c, 0.75)) if size else 0.0,
+    }
+
+
+def _top_categories(seg_cat: np.ndarray, pop_cat: np.ndarray, cat_names: list[str],
+                    top_n: int) -> list[tuple[str, float, float]]:
+    """The segment's ``top_n`` categories by lift over the population, with share and lift."""
+    lift = seg_cat / np.where(pop_cat > 0, pop_cat, np.inf)
+    ok = seg_cat >= 0.02  # ignore categories the segment barely touches
+    order = [j for j in np.argsort(-lift, kind="stable") if ok[j]][:top_n]
+    return [(cat_names[j], float(seg_cat[j]), float(lift[j])) for j in order]
+
+
+def _top_items(data: Interactions, x, members: np.ndarray, size: int, item_users: np.ndarray, n_users: int,
+               titles: np.ndarray | None, min_item_users: int,
+               top_n: int) -> list[tuple[str, str, float, float]]:
+    """The segment's ``top_n`` items by lift (ties: more segment users) among those it uses enough."""
+    seg_users = np.asarray(x[np.flatnonzero(members)].sum(0)).ravel()
+    share = seg_users / size
+    lift = share / np.where(item_users > 0, item_users / n_users, np.inf)
+    cand = np.flatnonzero(seg_users >= min(min_item_users, size))
+    order = cand[np.lexsort((-seg_users[cand], -lift[cand]))][:top_n]
+    return [
+        (
+            str(data.item_vocab.id(j)),
+            titles[j] if titles is not None else str(data.item_vocab.id(j)),
+            float(share[j]),
+            float(lift[j]),
+        )
+        for j in order
+    ]
+
+
+def _demographics(table: pd.DataFrame | None, demo_cols: list[str], members: np.ndarray,
+                  size: int) -> dict[str, dict[str, Any]]:
+    """Per users-table column: the mean against the population, or the most over-represented level."""
+    demo: dict[str, dict[str, Any]] = {}
+    for col in demo_cols:
+        series = table[col]
+        if not size:
+            continue
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            demo[col] = {"mean": float(series[members].mean()), "population": float(series.mean())}
+        else:
+            seg_share = series[members].astype("string").value_counts(normalize=True)
+            pop_share = series.astype("string").value_counts(normalize=True)
+            lift = (seg_share / pop_share.reindex(seg_share.index)).fillna(0.0)
+            # the most over-represented level among those common in the segment
+            common = lift[seg_share >= 0.1]
+            if len(common) and len(pop_share) <= 50:
+                lvl = common.sort_values(ascending=False, kind="stable").index[0]
+                demo[col] = {"value": str(lvl), "share": float(seg_share[lvl]), "lift": float(lift[lvl])}
+    return demo
+
+
+def _description(name: str, size: int, n_users: int, activity: dict[str, float], pop_median: float,
+                 cats: list[tuple[str, float, float]], demo: dict[str, dict[str, Any]], top_n: int) -> str:
+    """The segment's one readable line: size, activity, liked categories, demographics."""
+    parts = [
+        f"{name}: {size} users ({size / n_users:.0%})",
+        f"{_activity_word(activity['median'], pop_median)} (median {activity['median']:.0f} vs "
+        f"{pop_median:.0f} interactions)",
+    ]
+    if cats:
+        parts.append("likes " + ", ".join(f"{c} {lift:.1f}x" for c, _, lift in cats))
+    demo_txt = []
+    for col, d in list(demo.items())[:top_n]:
+        if "value" in d:
+            demo_txt.append(f"{col}={d['value']} {d['share']:.0%} ({d['lift']:.1f}x)")
+        else:
+            demo_txt.append(f"{col} {d['mean']:.0f} (pop {d['population']:.0f})")
+    if demo_txt:
+        parts.append(", ".join(demo_txt))
+    return "; ".join(parts)
 
 
 def profiles_frame(profiles: list[SegmentProfile]) -> pd.DataFrame:

@@ -32,133 +32,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from ..errors import ConfigError, DataValidationError, SegrecError, UnknownIDError, require
+from .gate import BODY_TIMEOUT_S, MAX_BODY_BYTES, OPEN_PATHS, _Gate
 from .metrics import ServerMetrics
+from .protocol import HEADER_TIMEOUT_S, deadline_protocol
+from .reload import Serving, _default_loader, _reload_target
+from .schemas import (
+    MAX_ID_LENGTH,
+    MAX_RELOAD_PATH,
+    ItemOut,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadRequest,
+    UserSegment,
+)
 
-__all__ = ["RecommendRequest", "RecommendResponse", "create_app"]
+# the request/response models, limits and the protocol keep their old import path here
+__all__ = ["RecommendRequest", "RecommendResponse", "create_app", "BODY_TIMEOUT_S", "HEADER_TIMEOUT_S",
+           "ItemOut", "MAX_BODY_BYTES", "MAX_ID_LENGTH", "MAX_RELOAD_PATH", "OPEN_PATHS", "ReloadRequest",
+           "UserSegment", "deadline_protocol"]
 
 log = logging.getLogger(__name__)
-
-#: routes that stay open when an API key is configured (liveness probes, docs)
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/openapi.json"})
-#: route templates for metrics labels (raw paths would explode label cardinality)
-_ROUTES = frozenset({"/v1/recommend", "/v1/segments", "/healthz", "/metrics", "/v1/admin/reload",
-                     "/docs", "/openapi.json"})
-#: longest path ``POST /v1/admin/reload`` accepts (Linux allows 4096 bytes; real run paths are short)
-MAX_RELOAD_PATH = 1024
-#: seconds a client may take to send a request's headers / its body (slow clients hold connections)
-HEADER_TIMEOUT_S = 10.0
-BODY_TIMEOUT_S = 30.0
-
-#: longest external id a request may carry (ids in real logs are far shorter)
-MAX_ID_LENGTH = 256
-#: largest request body in bytes; bigger bodies get 413 before they are read
-MAX_BODY_BYTES = 1 << 20
-
-Id = Annotated[str, Field(max_length=MAX_ID_LENGTH)] | int
-
-
-class RecommendRequest(BaseModel):
-    """Body of ``POST /v1/recommend``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: Id | None = Field(None, description="External user id; known users are served from their "
-                                                 "history.")
-    recent_items: list[Id] = Field(default_factory=list, max_length=1000,
-                                   description="A new user's recent items, oldest first.")
-    attributes: dict[str, str | int | float | bool | None] = Field(
-        default_factory=dict, max_length=64, description="A new user's attributes (users-table columns).")
-    k: int = Field(10, ge=1, description="List length (at most the server's max_k).")
-    exclude: list[Id] = Field(default_factory=list, max_length=10000, description="Items never to return.")
-    exclude_seen: bool = Field(True, description="Leave out a known user's fit items.")
-
-
-class ItemOut(BaseModel):
-    """One recommended item."""
-
-    item_id: str
-    score: float
-    title: str | None = None
-
-
-class RecommendResponse(BaseModel):
-    """Answer of ``POST /v1/recommend``."""
-
-    user_id: str | None
-    items: list[ItemOut]
-    segment: int | None = Field(description="The user's segment (None when none could be assigned).")
-    tier: str = Field(description="What produced the scores: a tier, segment_popularity or popularity.")
-    routed_tier: str | None = Field(description="The tier the routing chose for the segment.")
-    fallback: bool = Field(description="True when the routed tier did not serve the request.")
-    new_user: bool
-    reason: str | None = None
-    segment_confidence: float | None = None
-    evidence: str | None = None
-    unknown_items: list[str] = Field(default_factory=list)
-    generation: int = Field(description="Artifact generation (increments on every reload).")
-
-
-class UserSegment(BaseModel):
-    """Answer of ``GET /v1/users/{user_id}/segment``."""
-
-    user_id: str
-    segment: int | None
-    tier: str
-
-
-class ReloadRequest(BaseModel):
-    """Body of ``POST /v1/admin/reload``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: str | None = Field(None, max_length=MAX_RELOAD_PATH,
-                             description="New artifact directory inside the server's reload root "
-                                         "(default: reload the current one).")
-
-
-class _Served:
-    """The router being served, with its generation; replaced whole on reload."""
-
-    __slots__ = ("router", "path", "generation", "profiles", "loaded_at")
-
-    def __init__(self, router: Any, path: Path | None, generation: int, profiles: list[dict[str, Any]]):
-        self.router = router
-        self.path = path
-        self.generation = generation
-        self.profiles = profiles
-        self.loaded_at = time.time()
-
-
-def _default_loader(**router_options: Any) -> Callable[[Path], Any]:
-    def load(path: Path):
-        from ..artifacts import load_run
-
-        return load_run(path).router(**router_options)
-
-    return load
-
-
-def _profiles(router: Any) -> list[dict[str, Any]]:
-    items = None
-    path = router.info.get("path")
-    if path and (Path(path) / "items.parquet").exists():
-        from ..io import read_table
-
-        table = read_table(Path(path) / "items.parquet")
-        items = table.set_index(table["item_id"].astype(str)).reindex(router.model.item_vocab_.ids)
-    return router.segment_profiles(item_table=items)
 
 
 def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_key: str | None = None,
@@ -193,10 +94,6 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
         SegrecError: The artifact cannot be loaded (missing, corrupt).
     """
     fastapi = require("fastapi", "serve")
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     load = loader or _default_loader(**router_options)
     if isinstance(source, str | Path):
@@ -208,37 +105,28 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
         allow_reload = bool(api_key)
     root = Path(reload_root) if reload_root is not None else (path.absolute().parent if path else None)
     metrics = ServerMetrics()
-    state = {"served": _Served(router, path, 1, _profiles(router))}
-    reload_lock = asyncio.Lock()
+    serving = Serving(load, router, path, metrics)
     key = api_key.encode() if api_key else None
 
-    def _set_info(served: _Served) -> None:
-        info = served.router.info
-        metrics.info = {"path": str(served.path or info.get("path", "")),
-                        "generation": str(served.generation), "system": str(info.get("system", "")),
-                        "policy": str(info.get("policy", "")),
-                        "fingerprint": str(info.get("data_fingerprint", ""))}
+    # docs_url=None: FastAPI's Swagger page loads its scripts from a CDN; /docs is our own page
+    app = fastapi.FastAPI(title="segrec", version=_version(), lifespan=_lifespan(serving, reload_on_sighup),
+                          docs_url=None, redoc_url=None,
+                          description="Segment-aware recommendations: known and brand-new users, "
+                                      "routed to a model tier per segment.")
+    _add_error_handlers(app)
+    app.add_middleware(_Gate, metrics=metrics, key=key, body_timeout=body_timeout)
+    _add_recommend_routes(app, serving, max_k)
+    _add_ops_routes(app, serving, key)
+    if allow_reload:
+        _add_reload_route(app, serving, root)
+    _add_dashboard(app, serving)
+    app.state.metrics = metrics
+    app.state.reload = serving.reload
+    return app
 
-    _set_info(state["served"])
 
-    async def do_reload(new_path: Path | None) -> _Served:
-        async with reload_lock:  # one reload at a time; requests keep flowing meanwhile
-            old = state["served"]
-            target = new_path or old.path
-            if target is None:
-                raise ConfigError("this server was started from an in-memory router; reload needs a path")
-            try:
-                router = await run_in_threadpool(load, target)
-                profiles = await run_in_threadpool(_profiles, router)
-            except Exception:
-                metrics.observe_reload(False)
-                raise
-            served = _Served(router, target, old.generation + 1, profiles)
-            state["served"] = served  # the atomic swap
-            _set_info(served)
-            metrics.observe_reload(True)
-            log.info("reloaded %s (generation %d)", target, served.generation)
-            return served
+def _lifespan(serving: Serving, reload_on_sighup: bool):
+    """The app's lifespan: installs the SIGHUP reload handler when asked to."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -246,7 +134,7 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
             loop = asyncio.get_running_loop()
 
             def on_hup() -> None:
-                task = loop.create_task(do_reload(None))
+                task = loop.create_task(serving.reload(None))
                 task.add_done_callback(lambda t: t.exception() and log.error("SIGHUP reload failed: %s",
                                                                                t.exception()))
 
@@ -256,15 +144,20 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
                 log.warning("SIGHUP reload is not available here; use POST /v1/admin/reload")
         yield
 
-    # docs_url=None: FastAPI's Swagger page loads its scripts from a CDN; /docs is our own page
-    app = fastapi.FastAPI(title="segrec", version=_version(), lifespan=lifespan, docs_url=None,
-                          redoc_url=None,
-                          description="Segment-aware recommendations: known and brand-new users, "
-                                      "routed to a model tier per segment.")
+    return lifespan
 
-    # -------------------------------------------------------------- errors
-    def error(status: int, kind: str, message: str, **extra: Any):
-        return JSONResponse({"error": kind, "message": message, **extra}, status_code=status)
+
+def _error(status: int, kind: str, message: str, **extra: Any):
+    """The API's error body ``{"error": kind, "message": text}`` with ``status``."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": kind, "message": message, **extra}, status_code=status)
+
+
+def _add_error_handlers(app) -> None:
+    """Map every failure to a JSON error: 422 bad input, 404 unknown id, 500 without a trace."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
@@ -272,38 +165,41 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
                   for e in exc.errors()]
         first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "body"
-        return error(422, "invalid_request", f"{where}: {first['msg']}", detail=detail)
+        return _error(422, "invalid_request", f"{where}: {first['msg']}", detail=detail)
 
     @app.exception_handler(UnknownIDError)
     async def _unknown(request, exc):
-        return error(404, "unknown_id", str(exc))
+        return _error(404, "unknown_id", str(exc))
 
     @app.exception_handler(SegrecError)
     async def _segrec(request, exc):
         if isinstance(exc, ConfigError | DataValidationError | ValueError):
-            return error(422, "invalid_value", str(exc))
-        return error(400, "bad_request", str(exc))
+            return _error(422, "invalid_value", str(exc))
+        return _error(400, "bad_request", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc):
-        return error(exc.status_code, "http_error", str(exc.detail))
+        return _error(exc.status_code, "http_error", str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _bug(request, exc):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error(500, "internal", "internal server error; see the server log")
+        return _error(500, "internal", "internal server error; see the server log")
 
-    # ---------------------------------------------------------- middleware
-    app.add_middleware(_Gate, metrics=metrics, key=key, body_timeout=body_timeout)
 
-    # ------------------------------------------------------------- routes
+def _add_recommend_routes(app, serving: Serving, max_k: int) -> None:
+    """``POST /v1/recommend``, ``GET /v1/users/{user_id}/segment`` and ``GET /v1/segments``."""
+    from starlette.concurrency import run_in_threadpool
+
+    metrics = serving.metrics
+
     @app.post("/v1/recommend", response_model=RecommendResponse, tags=["recommend"],
               responses={422: {"description": "Malformed body or bad value"}})
     async def recommend(body: RecommendRequest):
         """Recommend for a known user, a new user (items/attributes) or anyone (popular items)."""
         if body.k > max_k:
             raise ConfigError(f"k must be <= {max_k}; got {body.k}", key="k")
-        served = state["served"]  # read once: a reload mid-request does not affect this request
+        served = serving.served  # read once: a reload mid-request does not affect this request
         start = time.perf_counter()
         user_id = None if body.user_id is None else str(body.user_id)
         request = {"user_id": user_id, "recent_items": [str(i) for i in body.recent_items],
@@ -333,20 +229,27 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
              responses={404: {"description": "Unknown user"}})
     async def user_segment(user_id: str) -> dict[str, Any]:
         """The segment of a known user and the tier routed to it."""
-        seg, tier = state["served"].router.user_segment(user_id)
+        seg, tier = serving.served.router.user_segment(user_id)
         return {"user_id": user_id, "segment": seg, "tier": tier}
 
     @app.get("/v1/segments", tags=["segments"])
     async def segments() -> dict[str, Any]:
         """Every segment's size, routed tier, activity, top items and categories."""
-        served = state["served"]
+        served = serving.served
         return {"segments": served.profiles, "generation": served.generation,
                 "policy": served.router.info.get("policy")}
+
+
+def _add_ops_routes(app, serving: Serving, key: bytes | None) -> None:
+    """``GET /healthz`` (liveness, what is served), ``/docs`` and ``GET /metrics`` (Prometheus text)."""
+    from fastapi.responses import PlainTextResponse
+
+    metrics = serving.metrics
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
         """Liveness and what is being served."""
-        served = state["served"]
+        served = serving.served
         body = {"status": "ok", "generation": served.generation,
                 "system": served.router.info.get("system"), "policy": served.router.info.get("policy"),
                 "data_fingerprint": served.router.info.get("data_fingerprint"),
@@ -371,244 +274,37 @@ def create_app(source: Any, *, loader: Callable[[Path], Any] | None = None, api_
         """Prometheus text: request counts, latency histograms, per-tier counts, reloads."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    if allow_reload:
-        @app.post("/v1/admin/reload", tags=["ops"])
-        async def reload(body: ReloadRequest | None = None) -> dict[str, Any]:
-            """Load an artifact directory (default: the current one) and swap it in atomically."""
-            target = None
-            if body is not None and body.path:
-                target = _reload_target(body.path, root)
-            try:
-                served = await do_reload(target)
-            except SegrecError as exc:  # a bad artifact: refuse it, keep serving the current one
-                current = state["served"]
-                return error(422, "reload_failed", f"{exc}; still serving generation {current.generation} "
-                                                   f"from {current.path}")
-            except Exception as exc:  # never a 500 for a directory someone pointed us at
-                log.exception("reload of %s failed", target)
-                current = state["served"]
-                return error(422, "reload_failed", f"cannot load {body.path if body else current.path} "
-                                                   f"({type(exc).__name__}); still serving generation "
-                                                   f"{current.generation}")
-            return {"status": "reloaded", "generation": served.generation, "path": str(served.path)}
 
-    # the web dashboard at / and /lookup (issue 7); it follows reloads through state["served"]
+def _add_reload_route(app, serving: Serving, root: Path | None) -> None:
+    """``POST /v1/admin/reload``: load a directory inside ``root`` and swap it in atomically."""
+
+    @app.post("/v1/admin/reload", tags=["ops"])
+    async def reload(body: ReloadRequest | None = None) -> dict[str, Any]:
+        """Load an artifact directory (default: the current one) and swap it in atomically."""
+        target = None
+        if body is not None and body.path:
+            target = _reload_target(body.path, root)
+        try:
+            served = await serving.reload(target)
+        except SegrecError as exc:  # a bad artifact: refuse it, keep serving the current one
+            current = serving.served
+            return _error(422, "reload_failed", f"{exc}; still serving generation {current.generation} "
+                                                f"from {current.path}")
+        except Exception as exc:  # never a 500 for a directory someone pointed us at
+            log.exception("reload of %s failed", target)
+            current = serving.served
+            return _error(422, "reload_failed", f"cannot load {body.path if body else current.path} "
+                                                f"({type(exc).__name__}); still serving generation "
+                                                f"{current.generation}")
+        return {"status": "reloaded", "generation": served.generation, "path": str(served.path)}
+
+
+def _add_dashboard(app, serving: Serving) -> None:
+    """The web dashboard at ``/`` and ``/lookup``."""
+    # the web dashboard at / and /lookup (issue 7); it follows reloads through serving.served
     from .dashboard import dashboard_router
 
-    app.include_router(dashboard_router(lambda: state["served"]))
-    app.state.metrics = metrics
-    app.state.reload = do_reload
-    return app
-
-
-def _reload_target(text: str, root: Path | None) -> Path:
-    """A reload path, checked: a directory inside ``root`` once links are resolved.
-
-    Raises:
-        ConfigError: (422) It is not, or it cannot be resolved (NUL byte, too long).
-    """
-    if root is None:
-        raise ConfigError("this server has no reload root; start it from a run directory", key="path")
-    if "\x00" in text:
-        raise ConfigError("reload path must not contain NUL bytes", key="path")
-    try:
-        base = Path(os.path.realpath(root))
-        target = Path(os.path.realpath(base / text))  # an absolute text replaces base
-        inside = target == base or base in target.parents
-        is_dir = inside and target.is_dir()
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"reload path {text[:80]!r} cannot be used ({type(exc).__name__})",
-                          key="path") from None
-    if not inside:
-        raise ConfigError(f"reload path {text[:80]!r} is outside the reload root {base}; the server only "
-                          "loads runs from there (segrec serve --reload-root)", key="path")
-    if not is_dir:
-        raise ConfigError(f"reload path {text[:80]!r} is not a directory", key="path")
-    return target
-
-
-_TIMEOUT_BODY = b'{"error":"timeout","message":"request headers took too long"}'
-_HEADER_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                            b"content-length: " + str(len(_TIMEOUT_BODY)).encode() +
-                            b"\r\nconnection: close\r\n\r\n" + _TIMEOUT_BODY)
-
-
-def deadline_protocol(header_timeout: float = HEADER_TIMEOUT_S) -> type:
-    """Uvicorn's HTTP protocol with a deadline for request headers (against slow clients).
-
-    uvicorn times out idle keep-alive connections but not a request whose headers
-    trickle in (every byte received re-arms nothing, so one byte every few seconds holds
-    a connection open forever). This subclass arms a timer when a connection opens and
-    after every response, disarms it once a request's headers are complete, and closes
-    the connection with ``408`` when it fires.
-    """
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
-
-    class DeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-        _deadline = None
-
-        _started = False
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._started = False
-            self._deadline = self.loop.call_later(header_timeout, self._expire)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expire(self) -> None:
-            self._deadline = None
-            busy = self.cycle is not None and not self.cycle.response_complete
-            if busy or self.transport.is_closing():
-                return
-            if self._started:  # part of a request arrived: say why the connection ends
-                self.transport.write(_HEADER_TIMEOUT_RESPONSE)
-            self.transport.close()  # an idle connection just closes, as keep-alive timeouts do
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            before = self.cycle
-            if self._deadline is not None:
-                self._started = True
-            super().data_received(data)
-            if self.cycle is not before and self.cycle is not None:
-                self._disarm()  # a request's headers are complete: the app (and body timeout) take over
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return DeadlineProtocol
-
-
-class _Gate:
-    """Pure-ASGI middleware: API-key check and request metrics.
-
-    Pure ASGI (not ``BaseHTTPMiddleware``) because it adds no per-request task or
-    body buffering, which matters at hundreds of requests per second.
-    """
-
-    def __init__(self, app, metrics: ServerMetrics, key: bytes | None, max_body: int = MAX_BODY_BYTES,
-                 body_timeout: float = BODY_TIMEOUT_S):
-        self.app = app
-        self.metrics = metrics
-        self.key = key
-        self.max_body = max_body
-        self.body_timeout = body_timeout
-
-    def _too_large(self, scope) -> bool | None:
-        """True/False from the Content-Length header; None when there is none (chunked)."""
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                return not value.isdigit() or int(value) > self.max_body
-        return None
-
-    async def _read_capped(self, receive) -> bytes | None:
-        """The whole body of a request, or None past ``max_body``.
-
-        Chunked bodies announce no size, so every body is read here (at most ``max_body``
-        + one chunk in memory) instead of letting the app buffer an unbounded stream.
-        """
-        parts, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b"".join(parts)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(parts)
-
-    def _authorised(self, scope) -> bool:
-        given = b""
-        for name, value in scope.get("headers", ()):
-            if name == b"x-api-key":
-                given = value
-                break
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                given = value[7:].strip()
-        return hmac.compare_digest(given, self.key)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        route = path if path in _ROUTES else (
-            "/v1/users/{user_id}/segment" if path.startswith("/v1/users/") else "other")
-        start = time.perf_counter()
-        status = [500]
-
-        async def send_wrapped(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        self.metrics.start()
-        try:
-            if self.key is not None and path not in OPEN_PATHS and not self._authorised(scope):
-                status[0] = 401
-                await _send_json(send, 401, b'{"error":"unauthorized","message":"missing or wrong API key '
-                                            b'(header X-API-Key)"}')
-                return
-            too_large = self._too_large(scope)
-            if not too_large and scope.get("method") in ("POST", "PUT", "PATCH"):
-                # The whole body, read here under one deadline: a client that trickles it in
-                # (or announces more than it sends) gets 408 instead of holding a worker.
-                try:
-                    async with asyncio.timeout(self.body_timeout):
-                        body = await self._read_capped(receive)
-                except TimeoutError:
-                    status[0] = 408
-                    await _send_json(send, 408, b'{"error":"timeout","message":"request body took longer '
-                                                b'than ' + str(self.body_timeout).encode() + b' s"}')
-                    return
-                too_large = body is None
-                if body is not None:
-                    receive = _replay(body, receive)
-            if too_large:
-                status[0] = 413
-                await _send_json(send, 413, b'{"error":"too_large","message":"request body over '
-                                            + str(self.max_body).encode() + b' bytes"}')
-                return
-            await self.app(scope, receive, send_wrapped)
-        finally:
-            elapsed = time.perf_counter() - start
-            self.metrics.observe_request(scope.get("method", ""), route, status[0], elapsed)
-            self.metrics.finish()
-
-
-def _replay(body: bytes, receive):
-    """An ASGI ``receive`` that yields ``body`` once, then defers to the real one (disconnects)."""
-    sent = [False]
-
-    async def replayed():
-        if not sent[0]:
-            sent[0] = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
-
-
-async def _send_json(send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    app.include_router(dashboard_router(lambda: serving.served))
 
 
 def _json(obj: Any):
