@@ -3,7 +3,9 @@
 A user is their time-ordered history, so the model is inductive: new users are
 scored from their items (``score_histories``) without
 refitting. The network lives in ``_seqnet.py`` (nanoGPT style), the data windows in
-``_seqdata.py`` and the loop in ``_seqtrain.py``; this file is the Recommender.
+``_seqdata.py``, the loop in ``_seqtrain.py``, the settings in ``_transformer_config.py``,
+the objective and training choices in ``_transformer_train.py`` and the serving helpers
+in ``_seqserve.py``; this file is the Recommender.
 """
 
 from __future__ import annotations
