@@ -133,6 +133,48 @@ def run_loop(
         LoopResult; ``best_params`` holds the parameters of the best epoch.
     """
     device = torch.device(settings.device)
+    opt, plist = _optimizer(params, settings, device)
+    result = LoopResult(best_epoch=settings.epochs if validate is None else 0, best_score=float("nan"))
+    average = _WeightAverage(plist, settings.ema_decay)
+    if validate is not None:
+        set_train(False)
+        result.best_score = validate()  # epoch 0: the starting point counts (adapters start at the global)
+        result.best_params = _snapshot(params)
+        result.curve.append({"epoch": 0, "loss": float("nan"), "ndcg@10": result.best_score, "seconds": 0.0})
+    bar = _progress_bar(settings)
+    every = max(1, settings.validate_every)
+    progress.report({"label": settings.label, "epoch": 0, "epochs": settings.epochs})
+    for epoch in range(1, settings.epochs + 1):
+        start = time.perf_counter()
+        set_train(True)
+        loss = _train_epoch(opt, plist, average, batch_loss, hist, windows, settings, rng, pad_id, side,
+                            device)
+        row = {"epoch": epoch, "loss": loss, "seconds": time.perf_counter() - start}
+        if not np.isfinite(row["loss"]):
+            from ..errors import ModelFitError
+
+            raise ModelFitError(f"{settings.label}: loss became {row['loss']} at epoch {epoch}; "
+                                "lower learning_rate or check the data")
+        stop = False
+        if validate is not None and (epoch % every == 0 or epoch == settings.epochs):
+            _validate_epoch(validate, set_train, average, params, result, epoch, row)
+            stop = epoch - result.best_epoch >= settings.patience
+        result.curve.append(row)
+        _report_epoch(settings, row, bar)
+        if stop:
+            break
+    if bar is not None:
+        bar.close()
+    if validate is None:
+        average.swap()  # without validation the final weights are the average
+        result.best_params = _snapshot(params)
+    set_train(False)
+    return result
+
+
+def _optimizer(params: dict[str, torch.Tensor], settings: LoopSettings,
+               device: torch.device) -> tuple[torch.optim.AdamW, list[torch.Tensor]]:
+    """AdamW with one group per (learning-rate multiplier, decayed or not); and the parameter list."""
     names = list(params)
     plist = [params[k] for k in names]
     def scale(name: str) -> float:
@@ -147,95 +189,99 @@ def run_loop(
     fused = device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in plist)
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.learning_rate,
                             **({"fused": True} if fused else {"foreach": True}))
-    result = LoopResult(best_epoch=settings.epochs if validate is None else 0, best_score=float("nan"))
-    # Exponential moving average of the weights (Polyak averaging): validation, the
-    # best-epoch snapshot and the final model use the average, which is smoother than
-    # the last SGD iterate on small, noisy data. Swapped in place so `validate` sees it.
-    ema = [p.detach().clone() for p in plist] if settings.ema_decay else None
-    live = [p.detach() for p in plist]
-    n_steps = 0
+    return opt, plist
 
-    def swap_ema() -> None:
-        if ema is None:
+
+class _WeightAverage:
+    """Exponential moving average of the weights (Polyak averaging); a no-op at decay 0.
+
+    Validation, the best-epoch snapshot and the final model use the average, which is
+    smoother than the last SGD iterate on small, noisy data. Swapped in place so
+    ``validate`` sees it.
+    """
+
+    def __init__(self, plist: list[torch.Tensor], decay: float):
+        self.decay = decay
+        self.ema = [p.detach().clone() for p in plist] if decay else None
+        self.live = [p.detach() for p in plist]
+        self.n_steps = 0
+
+    def update(self) -> None:
+        """Fold the weights after one optimiser step into the average."""
+        self.n_steps += 1
+        if self.ema is not None:
+            # warm-up (as tf.train.ExponentialMovingAverage): early averages forget the init
+            beta = min(self.decay, (1 + self.n_steps) / (10 + self.n_steps))
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, self.live, 1.0 - beta)
+
+    def swap(self) -> None:
+        """Exchange the live weights and the average (twice restores them)."""
+        if self.ema is None:
             return
         with torch.no_grad():
-            for p, e in zip(live, ema, strict=True):
+            for p, e in zip(self.live, self.ema, strict=True):
                 tmp = p.clone()
                 p.copy_(e)
                 e.copy_(tmp)
 
-    def snapshot() -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
 
-    if validate is not None:
-        set_train(False)
-        result.best_score = validate()  # epoch 0: the starting point counts (adapters start at the global)
-        result.best_params = snapshot()
-        result.curve.append({"epoch": 0, "loss": float("nan"), "ndcg@10": result.best_score, "seconds": 0.0})
-    bar = None
-    if settings.show_progress:
-        from tqdm.auto import tqdm
+def _snapshot(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
 
-        bar = tqdm(total=settings.epochs, desc=settings.label, leave=True)  # kept: a record of the fit
-    every = max(1, settings.validate_every)
-    progress.report({"label": settings.label, "epoch": 0, "epochs": settings.epochs})
-    for epoch in range(1, settings.epochs + 1):
-        start = time.perf_counter()
-        set_train(True)
-        # a tensor, not float(loss) per step: no host sync inside the epoch
-        total, n = torch.zeros((), device=device), 0
-        for idx in iter_batches(windows, rng, tokens=settings.batch_tokens, size=settings.batch_size):
-            inputs, targets = to_batch(hist, windows, idx, settings.target_window, pad_id, device)
-            with autocast(device, settings.bf16):
-                loss = batch_loss(inputs, targets) if side is None else batch_loss(inputs, targets, side(idx))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.clip_grad:
-                torch.nn.utils.clip_grad_norm_(plist, settings.clip_grad, foreach=True)
-            opt.step()
-            n_steps += 1
-            if ema is not None:
-                # warm-up (as tf.train.ExponentialMovingAverage): early averages forget the init
-                beta = min(settings.ema_decay, (1 + n_steps) / (10 + n_steps))
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema, live, 1.0 - beta)
-            positions = int(windows.length[idx].sum())  # every input position has a target
-            total += loss.detach().float() * positions
-            n += positions
-        row = {"epoch": epoch, "loss": float(total) / max(n, 1), "seconds": time.perf_counter() - start}
-        if not np.isfinite(row["loss"]):
-            from ..errors import ModelFitError
 
-            raise ModelFitError(f"{settings.label}: loss became {row['loss']} at epoch {epoch}; "
-                                "lower learning_rate or check the data")
-        stop = False
-        if validate is not None and (epoch % every == 0 or epoch == settings.epochs):
-            t = time.perf_counter()
-            set_train(False)
-            swap_ema()
-            row["ndcg@10"] = score = validate()
-            if score > result.best_score:
-                result.best_score, result.best_epoch = score, epoch
-                result.best_params = snapshot()
-            swap_ema()
-            row["valid_seconds"] = time.perf_counter() - t
-            stop = epoch - result.best_epoch >= settings.patience
-        result.curve.append(row)
-        progress.report({"label": settings.label, "epochs": settings.epochs, **row})
-        log.info("%s epoch %d: loss %.4f%s (%.1fs)", settings.label, epoch, row["loss"],
-                 f", valid NDCG@10 {row['ndcg@10']:.4f}" if "ndcg@10" in row else "", row["seconds"])
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("loss", "ndcg@10")})
-        if stop:
-            break
-    if bar is not None:
-        bar.close()
-    if validate is None:
-        swap_ema()  # without validation the final weights are the average
-        result.best_params = snapshot()
+def _train_epoch(opt, plist, average: _WeightAverage, batch_loss, hist: Histories, windows: Windows,
+                 settings: LoopSettings, rng: np.random.Generator, pad_id: int, side,
+                 device: torch.device) -> float:
+    """One pass over the shuffled windows; the mean loss per input position."""
+    # a tensor, not float(loss) per step: no host sync inside the epoch
+    total, n = torch.zeros((), device=device), 0
+    for idx in iter_batches(windows, rng, tokens=settings.batch_tokens, size=settings.batch_size):
+        inputs, targets = to_batch(hist, windows, idx, settings.target_window, pad_id, device)
+        with autocast(device, settings.bf16):
+            loss = batch_loss(inputs, targets) if side is None else batch_loss(inputs, targets, side(idx))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.clip_grad:
+            torch.nn.utils.clip_grad_norm_(plist, settings.clip_grad, foreach=True)
+        opt.step()
+        average.update()
+        positions = int(windows.length[idx].sum())  # every input position has a target
+        total += loss.detach().float() * positions
+        n += positions
+    return float(total) / max(n, 1)
+
+
+def _validate_epoch(validate: Callable[[], float], set_train: Callable[[bool], None],
+                    average: _WeightAverage, params: dict[str, torch.Tensor], result: LoopResult,
+                    epoch: int, row: dict[str, float]) -> None:
+    """Score the averaged weights into ``row``; keep them in ``result`` when they are the best."""
+    t = time.perf_counter()
     set_train(False)
-    return result
+    average.swap()
+    row["ndcg@10"] = score = validate()
+    if score > result.best_score:
+        result.best_score, result.best_epoch = score, epoch
+        result.best_params = _snapshot(params)
+    average.swap()
+    row["valid_seconds"] = time.perf_counter() - t
+
+
+def _progress_bar(settings: LoopSettings):
+    if not settings.show_progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=settings.epochs, desc=settings.label, leave=True)  # kept: a record of the fit
+
+
+def _report_epoch(settings: LoopSettings, row: dict[str, float], bar) -> None:
+    progress.report({"label": settings.label, "epochs": settings.epochs, **row})
+    log.info("%s epoch %d: loss %.4f%s (%.1fs)", settings.label, row["epoch"], row["loss"],
+             f", valid NDCG@10 {row['ndcg@10']:.4f}" if "ndcg@10" in row else "", row["seconds"])
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k in ("loss", "ndcg@10")})
 
 
 @torch.no_grad()

@@ -21,25 +21,28 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
-from pydantic import Field
 
 from ..distributed.executor import LocalExecutor, TaskFailure, raise_if_all_failed
-from ..errors import SegrecWarning
-from ..evaluate.ranking import quick_ndcg
 from ..types import Interactions
-from ._seqdata import Histories, make_windows
-from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
-from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
-from ._seqtrain import LoopSettings, run_loop, score_rows, seeded
+from ._adapter_config import AdapterConfig
+from ._adapter_fit import SegmentFit, final_adapter_task, fit_segment_adapter, tune_adapter_task
+from ._adapter_theta import (
+    _score_adapted,
+    adapted_forward,
+    adapter_param_count,
+    choose_rank,
+    effective_params,
+    init_theta,
+)
+from ._seqdata import Histories
+from ._seqtrain import score_rows
 from ._vectors import ItemTable
-from .base import ModelConfig, Recommender, check_is_fitted
+from .base import Recommender, check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
 from .transformer import (
@@ -48,294 +51,26 @@ from .transformer import (
     net_flops,
     net_item_table,
     scoring_threads,
-    train_in_bf16,
 )
 from .tuning import inner_sets
 
+# the config, θ_k's maths and the per-segment training live in _adapter_config, _adapter_theta
+# and _adapter_fit; re-exported here, where tests, the joint model and Ray tasks import them
 __all__ = [
     "AdaptedTransformerRecommender",
     "AdapterConfig",
     "SegmentFit",
+    "adapted_forward",
     "adapter_param_count",
     "choose_rank",
+    "effective_params",
+    "final_adapter_task",
     "fit_segment_adapter",
+    "init_theta",
+    "tune_adapter_task",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class AdapterConfig(ModelConfig):
-    """Settings of :class:`AdaptedTransformerRecommender`."""
-
-    variant: Literal["lora", "star"] = "lora"
-    """``lora``: W + s·BA. ``star``: W ⊙ (1 + s·BA), STAR's elementwise form at low rank."""
-    rank: int | None = Field(None, ge=1)
-    """Rank of the weight deltas; ``None`` = the largest of 16, 8, 4, 2, 1 within ``max_param_ratio``."""
-    targets: tuple[Literal["attn", "mlp"], ...] = ("attn", "mlp")
-    """Which weights get deltas: attention projections and/or the feed-forward layer."""
-    scale: float = Field(1.0, gt=0)
-    """Multiplier s of the low-rank delta."""
-    segment_embedding: bool = True
-    """Add a learned per-segment vector to every input position."""
-    output_bias: bool = True
-    """Learn a per-segment bias over the catalogue."""
-    kl_weight: float = Field(1.0, ge=0)
-    """λ of the consistency term λ·KL(p_segment || p_global)."""
-    epochs: int = Field(20, ge=1)
-    """Most adapter epochs per segment (the best one on inner validation is kept)."""
-    early_stopping: bool = True
-    """Choose each segment's epochs on inner validation (0 epochs = serve it with the global model)."""
-    patience: int = Field(3, ge=1)
-    """Epochs without improvement before a segment stops."""
-    batch_tokens: int = Field(1024, ge=1)
-    """Padded positions (windows x their length) per training step (the global model's default)."""
-    batch_size: int | None = Field(None, ge=1)
-    """Windows per step instead of ``batch_tokens`` (the fixed batching of earlier versions)."""
-    learning_rate: float = Field(1e-3, gt=0)
-    """AdamW learning rate of θ_k (θ_shared is frozen)."""
-    valid_users: int | None = Field(4096, ge=1)
-    """Most users of a segment scored per validation (a fixed random sample); None = all."""
-    warm_start: bool = True
-    """The final θ_k (on train ∪ valid, on the final global weights) continues from the
-    θ_k tuned on the inner split for ``warm_epochs`` epochs, instead of training
-    from scratch for the tuned number of epochs."""
-    warm_epochs: int = Field(2, ge=1)
-    """Epochs of the warm-started final fit (at most the tuned number)."""
-    weight_decay: float = Field(0.0, ge=0)
-    """AdamW weight decay on the low-rank factors."""
-    max_param_ratio: float = Field(0.05, gt=0)
-    """Budget: parameters of one θ_k / parameters of θ_shared."""
-    min_segment_users: int = Field(1, ge=1)
-    """Segments with fewer users get no adapter (they use the global model)."""
-    global_model: TransformerConfig = Field(default_factory=TransformerConfig)
-    """Settings of the global model trained when ``fit`` is not given one."""
-    device: str = "cpu"
-    """Torch device for adapter training and scoring."""
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    """Training matmuls, as the global model's ``precision`` (``auto``: bf16 on CUDA and on
-    CPUs with native bf16). ml-100k, one segment of every user, one epoch on a loaded box:
-    see ``benchmarks/results`` notes in the commit that set it."""
-    n_threads: int | None = Field(1, ge=1)
-    """CPU threads (``None`` = torch's current setting); 1, as the global model's (see there)."""
-    random_state: int = 0
-    """Seed; segment k trains with seed ``random_state + k``."""
-    show_progress: bool = False
-    """tqdm bar per segment."""
-
-
-# --------------------------------------------------------------------------- θ_k
-
-
-def adapter_param_count(net_config: SeqNetConfig, config: AdapterConfig, rank: int) -> int:
-    """Parameters of one θ_k for a network shape and rank (without building anything)."""
-    d, f = net_config.embedding_size, net_config.ffn_mult * net_config.embedding_size
-    per_layer = 0
-    if "attn" in config.targets:
-        per_layer += (d + 3 * d) + (d + d)  # c_attn (d -> 3d), c_proj (d -> d)
-    if "mlp" in config.targets:
-        per_layer += (d + f) + (f + d)  # c_fc (d -> f), c_proj (f -> d)
-    n = rank * per_layer * net_config.n_layers
-    n += d if config.segment_embedding else 0
-    n += net_config.n_items if config.output_bias else 0
-    return n
-
-
-def choose_rank(net_config: SeqNetConfig, n_shared: int, config: AdapterConfig) -> int:
-    """The configured rank, or the largest of 16, 8, 4, 2, 1 that keeps θ_k within budget."""
-    if config.rank is not None:
-        ratio = adapter_param_count(net_config, config, config.rank) / n_shared
-        if ratio > config.max_param_ratio:
-            warnings.warn(f"adapter rank {config.rank} gives θ_k = {ratio:.1%} of θ_shared, over "
-                          f"max_param_ratio={config.max_param_ratio:.0%}", SegrecWarning, stacklevel=3)
-        return config.rank
-    for rank in (16, 8, 4, 2, 1):
-        if adapter_param_count(net_config, config, rank) / n_shared <= config.max_param_ratio:
-            return rank
-    ratio = adapter_param_count(net_config, config, 1) / n_shared
-    warnings.warn(f"even rank 1 gives θ_k = {ratio:.1%} of θ_shared (> {config.max_param_ratio:.0%}); "
-                  "the network is tiny next to the catalogue; using rank 1", SegrecWarning, stacklevel=3)
-    return 1
-
-
-def init_theta(net: SeqNet, config: AdapterConfig, rank: int) -> dict[str, torch.Tensor]:
-    """Fresh θ_k: A small random, B zero, so the adapted model starts equal to the global one."""
-    theta: dict[str, torch.Tensor] = {}
-    shapes = dict(net.named_parameters())
-    for name in adapter_targets(net, config.targets):
-        out_f, in_f = shapes[name].shape
-        theta[f"A.{name}"] = torch.randn(rank, in_f) / np.sqrt(in_f)
-        theta[f"B.{name}"] = torch.zeros(out_f, rank)
-    d = net.config.embedding_size
-    if config.segment_embedding:
-        theta["segment_embedding"] = torch.zeros(d)
-    if config.output_bias:
-        theta["output_bias"] = torch.zeros(net.config.n_items)
-    return theta
-
-
-def effective_params(
-    shared: dict[str, torch.Tensor], theta: dict[str, torch.Tensor], variant: str, scale: float
-) -> dict[str, torch.Tensor]:
-    """θ_shared with segment deltas applied: the weights the adapted network runs with."""
-    out = dict(shared)
-    for key, a in theta.items():
-        if not key.startswith("A."):
-            continue
-        name = key[2:]
-        delta = scale * (theta[f"B.{name}"] @ a)  # (out_features, in_features)
-        out[name] = shared[name] + delta if variant == "lora" else shared[name] * (1.0 + delta)
-    return out
-
-
-def adapted_forward(
-    net: SeqNet, shared: dict[str, torch.Tensor], theta: dict[str, torch.Tensor] | None,
-    config: AdapterConfig, inputs: torch.Tensor, last: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Hidden states (b, t, d) of the adapted network (at ``last`` only: (b, d)), and its output bias."""
-    if not theta:
-        return net(inputs, last=last), None
-    params = effective_params(shared, theta, config.variant, config.scale)
-    hidden = torch.func.functional_call(net, params, (inputs,),
-                                        {"extra": theta.get("segment_embedding"), "last": last})
-    return hidden, theta.get("output_bias")
-
-
-@dataclass
-class SegmentFit:
-    """Result of :func:`fit_segment_adapter` for one segment.
-
-    Attributes:
-        params: θ_k as numpy arrays (empty when ``best_epoch`` is 0: use the global model).
-        best_epoch: Epochs trained (chosen on validation when one was given).
-        best_score: Validation NDCG@10 at ``best_epoch`` (NaN without validation).
-        global_score: Validation NDCG@10 of the unadapted global model (epoch 0).
-        curve: Per-epoch loss / validation NDCG@10.
-        seconds: Wall time.
-    """
-
-    params: dict[str, np.ndarray]
-    best_epoch: int
-    best_score: float = float("nan")
-    global_score: float = float("nan")
-    curve: list[dict[str, float]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def fit_segment_adapter(
-    shared: dict[str, np.ndarray],
-    net_config: SeqNetConfig,
-    train: Histories,
-    valid: Histories | None,
-    config: AdapterConfig,
-    *,
-    rank: int,
-    target_window: int = 1,
-    exclude_seen: bool = False,
-    n_negatives: int | None = None,
-    epochs: int | None = None,
-    init: dict[str, np.ndarray] | None = None,
-    seed: int = 0,
-    label: str = "segment",
-) -> SegmentFit:
-    """Train one segment's θ_k on its users; a pure function (Ray-task friendly).
-
-    Args:
-        shared: θ_shared as numpy arrays (a SeqNet state dict).
-        net_config: Shape of the shared network.
-        train: The segment users' time-ordered training histories.
-        valid: Their held-out next items (same user order), for early stopping; or None.
-        config: Adapter settings.
-        rank: Rank of the weight deltas.
-        target_window: Next items learned per position (the global model's setting).
-        exclude_seen: Mask items already in the window out of the softmax (the global's setting).
-        n_negatives: Shared negatives of a sampled softmax, None = exact (the global's setting).
-        epochs: Epochs to train (default ``config.epochs``); with ``valid`` the most epochs.
-        init: θ_k to start from (a warm start) instead of a fresh one.
-        seed: Seed of θ_k's init, dropout and batch order.
-        label: Name in log messages.
-
-    Returns:
-        SegmentFit with θ_k at the best epoch.
-    """
-    start = time.perf_counter()
-    epochs = config.epochs if epochs is None else epochs
-    with seeded(seed, config.n_threads) as rng:
-        net = SeqNet(net_config)
-        net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in shared.items()})
-        net = net.to(config.device)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        base = {k: v for k, v in net.named_parameters()}
-        fresh = init_theta(net, config, rank)
-        if init is not None:  # θ_k may lack keys a fresh one has (an empty θ_k: the global model)
-            fresh.update({k: torch.from_numpy(np.array(v)) for k, v in init.items() if k in fresh})
-        theta = {k: v.to(config.device).requires_grad_(True) for k, v in fresh.items()}
-        windows = make_windows(train, net_config.max_len)
-        pad = net_config.pad_id
-        reference = SeqNet(net_config).to(config.device)  # frozen global, eval mode, for the KL term
-        reference.load_state_dict(net.state_dict())
-        reference.eval()
-
-        n_items = net_config.n_items
-        weight, item_bias = net.wte.weight[:n_items], net.item_bias
-
-        def batch_loss(inputs, targets):
-            keep = targets[..., 0] >= 0
-            tg = targets[keep]
-            hidden, bias = adapted_forward(net, base, theta, config, inputs)
-            # the same softmax as the global model was trained with (mask, negatives)
-            pairs = seen_pairs(inputs, keep, tg) if exclude_seen else None
-            negatives = None if n_negatives is None else sample_negatives(n_items, n_negatives, inputs.device)
-            out_bias = item_bias if bias is None else item_bias + bias
-            logits, cols = output_logits(hidden[keep], weight, out_bias, tg, pairs, negatives)
-            ref = None
-            if config.kl_weight > 0:
-                with torch.no_grad():
-                    ref, _ = output_logits(reference(inputs)[keep], weight, item_bias, tg, pairs, negatives)
-            return multi_target_ce(logits, cols, ref, config.kl_weight,
-                                   masked=pairs is not None or negatives is not None)
-
-        validate = None
-        if valid is not None and config.early_stopping:
-            tail = train.tail(net_config.max_len)
-            train_csr, valid_csr = _hist_csr(train, n_items), _hist_csr(valid, n_items)
-            rows = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
-            if config.valid_users is not None and len(rows) > config.valid_users:
-                rows = np.sort(np.random.default_rng(seed).choice(rows, config.valid_users, replace=False))
-            train_csr, valid_csr = train_csr[rows], valid_csr[rows]
-
-            def validate() -> float:
-                return quick_ndcg(lambda u: _score_adapted(net, base, theta, config, tail, rows[u]),
-                                  train_csr, valid_csr)
-
-        settings = LoopSettings(epochs=epochs, batch_tokens=config.batch_tokens, batch_size=config.batch_size,
-                                learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                                patience=config.patience, target_window=target_window, clip_grad=1.0,
-                                bf16=train_in_bf16(config.precision, config.device),
-                                device=config.device, show_progress=config.show_progress,
-                                label=label)
-        result = run_loop(theta, batch_loss, net.train, train, windows, settings, rng, pad, validate)
-    params = {k: v.numpy() for k, v in result.best_params.items()} if result.best_epoch > 0 else {}
-    global_score = result.curve[0]["ndcg@10"] if validate is not None else float("nan")
-    return SegmentFit(params, result.best_epoch, result.best_score, global_score, result.curve,
-                      time.perf_counter() - start)
-
-
-def _hist_csr(hist: Histories, n_items: int) -> sp.csr_matrix:
-    data = np.ones(len(hist.items), np.float32)
-    mat = sp.csr_matrix((data, hist.items, hist.indptr), shape=(len(hist), n_items))
-    mat.sum_duplicates()
-    mat.data[:] = 1.0
-    return mat
-
-
-def _score_adapted(net, base, theta, config, hist: Histories, rows: np.ndarray) -> np.ndarray:
-    def forward(inputs, last):
-        hidden, bias = adapted_forward(net, base, theta, config, inputs, last)
-        logits = net.logits(hidden)
-        return logits if bias is None else logits + bias
-
-    return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=config.device)
 
 
 # ------------------------------------------------------------------- recommender
@@ -376,14 +111,10 @@ class AdaptedTransformerRecommender(Recommender):
         # a segment whose task fails on every attempt keeps the global model (failed_segments_)
         c = self.config
         start = time.perf_counter()
-        g = context.shared.get("transformer")
-        if g is None:
-            g = TransformerRecommender(c.global_model).fit(train, valid=valid, context=context)
-        self.global_ = g
-        self.segments_ = np.array(context.segments, dtype=np.int64)
+        g = self._global_model(train, valid, context)
         net_config = g.net_.config
         n_shared = g.net_.n_params()
-        self.rank_ = choose_rank(net_config, n_shared, c)
+        self.rank_ = choose_rank(net_config, n_shared, c)  # called here: its warning names fit's caller
         self.param_ratio_ = adapter_param_count(net_config, c, self.rank_) / n_shared
         log.info("adapters: rank %d, θ_k = %.2f%% of θ_shared (%d params)", self.rank_,
                  100 * self.param_ratio_, n_shared)
@@ -398,63 +129,91 @@ class AdaptedTransformerRecommender(Recommender):
         if c.early_stopping and inner is None:
             log.warning("adapters: the global model has no inner (train-only) weights; training each "
                         "segment for a fixed %d epochs instead of early stopping", c.epochs)
-        if tune:
-            inner_shared = {**final_shared, **{k: v.numpy() for k, v in inner.items()}}
-            inner_train, inner_valid = inner_sets(train, valid)
-            tr_hist = Histories.from_interactions(inner_train)
-            va_hist = Histories.from_interactions(inner_valid)
-        full_hist = Histories.from_interactions(full)
         self.adapters_: dict[int, dict[str, np.ndarray]] = {}
         self.segment_info_: dict[int, dict[str, Any]] = {}
         self.failed_segments_: dict[int, str] = {}
         executor = context.executor or LocalExecutor()
-        labels, counts = np.unique(self.segments_[self.segments_ >= 0], return_counts=True)
-        todo: dict[int, np.ndarray] = {}
-        for k, n_users in zip(labels.tolist(), counts.tolist(), strict=True):
-            self.segment_info_[k] = {"users": n_users}
-            if n_users < c.min_segment_users:
-                self.segment_info_[k]["best_epoch"] = 0
-            else:
-                todo[k] = np.flatnonzero(self.segments_ == k)
+        todo = self._segments_to_adapt()
         epochs = {k: c.epochs for k in todo}
         tuned: dict[int, dict[str, np.ndarray]] = {}  # θ_k at the tuned epoch: a warm final fit's start
         # θ_k at the best epoch on the inner split: with the global model's inner weights
         # this is the train-only adapted model that ``inner_model`` hands to the router
         self._inner_adapters: dict[int, dict[str, np.ndarray]] | None = {} if tune else None
         if tune:
-            # shared weights + histories go to the executor once; each task selects its users
-            results = executor.map(tune_adapter_task, [(k, u) for k, u in todo.items()],
-                                   shared=(inner_shared, net_config, tr_hist, va_hist, c, self.rank_, tw),
-                                   labels=[f"adapter segment {k} (tune)" for k in todo], on_error="return")
-            raise_if_all_failed(results, "AdaptedTransformerRecommender (epoch choice)")
-            for k, res in zip(list(todo), results, strict=True):
-                if self._failed(k, res):
-                    continue
-                epochs[k] = res.best_epoch
-                if res.best_epoch > 0:
-                    self._inner_adapters[k] = tuned[k] = res.params
-                self.segment_info_[k].update(valid_ndcg_global=res.global_score,
-                                             valid_ndcg_adapted=res.best_score, tune_seconds=res.seconds)
-                log.info("segment %d (%d users): inner-valid NDCG@10 %.4f global -> %.4f adapted "
-                         "at epoch %d", k, len(todo[k]), res.global_score, res.best_score, res.best_epoch)
+            inner_shared = {**final_shared, **{k: v.numpy() for k, v in inner.items()}}
+            self._tune_epochs(executor, todo, epochs, tuned, (inner_shared, net_config, tw), train, valid)
         for k in todo:
             if k not in self.failed_segments_:
                 self.segment_info_[k]["best_epoch"] = epochs[k]
+        self._final_fits(executor, todo, epochs, tuned, (final_shared, net_config, tw), full)
+        self.fit_seconds_ = time.perf_counter() - start
+
+    def _global_model(self, train: Interactions, valid: Interactions | None,
+                      context: FitContext) -> TransformerRecommender:
+        """Set the global model (given, or trained here) and the segments; return the model."""
+        g = context.shared.get("transformer")
+        if g is None:
+            g = TransformerRecommender(self.config.global_model).fit(train, valid=valid, context=context)
+        self.global_ = g
+        self.segments_ = np.array(context.segments, dtype=np.int64)
+        return g
+
+    def _segments_to_adapt(self) -> dict[int, np.ndarray]:
+        """Segment -> its dense users, for segments large enough for an adapter (``segment_info_`` set)."""
+        labels, counts = np.unique(self.segments_[self.segments_ >= 0], return_counts=True)
+        todo: dict[int, np.ndarray] = {}
+        for k, n_users in zip(labels.tolist(), counts.tolist(), strict=True):
+            self.segment_info_[k] = {"users": n_users}
+            if n_users < self.config.min_segment_users:
+                self.segment_info_[k]["best_epoch"] = 0
+            else:
+                todo[k] = np.flatnonzero(self.segments_ == k)
+        return todo
+
+    def _tune_epochs(self, executor, todo: dict[int, np.ndarray], epochs: dict[int, int],
+                     tuned: dict[int, dict[str, np.ndarray]], shared: tuple, train: Interactions,
+                     valid: Interactions | None) -> None:
+        """Choose each segment's epochs on the inner split (filling ``epochs`` and ``tuned``)."""
+        inner_shared, net_config, tw = shared
+        inner_train, inner_valid = inner_sets(train, valid)
+        tr_hist = Histories.from_interactions(inner_train)
+        va_hist = Histories.from_interactions(inner_valid)
+        # shared weights + histories go to the executor once; each task selects its users
+        results = executor.map(tune_adapter_task, [(k, u) for k, u in todo.items()],
+                               shared=(inner_shared, net_config, tr_hist, va_hist, self.config, self.rank_,
+                                       tw),
+                               labels=[f"adapter segment {k} (tune)" for k in todo], on_error="return")
+        raise_if_all_failed(results, "AdaptedTransformerRecommender (epoch choice)")
+        for k, res in zip(list(todo), results, strict=True):
+            if self._failed(k, res):
+                continue
+            epochs[k] = res.best_epoch
+            if res.best_epoch > 0:
+                self._inner_adapters[k] = tuned[k] = res.params
+            self.segment_info_[k].update(valid_ndcg_global=res.global_score,
+                                         valid_ndcg_adapted=res.best_score, tune_seconds=res.seconds)
+            log.info("segment %d (%d users): inner-valid NDCG@10 %.4f global -> %.4f adapted "
+                     "at epoch %d", k, len(todo[k]), res.global_score, res.best_score, res.best_epoch)
+
+    def _final_fits(self, executor, todo: dict[int, np.ndarray], epochs: dict[int, int],
+                    tuned: dict[int, dict[str, np.ndarray]], shared: tuple, full: Interactions) -> None:
+        """Train each adapted segment's θ_k on train ∪ valid over the final global weights."""
+        final_shared, net_config, tw = shared
+        full_hist = Histories.from_interactions(full)
         # epochs == 0: adaptation did not help on validation, serve the segment with the global model
         final = [(k, todo[k], epochs[k], None) for k in todo
                  if k not in self.failed_segments_ and epochs[k] > 0]
-        if c.warm_start:  # continue from the tuned θ_k instead of retraining it from scratch
-            final = [(k, u, min(n, c.warm_epochs), tuned[k]) if k in tuned else (k, u, n, None)
+        if self.config.warm_start:  # continue from the tuned θ_k instead of retraining it from scratch
+            final = [(k, u, min(n, self.config.warm_epochs), tuned[k]) if k in tuned else (k, u, n, None)
                      for k, u, n, _ in final]
         results = executor.map(final_adapter_task, final,
-                               shared=(final_shared, net_config, full_hist, c, self.rank_, tw),
+                               shared=(final_shared, net_config, full_hist, self.config, self.rank_, tw),
                                labels=[f"adapter segment {k}" for k, *_ in final], on_error="return")
         raise_if_all_failed(results, "AdaptedTransformerRecommender")
         for (k, _, n, _), res in zip(final, results, strict=True):
             if not self._failed(k, res):
                 self.segment_info_[k].update(seconds=res.seconds, final_epochs=n)
                 self.adapters_[k] = res.params
-        self.fit_seconds_ = time.perf_counter() - start
 
     def inner_model(self) -> AdaptedTransformerRecommender | None:
         """The adapted model as trained on the inner train part only, if fit kept it.
@@ -603,38 +362,3 @@ class AdaptedTransformerRecommender(Recommender):
             "failed_segments": {str(k): v for k, v in getattr(self, "failed_segments_", {}).items()},
             "fit_seconds": self.fit_seconds_,
         }
-
-
-def tune_adapter_task(shared: tuple, item: tuple[int, np.ndarray]) -> SegmentFit:
-    """Executor task: choose one segment's adapter epochs on its inner-valid items.
-
-    Args:
-        shared: ``(inner weights, net_config, train histories, valid histories, config,
-            rank, objective)``, the same for every segment (shipped once); ``objective``
-            holds the global model's ``target_window`` and ``exclude_seen``.
-        item: ``(segment, its dense users)``.
-
-    Returns:
-        The early-stopped :class:`SegmentFit` (seed ``config.random_state + segment``).
-    """
-    weights, net_config, train, valid, config, rank, tw = shared
-    k, users = item
-    return fit_segment_adapter(weights, net_config, train.select(users), valid.select(users), config,
-                               rank=rank, **tw, seed=config.random_state + k, label=f"segment {k}")
-
-
-def final_adapter_task(shared: tuple, item: tuple[int, np.ndarray, int, dict | None]) -> SegmentFit:
-    """Executor task: train one segment's θ_k on all its fit data for the chosen epochs.
-
-    Args:
-        shared: ``(final weights, net_config, full histories, config, rank, objective)``.
-        item: ``(segment, its dense users, epochs, θ_k to start from or None)``.
-
-    Returns:
-        :class:`SegmentFit` with θ_k (seed ``config.random_state + segment``).
-    """
-    weights, net_config, hist, config, rank, tw = shared
-    k, users, epochs, init = item
-    return fit_segment_adapter(weights, net_config, hist.select(users), None, config, rank=rank,
-                               **tw, epochs=epochs, init=init, seed=config.random_state + k,
-                               label=f"segment {k}")

@@ -8,7 +8,9 @@ and ``_state()`` / ``_set_state(tensors, meta)`` for its artifact. The base clas
 owns everything that must behave identically across models: the one ``fit``
 signature, id mapping, seen-item exclusion, top-k, fitted checks, the
 conversion between item rows and item sequences, and the artifact format
-(:mod:`segrec.models._artifact`).
+(:mod:`segrec.models._artifact`). Serving from cached user vectors
+(:mod:`segrec.models._serving`) and the analytic cost (:mod:`segrec.models._cost`)
+are mixins of it, each its own concept.
 
 A class that declares ``name`` registers itself under it, so
 ``Recommender.load`` finds every model without an import of the models package
@@ -27,9 +29,11 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import DataValidationError, SegrecError, UnknownIDError
 from ..evaluate.ranking import rank_in_chunks
 from ..types import Interactions, Recommendations, Vocabulary
+from ._cost import CostMixin
 from ._histories import as_history_input, n_histories
 from ._registry import check_is_fitted, model_class, register, registered_models
-from ._vectors import ItemTable, UserVectors, make_user_vectors
+from ._serving import ServingMixin
+from ._vectors import UserVectors, make_user_vectors
 from .context import FitContext
 from .tags import RecommenderTags, get_tags
 
@@ -41,7 +45,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Recommender:
+class Recommender(ServingMixin, CostMixin):
     """Base class: ``fit`` / ``score`` / ``recommend`` / ``score_histories`` / ``save`` / ``load``.
 
     Subclasses set ``Config`` (a :class:`ModelConfig`) and ``name``; they are built
@@ -180,67 +184,6 @@ class Recommender:
         """Scores of shape (len(users), n_items) for dense user ids (evaluator hook)."""
         check_is_fitted(self)
         return self._score(np.asarray(users, dtype=np.int64))
-
-    def score_one(self, user: int) -> np.ndarray:
-        """Scores (n_items,) of one dense user: the server's single-request path.
-
-        A model with cached user vectors (:meth:`prepare_serving`) answers with one
-        product of the user's vector and its item table: the numbers of
-        :meth:`score_dense` up to float rounding (numpy's product instead of the one
-        inside the forward pass; the top-k lists are the same, tested on ml-100k).
-        Models override it where one user is much cheaper than a batch row (the
-        item-item models skip scipy's per-call sparse indexing; bitwise equal).
-        """
-        cached = self.user_vectors_
-        if cached is not None:
-            return cached.score_one(int(user))
-        check_is_fitted(self)
-        return np.asarray(self._score(np.array([int(user)], dtype=np.int64)), dtype=np.float32)[0]
-
-    # ------------------------------------------------------- cached vectors
-    #: whether the cached vectors are written to the artifact (False where they are the model's
-    #: own state already, e.g. ALS user factors)
-    saves_user_vectors: ClassVar[bool] = True
-
-    def item_table(self) -> ItemTable | None:
-        """The item side when scores factor as ``item_vectors @ v_u + bias[g_u]``; None otherwise.
-
-        Models that declare one also implement :meth:`_user_vectors`, and then serve
-        known users from cached vectors (:meth:`prepare_serving`).
-        """
-        return None
-
-    def _user_vectors(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Hook: ``(vectors (n, d), bias groups (n,) or None)`` of dense known users, from the model.
-
-        Non-finite rows mark users the model cannot score (e.g. no fit history).
-        """
-        raise NotImplementedError
-
-    def history_vectors(self, histories, segments=None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Hook: vectors and bias groups for users given by their items (``history_input`` form).
-
-        ``segrec update`` uses it to recompute a known user whose history grew.
-        """
-        raise NotImplementedError
-
-    def prepare_serving(self) -> UserVectors | None:
-        """Compute (once) every known user's vector, if the model has an item table; and of sub-models.
-
-        Called when the model is saved and when a Router is built, so no request pays
-        for it. Returns the cache (None for models that do not factor).
-        """
-        check_is_fitted(self)
-        for sub in self.sub_models():
-            sub.prepare_serving()
-        table = self.item_table()
-        if table is None:
-            return None
-        if self.user_vectors_ is None or self.user_vectors_.table.vectors.shape != table.vectors.shape:
-            users = np.arange(len(self.user_vocab_), dtype=np.int64)
-            vectors, groups = self._user_vectors(users)
-            self.user_vectors_ = make_user_vectors(table, vectors, groups)
-        return self.user_vectors_
 
     def serves_segments(self, segments: np.ndarray) -> np.ndarray:
         """Bool per segment label: whether this model has what it needs to score users there.
@@ -406,60 +349,6 @@ class Recommender:
 
         A model holding another (not a sub-model) passes ``done`` on to its ``add_interactions``.
         """
-
-    # ----------------------------------------------------------------- cost
-    def n_parameters(self) -> int:
-        """Learned floating-point numbers: float arrays of ``_state()`` plus the sub-models'.
-
-        Integer arrays (histories, segment labels, sparse indices) are bookkeeping,
-        not parameters. Override where ``_state()`` holds more than the parameters.
-        """
-        check_is_fitted(self)
-        own = sum(int(np.asarray(a).size) for a in self._state().values()
-                  if np.issubdtype(np.asarray(a).dtype, np.floating))
-        return own + sum(int(m.n_parameters()) for m in self.sub_models())
-
-    def flops_per_request(self, n_history=None, *, segments=None, new_user: bool = False):
-        """Analytic FLOPs to score and rank the catalogue for one request (issue 5).
-
-        A known user of a model with an item table is served from their cached vector
-        (:meth:`prepare_serving`): the serving cost is that product (``2 * d * n_items``
-        plus the bias), whatever the history length. Otherwise, and for new users,
-        scoring FLOPs come from the model's own :meth:`_score_flops` (one multiply-add
-        per learned number unless it knows better). Ranking adds about one operation
-        per item.
-
-        Args:
-            n_history: History length (scalar or array); None = the mean over fit users.
-            segments: Segment per request, shaped like ``n_history``; models with one
-                sub-model per segment cost each request by its segment's model (NaN
-                where there is none) instead of their mean.
-            new_user: Cost a brand-new user's request (scored from their items: the
-                full forward pass) instead of a known user's.
-
-        Returns:
-            float, or a float array shaped like ``n_history``.
-        """
-        check_is_fitted(self)
-        if n_history is None:
-            lengths = np.diff(self.seen_.indptr).astype(np.float64)
-            h = np.array(lengths.mean() if len(lengths) else 0.0)
-        else:
-            h = np.asarray(n_history, dtype=np.float64)
-        table = None if new_user else self.item_table()
-        scoring = np.full_like(h, table.flops()) if table is not None else self._score_flops(h, segments)
-        flops = np.asarray(scoring, dtype=np.float64) + float(self.n_items)
-        return float(flops) if flops.ndim == 0 else flops
-
-    def _score_flops(self, h: np.ndarray, segments) -> np.ndarray:
-        """Scoring FLOPs for history lengths ``h``: a dense pass touching every learned number once."""
-        return np.full_like(h, 2.0 * self.n_parameters())
-
-    def flops_per_user(self, users: np.ndarray) -> np.ndarray:
-        """Analytic FLOPs of each dense user's request (their own history length)."""
-        check_is_fitted(self)
-        lengths = np.diff(self.seen_.indptr).astype(np.float64)
-        return np.asarray(self.flops_per_request(lengths[np.asarray(users, np.int64)]), np.float64)
 
     # ------------------------------------------------------------ artifacts
     def _state(self) -> dict[str, np.ndarray]:

@@ -31,75 +31,33 @@ are :class:`~segrec.models.transformer.TransformerRecommender`'s (this class ext
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import Field
 
 from ..errors import DataValidationError, SegrecWarning
 from ..types import Interactions
+from ._joint_config import JointConfig
+from ._jointnet import JointNet, SegmentParams
 from ._seqdata import Histories
 from ._seqloss import consistency_kl, multi_target_ce, output_logits, sample_negatives, seen_pairs
-from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
+from ._seqnet import SeqNet, SeqNetConfig
 from ._seqtrain import score_rows, seeded
 from .adapters import adapter_param_count, choose_rank
 from .base import check_is_fitted
 from .context import FitContext
 from .tags import RecommenderTags
-from .transformer import TransformerConfig, TransformerRecommender, net_flops
+from .transformer import TransformerRecommender, net_flops
 
-__all__ = ["JointConfig", "JointNet", "JointTransformerRecommender", "theta_k_size"]
+# the config and the network (θ_k as hooks) live in _joint_config and _jointnet; re-exported here
+__all__ = ["JointConfig", "JointNet", "JointTransformerRecommender", "SegmentParams", "theta_k_size"]
 
 log = logging.getLogger(__name__)
-
-
-class JointConfig(TransformerConfig):
-    """Settings of :class:`JointTransformerRecommender`: the Transformer's plus θ_k's."""
-
-    variant: Literal["gate", "star", "lora"] = "gate"
-    """θ_k's form: POSO/PEPNet gates, STAR rank-1 elementwise weights, or LoRA deltas."""
-    segment_embedding: bool = True
-    """Add a learned per-segment vector to every input position."""
-    output_bias: bool = True
-    """Learn a per-segment bias over the catalogue."""
-    kl_weight: float = Field(0.5, ge=0)
-    """λ of the consistency term λ·KL(p_segment || p_shared) (0 = no shared pass: cheaper).
-
-    Not tuned beyond a check (gate variant, segment rate 1.0, inner-valid NDCG@10):
-    synthetic 0.2667 / 0.2635 / 0.2125 with λ = 0 / 0.5 / 2, amazon-scientific 0.1026 /
-    0.1036 with λ = 0 / 0.5. A large λ hurts: the shared path runs without dropout, so
-    the term also asks the dropped-out segment path to match a clean one."""
-    kl_sample: float = Field(0.25, gt=0, le=1)
-    """Share of each batch's windows (a random subset per step) whose positions get the
-    consistency term: an unbiased estimate of the mean KL. The shared pass and the KL over
-    the catalogue cost more than the segment path's training step (amazon-scientific, one
-    thread: 0.90 s an epoch with every window against 0.35 s without the term)."""
-    segment_lr_scale: float = Field(0.1, gt=0)
-    """Learning-rate multiplier of every θ_k (relative to the blocks' rate).
-
-    At the blocks' rate θ_k (the per-segment output bias, gates) learns the segments'
-    popularity within an epoch or two and the inner-valid curve peaks early and low:
-    gate variant, inner-valid NDCG@10 (protocol valid, fit on train): synthetic 0.2635
-    at epoch 6 with 1.0, 0.2686 at epoch 8 with 0.1 (global Transformer 0.2697 / 0.2692
-    / 0.2677 over 3 seeds); amazon-scientific 0.1036 with 1.0, 0.1035 with 0.1 (global
-    0.1025 / 0.1016 / 0.1026). Chosen on those two inner splits, never on test."""
-    soft: Literal["auto", "hard"] = "auto"
-    """``auto``: mix θ_k by ``context.segment_probs`` when the segmenter gives posteriors;
-    ``hard``: each user runs their own segment's θ_k only."""
-    rank: int | None = Field(None, ge=1)
-    """``lora``: rank of the deltas; None = the largest of 16, 8, 4, 2, 1 within the budget."""
-    targets: tuple[Literal["attn", "mlp"], ...] = ("attn", "mlp")
-    """``star`` / ``lora``: which weights get segment parameters."""
-    scale: float = Field(1.0, gt=0)
-    """``lora``: multiplier s of the low-rank delta."""
-    max_param_ratio: float = Field(0.05, gt=0)
-    """Budget: parameters of one θ_k / parameters of θ_shared (a warning when exceeded)."""
 
 
 def theta_k_size(net_config: SeqNetConfig, config: JointConfig, rank: int = 1) -> int:
@@ -120,135 +78,6 @@ def theta_k_size(net_config: SeqNetConfig, config: JointConfig, rank: int = 1) -
     n += d if config.segment_embedding else 0
     n += net_config.n_items if config.output_bias else 0
     return n
-
-
-class SegmentParams(nn.Module):
-    """Every segment's θ_k, stacked (segment first), applied to a SeqNet through hooks.
-
-    While :meth:`using` holds a (b, K) weight matrix, the hooks mix each row's segments
-    into the shared layers; outside it (or with None) the network is the shared path.
-    """
-
-    def __init__(self, net: SeqNet, n_segments: int, config: JointConfig, rank: int):
-        super().__init__()
-        cfg = net.config
-        d, f, k = cfg.embedding_size, cfg.ffn_mult * cfg.embedding_size, n_segments
-        self.variant, self.scale, self.n_segments = config.variant, config.scale, n_segments
-        self.weights: torch.Tensor | None = None
-        self.embedding = nn.Parameter(torch.zeros(k, d)) if config.segment_embedding else None
-        self.output_bias = nn.Parameter(torch.zeros(k, cfg.n_items)) if config.output_bias else None
-        self.gates = nn.ParameterDict()
-        self.lora_a, self.lora_b = nn.ParameterDict(), nn.ParameterDict()
-        modules = dict(net.named_modules())
-        if config.variant == "gate":
-            self.gates["drop"] = nn.Parameter(torch.zeros(k, d))
-            net.drop.register_forward_pre_hook(self._gate_hook("drop"))
-            for i, block in enumerate(net.blocks):
-                for part, width, mod in (("attn", d, block.attn.c_proj), ("mlp", f, block.mlp.c_proj)):
-                    key = f"b{i}_{part}"
-                    self.gates[key] = nn.Parameter(torch.zeros(k, width))
-                    mod.register_forward_pre_hook(self._gate_hook(key))
-            return
-        shapes = dict(net.named_parameters())
-        for name in adapter_targets(net, config.targets):
-            out_f, in_f = shapes[name].shape
-            key = name.removesuffix(".weight").replace(".", "_")
-            mod = modules[name.removesuffix(".weight")]
-            if config.variant == "star":  # diag(g_out) W diag(g_in), both 1 at init
-                self.gates[key + "_in"] = nn.Parameter(torch.zeros(k, in_f))
-                self.gates[key + "_out"] = nn.Parameter(torch.zeros(k, out_f))
-                mod.register_forward_pre_hook(self._scale_hook(key + "_in"))
-                mod.register_forward_hook(self._scale_out_hook(key + "_out"))
-            else:  # lora: A small random, B zero, as the adapters
-                self.lora_a[key] = nn.Parameter(torch.randn(k, rank, in_f) / np.sqrt(in_f))
-                self.lora_b[key] = nn.Parameter(torch.zeros(k, out_f, rank))
-                mod.register_forward_hook(self._lora_hook(key))
-
-    @contextlib.contextmanager
-    def using(self, weights: torch.Tensor | None):
-        """Run the network's forward passes inside with these (b, K) segment weights."""
-        old, self.weights = self.weights, weights
-        try:
-            yield
-        finally:
-            self.weights = old
-
-    def _mix(self, table: torch.Tensor) -> torch.Tensor:
-        """(b, dim): each row's segment weights times a (K, dim) table (a hard row picks one)."""
-        return self.weights.to(table.dtype) @ table
-
-    def _gate(self, key: str, x: torch.Tensor, centred: bool) -> torch.Tensor:
-        z = self.gates[key]
-        # gate: 2·sigmoid(z) (POSO's range (0, 2), 1 at z = 0); star: 1 + z. A row whose
-        # weights sum below 1 (no segment) keeps the shared value for the remainder
-        g = 2.0 * torch.sigmoid(z) - 1.0 if centred else z
-        return x * (1.0 + self._mix(g))[:, None, :].to(x.dtype)
-
-    def _gate_hook(self, key: str):
-        def hook(module, args):
-            if self.weights is None:
-                return None
-            return (self._gate(key, args[0], True), *args[1:])
-        return hook
-
-    def _scale_hook(self, key: str):
-        def hook(module, args):
-            if self.weights is None:
-                return None
-            return (self._gate(key, args[0], False), *args[1:])
-        return hook
-
-    def _scale_out_hook(self, key: str):
-        def hook(module, args, output):
-            return None if self.weights is None else self._gate(key, output, False)
-        return hook
-
-    def _lora_hook(self, key: str):
-        def hook(module, args, output):
-            if self.weights is None:
-                return None
-            x = args[0]  # (b, t, in)
-            a, b = self.lora_a[key], self.lora_b[key]  # (K, r, in), (K, out, r)
-            k, r, _ = a.shape
-            u = x @ a.reshape(k * r, -1).T.to(x.dtype)  # (b, t, K·r): every segment's down-projection
-            w = self.weights.to(u.dtype)[:, None, :, None]  # (b, 1, K, 1)
-            u = (u.view(*u.shape[:-1], k, r) * w).reshape(*u.shape)
-            delta = u @ b.permute(1, 0, 2).reshape(b.shape[1], k * r).T.to(u.dtype)
-            return output + self.scale * delta
-        return hook
-
-    def extra(self) -> torch.Tensor | None:
-        """(b, d) segment embeddings of the current rows, or None."""
-        if self.weights is None or self.embedding is None:
-            return None
-        return self._mix(self.embedding)
-
-    def bias(self) -> torch.Tensor | None:
-        """(b, n_items) per-row output bias of the current rows, or None."""
-        if self.weights is None or self.output_bias is None:
-            return None
-        return self._mix(self.output_bias)
-
-
-class JointNet(SeqNet):
-    """A :class:`SeqNet` with every segment's θ_k attached (parameters ``segment.*``)."""
-
-    def __init__(self, config: SeqNetConfig, n_segments: int, joint: JointConfig, rank: int):
-        super().__init__(config)
-        self.segment = SegmentParams(self, n_segments, joint, rank)
-
-    def n_shared_params(self) -> int:
-        """Parameters of θ_shared (everything but ``segment.*``)."""
-        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("segment."))
-
-    def segment_forward(self, items: torch.Tensor, weights: torch.Tensor | None,
-                        last: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The segment path: hidden states and per-row output bias (b, n_items) or None.
-
-        ``weights`` (b, K) are the rows' segment weights; None runs the shared path.
-        """
-        with self.segment.using(weights):
-            return self(items, extra=self.segment.extra(), last=last), self.segment.bias()
 
 
 class JointLoss(nn.Module):
