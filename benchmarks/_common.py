@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 
 def git_commit() -> str:
@@ -13,3 +15,14 @@ def git_commit() -> str:
                                        cwd=Path(__file__).parent).strip()
     except Exception:
         return "unknown"
+
+
+def write_json(path: str | Path, record: Any, indent: int = 2) -> Path:
+    """Write a results JSON atomically (temp file, then rename) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=indent))
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return out

@@ -18,7 +18,6 @@ Needs ``faiss-cpu`` (``pip install 'segrec[ann]'``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _common import git_commit
+from _common import git_commit, write_json
 
 
 def _latencies(router, ids: list[str], k: int) -> tuple[np.ndarray, list[list[str]]]:
@@ -102,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "python": platform.python_version(), "load_avg_at_end": os.getloadavg()},
               "parameters": vars(args), "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}")
+    write_json(args.out, record)
     return 0
 
 

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from _common import git_commit as _commit
+from _common import write_json
 
 HOST = "127.0.0.1"  # loopback only, always
 
@@ -397,10 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                        "repeat": args.repeat},
         "rows": rows, "servers": facts,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}")
+    write_json(args.out, record)
     return 0
 
 

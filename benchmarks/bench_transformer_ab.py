@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import git_commit
+from _common import git_commit, write_json
 from segrec.data import load_interactions
 from segrec.evaluate import evaluate
 from segrec.models.transformer import TransformerRecommender
@@ -86,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'data':<20}{'before':>8}{'after':>8}{'diff':>9}  95% CI")
         print(f"{folder.name:<20}{c['before']:>8.4f}{c['after']:>8.4f}{c['diff']:>+9.4f}  "
               f"[{c['lo']:+.4f}, {c['hi']:+.4f}]  ({c['users']} users)")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(OUT)
+    write_json(OUT, results, indent=1)
     return 0
 
 

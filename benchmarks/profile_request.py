@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import git_commit
+from _common import git_commit, write_json
 
 
 async def _call(app, body: bytes) -> int:
@@ -116,10 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(lines[start:]))
         record["kinds"][kind] = {"requests": len(bodies), "asgi_ms": asgi_ms, "router_ms": router_ms,
                                  "status_200": sum(s == 200 for s in statuses)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}")
+    write_json(args.out, record)
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import ResourceError
 
-__all__ = ["available_memory", "cpu_has_native_bf16", "format_bytes", "require_memory"]
+__all__ = ["available_memory", "cpu_has_native_bf16", "format_bytes", "require_memory", "use_bf16"]
 
 _MEMINFO = Path("/proc/meminfo")
 #: Share of the available memory a single allocation plan may use: the rest is left for the
@@ -84,3 +84,15 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+def use_bf16(precision: str, device: str) -> bool:
+    """Whether matmuls autocast to bf16 for a ``precision`` setting (auto / bf16 / fp32) on ``device``.
+
+    ``auto``: on CUDA, and on CPUs with native bf16 (:func:`cpu_has_native_bf16`); the one
+    rule the Transformer, its adapters, Mult-VAE and the text encoder share.
+    """
+    if precision != "auto":
+        return precision == "bf16"
+    kind = str(device).split(":", 1)[0]
+    return kind == "cuda" or (kind == "cpu" and cpu_has_native_bf16())

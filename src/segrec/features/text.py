@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from ..errors import DataWarning, MissingDependencyError, require
-from ..resources import cpu_has_native_bf16
+from ..resources import use_bf16
 from ..types import Interactions
 from .base import BlockConfig, FeatureBlock, _DenseNew, user_slices
 
@@ -133,7 +133,7 @@ class SentenceTransformerEmbedder:
             titles took 14 s on one thread and 49 s on two (load 9), and a catalogue of 19k
             items is embedded at about 2k tokens/s per free core.
         precision: ``bf16`` autocast of the encoder's matmuls, ``fp32``, or ``auto``: bf16
-            where the CPU multiplies bf16 in hardware (:func:`segrec.resources.cpu_has_native_bf16`)
+            where the CPU multiplies bf16 in hardware (:func:`segrec.resources.use_bf16`)
             or on CUDA. Measured on 600 amazon-scientific titles (one thread, AMD EPYC with
             AVX512-BF16): 5.3-8.0 s instead of 17.6-20.1 s, cosine to the fp32 embeddings
             >= 0.99997 for every item, so segment features do not move.
@@ -162,8 +162,9 @@ class SentenceTransformerEmbedder:
         self.device = device
         self.normalize = bool(normalize)
         name = "all-MiniLM-L6-v2" if model_path is None else Path(model_path).resolve().name
+        self._bf16 = use_bf16(precision, device)
         # bf16 vectors differ from fp32 ones in the 5th digit: a different cache entry
-        self.identity = f"st:{name}:norm={int(self.normalize)}" + (":bf16" if self._bf16() else "")
+        self.identity = f"st:{name}:norm={int(self.normalize)}" + (":bf16" if self._bf16 else "")
         self._model: Any = None
 
     def _load(self):
@@ -178,11 +179,6 @@ class SentenceTransformerEmbedder:
             self._model = st.SentenceTransformer(str(path), device=self.device, local_files_only=True)
         return self._model
 
-    def _bf16(self) -> bool:
-        if self.precision != "auto":
-            return self.precision == "bf16"
-        return self.device.startswith("cuda") or (self.device == "cpu" and cpu_has_native_bf16())
-
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``; float32 (len(texts), dim)."""
         import torch
@@ -192,7 +188,7 @@ class SentenceTransformerEmbedder:
         if self.n_threads is not None:
             torch.set_num_threads(int(self.n_threads))
         try:
-            with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self._bf16()):
+            with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self._bf16):
                 out = model.encode(
                     list(texts),
                     batch_size=self.batch_size,

@@ -14,13 +14,13 @@ import scipy.sparse as sp
 import torch
 
 from ..evaluate.ranking import quick_ndcg
+from ..resources import use_bf16
 from ._adapter_config import AdapterConfig
 from ._adapter_theta import _score_adapted, adapted_forward, init_theta
 from ._seqdata import Histories, make_windows
 from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
 from ._seqnet import SeqNet, SeqNetConfig
 from ._seqtrain import LoopSettings, run_loop, seeded
-from ._transformer_train import train_in_bf16
 
 __all__ = ["SegmentFit", "final_adapter_task", "fit_segment_adapter", "tune_adapter_task"]
 
@@ -100,7 +100,7 @@ def fit_segment_adapter(
         settings = LoopSettings(epochs=epochs, batch_tokens=config.batch_tokens, batch_size=config.batch_size,
                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                                 patience=config.patience, target_window=target_window, clip_grad=1.0,
-                                bf16=train_in_bf16(config.precision, config.device),
+                                bf16=use_bf16(config.precision, config.device),
                                 device=config.device, show_progress=config.show_progress,
                                 label=label)
         result = run_loop(theta, batch_loss, net.train, train, windows, settings, rng, net_config.pad_id,

@@ -12,12 +12,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ..resources import cpu_has_native_bf16
 from ..types import Interactions
 from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
 from ._seqnet import SeqNet
 
-__all__ = ["NextItemLoss", "embedding_lr_scale", "project_embeddings", "train_in_bf16", "validation_users"]
+__all__ = ["NextItemLoss", "embedding_lr_scale", "project_embeddings", "validation_users"]
 
 
 class NextItemLoss(torch.nn.Module):
@@ -62,14 +61,6 @@ def embedding_lr_scale(positions: int, n_items: int) -> float:
     """Learning-rate multiplier of the embeddings for data with ``positions`` training pairs."""
     per_item = positions / max(n_items, 1)
     return float(np.clip(EMB_LR_POSITIONS / max(per_item, 1e-9), 1.0, EMB_LR_MAX))
-
-
-def train_in_bf16(precision: str, device: str) -> bool:
-    """Whether training autocasts to bf16 for a ``precision`` setting on ``device``."""
-    if precision == "auto":
-        return torch.device(device).type == "cuda" or (torch.device(device).type == "cpu"
-                                                      and cpu_has_native_bf16())
-    return precision == "bf16"
 
 
 def validation_users(data: Interactions, valid: Interactions, cap: int | None,

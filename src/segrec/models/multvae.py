@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import ModelFitError
 from ..evaluate.ranking import quick_ndcg
-from ..resources import cpu_has_native_bf16
+from ..resources import use_bf16
 from ..types import Interactions
 from ._histories import as_history_input
 from ._vectors import ItemTable
@@ -227,7 +227,7 @@ class MultVAERecommender(Recommender):
         history: list[float] = []
         n_items = x.shape[1]
         sampled = n_items > cfg.full_softmax_max_items
-        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_native_bf16())
+        bf16 = use_bf16(cfg.precision, "cpu")  # the autocast below is the CPU one
         batch = max(cfg.batch_size, -(-len(users) // cfg.max_steps_per_epoch))
         steps_per_epoch = max(1, -(-len(users) // batch))
         self.batch_size_ = batch

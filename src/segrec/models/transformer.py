@@ -21,6 +21,7 @@ import torch
 
 from ..errors import ConfigError, SegrecWarning
 from ..evaluate.ranking import quick_ndcg
+from ..resources import use_bf16
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
 from ._seqnet import SeqNet, SeqNetConfig
@@ -33,7 +34,6 @@ from ._transformer_train import (
     NextItemLoss,
     embedding_lr_scale,
     project_embeddings,
-    train_in_bf16,
     validation_users,
 )
 from ._vectors import ItemTable
@@ -57,7 +57,6 @@ __all__ = [
     "net_item_table",
     "project_embeddings",
     "scoring_threads",
-    "train_in_bf16",
     "validation_users",
 ]
 
@@ -131,7 +130,7 @@ class TransformerRecommender(Recommender):
                             lr_scale=tuple((name, emb_scale) for name in ("wte.", "wpe.", "item_bias")),
                             patience=c.patience, target_window=c.target_window, clip_grad=c.clip_grad,
                             ema_decay=c.ema_decay, validate_every=c.validate_every,
-                            bf16=train_in_bf16(c.precision, c.device),
+                            bf16=use_bf16(c.precision, c.device),
                             device=c.device,
                             show_progress=c.show_progress, label=self.name)
 
