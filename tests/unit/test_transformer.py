@@ -165,6 +165,32 @@ def test_kl_term_has_finite_gradients_with_masked_items():
     assert torch.allclose(same, plain, atol=1e-6)
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_finite_mask_gives_the_masked_loss_and_gradient_with_the_fused_kl(sampled):
+    """The adapters' MASKED fill + fused KL = the -inf mask + masked KL, value and gradient."""
+    from segrec.models._seqloss import MASKED, multi_target_ce, output_logits
+
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(5, 4, generator=gen, requires_grad=True)
+    ref_hidden = torch.randn(5, 4, generator=gen)
+    weight, bias = torch.randn(9, 4, generator=gen), torch.randn(9, generator=gen)
+    targets = torch.tensor([[1, 2], [3, -1], [4, 4], [0, 5], [6, -1]])
+    pairs = (torch.tensor([0, 1, 1, 3, 4]), torch.tensor([7, 0, 8, 2, 2]))
+    negatives = torch.tensor([0, 2, 7, 8]) if sampled else None
+    grads, losses = [], []
+    for fill, masked in ((float("-inf"), True), (MASKED, False)):
+        h = hidden.detach().clone().requires_grad_(True)
+        logits, cols = output_logits(h, weight, bias, targets, pairs, negatives, fill=fill)
+        ref, _ = output_logits(ref_hidden, weight, bias, targets, pairs, negatives, fill=fill)
+        loss = multi_target_ce(logits, cols, ref, kl_weight=1.0, masked=masked)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(h.grad)
+    assert torch.isfinite(losses[1]) and torch.isfinite(grads[1]).all()
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
 def test_weight_averaging(split):
     cfg = {**TINY, "ema_decay": 0.9}
     a = TransformerRecommender(**cfg).fit(split.train, valid=split.valid)

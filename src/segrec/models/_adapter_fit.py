@@ -18,7 +18,7 @@ from ..resources import use_bf16
 from ._adapter_config import AdapterConfig
 from ._adapter_theta import _score_adapted, adapted_forward, init_theta
 from ._seqdata import Histories, make_windows
-from ._seqloss import multi_target_ce, output_logits, sample_negatives, seen_pairs
+from ._seqloss import MASKED, multi_target_ce, output_logits, sample_negatives, seen_pairs
 from ._seqnet import SeqNet, SeqNetConfig
 from ._seqtrain import LoopSettings, run_loop, seeded
 
@@ -145,13 +145,14 @@ def _adapter_loss(net: SeqNet, base: dict[str, torch.Tensor], theta: dict[str, t
         pairs = seen_pairs(inputs, keep, tg) if exclude_seen else None
         negatives = None if n_negatives is None else sample_negatives(n_items, n_negatives, inputs.device)
         out_bias = item_bias if bias is None else item_bias + bias
-        logits, cols = output_logits(hidden[keep], weight, out_bias, tg, pairs, negatives)
+        # both softmaxes mask the same entries with a finite MASKED: the fused KL applies
+        logits, cols = output_logits(hidden[keep], weight, out_bias, tg, pairs, negatives, fill=MASKED)
         ref = None
         if config.kl_weight > 0:
             with torch.no_grad():
-                ref, _ = output_logits(reference(inputs)[keep], weight, item_bias, tg, pairs, negatives)
-        return multi_target_ce(logits, cols, ref, config.kl_weight,
-                               masked=pairs is not None or negatives is not None)
+                ref, _ = output_logits(reference(inputs)[keep], weight, item_bias, tg, pairs, negatives,
+                                       fill=MASKED)
+        return multi_target_ce(logits, cols, ref, config.kl_weight, masked=False)
 
     return batch_loss
 

@@ -19,7 +19,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["seen_pairs", "mask_seen", "output_logits", "sample_negatives", "multi_target_ce",
+#: a masked score that is finite: exp(MASKED - max) is exactly 0 in fp32 and bf16, as for
+#: -inf, but MASKED - MASKED is 0, not NaN, so a KL between two softmaxes with the same
+#: mask needs no masking passes
+MASKED = -1e9
+
+__all__ = ["MASKED", "seen_pairs", "mask_seen", "output_logits", "sample_negatives", "multi_target_ce",
            "consistency_kl"]
 
 
@@ -69,6 +74,7 @@ def output_logits(
     targets: torch.Tensor,
     pairs: tuple[torch.Tensor, torch.Tensor] | None = None,
     negatives: torch.Tensor | None = None,
+    fill: float = float("-inf"),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores to take the softmax over, and each target's column in them.
 
@@ -85,12 +91,15 @@ def output_logits(
         targets: (n, w) target ids, -1 = none.
         pairs: ``(rows, items)`` to mask (from :func:`seen_pairs`), or None.
         negatives: (k,) distinct item ids shared by all rows, or None for the exact softmax.
+        fill: The score of a masked entry. -inf, or :data:`MASKED` (finite) where two
+            softmaxes over the same mask meet in a KL: their exponentials are still
+            exactly 0, and the fused KL needs no masking passes.
 
     Returns:
         ``(logits (n, C), target columns (n, w))``; -1 columns mark absent targets.
     """
     n_items = weight.shape[0]
-    inf = torch.tensor(float("-inf"), dtype=hidden.dtype, device=hidden.device)
+    inf = torch.tensor(fill, dtype=hidden.dtype, device=hidden.device)
     if negatives is None:
         logits = torch.addmm(bias, hidden, weight.T)
         if pairs is not None:
@@ -105,7 +114,7 @@ def output_logits(
     same = safe[:, :, None] == safe[:, None, :]  # (n, w, w)
     first = (same & present[:, None, :]).int().argmax(2)  # earliest present column with the same id
     cols = torch.where(present, first, -1)
-    pos = pos.masked_fill(~present | (first != torch.arange(w, device=first.device)), float("-inf"))
+    pos = pos.masked_fill(~present | (first != torch.arange(w, device=first.device)), fill)
     neg = torch.addmm(bias[negatives], hidden, weight[negatives].T) + math.log(n_items / k)  # (n, k)
     col_of = torch.full((n_items + 1,), -1, dtype=torch.long, device=hidden.device)
     col_of[negatives] = torch.arange(k, device=hidden.device)
