@@ -33,7 +33,7 @@ from .systems import PRESETS, build_composite, build_system, check_model_tables,
 from .types import Interactions, Split
 
 __all__ = ["RunResult", "adaptation_records", "adaptation_table", "load_data", "results_dict",
-           "run_experiment"]
+           "run_experiment", "training_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +336,17 @@ def adaptation_records(result: RunResult) -> list[dict[str, Any]]:
             for row in adaptation_table(result).reset_index().to_dict(orient="records")]
 
 
+def training_curves(result: RunResult) -> dict[str, list[dict[str, float]]]:
+    """Per-epoch loss / validation NDCG of each neural system, and of each segment's adapter tuning."""
+    curves = {n: list(getattr(m, "curve_", None) or []) for n, m in result.systems.items()
+              if getattr(m, "curve_", None)}
+    info = getattr(result.systems.get("adapted_transformer"), "segment_info_", None) or {}
+    for k, row in sorted(info.items()):
+        if row.get("curve"):
+            curves[f"adapted_transformer segment {k}"] = list(row["curve"])
+    return curves
+
+
 def results_dict(result: RunResult) -> dict[str, Any]:
     """JSON-able summary of a run: config, data, segmentation, metrics, CIs, timings."""
     data = result.data
@@ -358,8 +369,7 @@ def results_dict(result: RunResult) -> dict[str, Any]:
         "skipped": result.skipped,
         "failed_segments": {n: {str(k): v for k, v in f.items()} for n, f in result.failed_segments.items()},
         # per-epoch loss / validation NDCG of the neural systems, for the report (issue 7)
-        "training_curves": {n: list(getattr(m, "curve_", None) or []) for n, m in result.systems.items()
-                            if getattr(m, "curve_", None)},
+        "training_curves": training_curves(result),
         # the served default is chosen on inner validation; the test winner is only reported
         "best_system": result.best_system() if result.systems else None,
         "test_winner": result.test_winner(),

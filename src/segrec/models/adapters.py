@@ -92,7 +92,8 @@ class AdaptedTransformerRecommender(Recommender):
         adapters_: segment -> θ_k (dict of numpy arrays); missing = served by the global model.
         rank_: Rank of the weight deltas.
         param_ratio_: Parameters of one θ_k / parameters of θ_shared.
-        segment_info_: segment -> dict(users, best_epoch, valid NDCG@10 global/adapted, seconds).
+        segment_info_: segment -> dict(users, best_epoch, valid NDCG@10 global/adapted, seconds,
+            the tuning run's per-epoch curve).
         failed_segments_: segment -> why its adapter task failed on every attempt; the
             segment is served by the global model.
     """
@@ -191,7 +192,8 @@ class AdaptedTransformerRecommender(Recommender):
             if res.best_epoch > 0:
                 self._inner_adapters[k] = tuned[k] = res.params
             self.segment_info_[k].update(valid_ndcg_global=res.global_score,
-                                         valid_ndcg_adapted=res.best_score, tune_seconds=res.seconds)
+                                         valid_ndcg_adapted=res.best_score, tune_seconds=res.seconds,
+                                         curve=res.curve)
             log.info("segment %d (%d users): inner-valid NDCG@10 %.4f global -> %.4f adapted "
                      "at epoch %d", k, len(todo[k]), res.global_score, res.best_score, res.best_epoch)
 
