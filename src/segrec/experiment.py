@@ -362,6 +362,7 @@ def results_dict(result: RunResult) -> dict[str, Any]:
         "fit_seconds": result.fit_seconds,
         # where the run's time and memory went, stage by stage (issue 12)
         "stages": result.stages.to_records(),
+        "peak_rss_mb": round(result.stages.peak_mb(), 1),
         "comparisons": {k: v.reset_index().to_dict(orient="records") for k, v in result.comparisons.items()},
         "routing": {str(k): v for k, v in getattr(result.systems.get("segmented"), "routing_", {}).items()},
         # why each segment was (not) adapted: the validation numbers the fit decided on

@@ -108,6 +108,15 @@ class StageLog:
         """Wall seconds of the first stage called ``name`` (0 if none)."""
         return next((s.seconds for s in self.stages if s.name == name), 0.0)
 
+    def peak_mb(self) -> float:
+        """The run's peak resident memory (MB): the largest stage peak, or the current high-water mark.
+
+        Resetting the high-water mark per stage also resets what the kernel reports at
+        exit (``ru_maxrss``, ``/usr/bin/time -v``): those cover only the time since the
+        last stage began, so this is the number to quote for the whole run.
+        """
+        return max([peak_rss_mb(), *(s.peak_rss_mb for s in self.stages)])
+
     def to_records(self) -> list[dict[str, Any]]:
         """The stages as JSON-able rows, in the order they started."""
         return [s.to_dict() for s in self.stages]
@@ -126,4 +135,5 @@ class StageLog:
                          + (f"  {extra}" if extra else ""))
         if not self.peak_is_per_stage:
             lines.append("(peak MB is the peak so far: the per-stage high-water mark cannot be reset here)")
+        lines.append(f"peak resident memory of the run: {self.peak_mb():.0f} MB")
         return "\n".join(lines)

@@ -7,7 +7,7 @@ from segrec.evaluate.ranking import quick_ndcg
 from segrec.models import ALSRecommender, EASERecommender, FitContext, PopularityRecommender
 from segrec.models.transformer import TransformerRecommender
 from segrec.route import SegmentedRecommender
-from segrec.route._fitting import inner_members
+from segrec.route._fitting import InnerStage
 from segrec.split import temporal_split
 
 
@@ -91,10 +91,10 @@ def test_adapted_inner_model_is_the_tuned_adapters_on_the_inner_global(monkeypat
     # and the router's stage 1 takes it instead of training adapters again
     calls = _counting(monkeypatch, AdaptedTransformerRecommender)
     members = {"global": glob, "adapted": adapted, "popularity": PopularityRecommender().fit(split.train)}
-    stage = inner_members(members, ["global", "adapted"], split.train, labels, FitContext(segments=labels))
-    assert calls == [] and stage["adapted"].adapters_.keys() == inner.adapters_.keys()
+    stage = InnerStage(members, split.train, labels, FitContext(segments=labels))
+    assert calls == [] and stage.get("adapted").adapters_.keys() == inner.adapters_.keys()
     # other segments than the adapters were fitted for: not reused (θ_k would be misassigned)
-    inner_members(members, ["global", "adapted"], split.train, 1 - labels, FitContext(segments=1 - labels))
+    InnerStage(members, split.train, 1 - labels, FitContext(segments=1 - labels)).get("adapted")
     assert calls == [1]
     # the composite that fits both members trains each once
     seg = SegmentedRecommender(tiers={

@@ -113,3 +113,30 @@ def test_choose_accuracy_respects_min_gain():
                           "users": [10] * 4, "ndcg@10": [0.30, 0.31, 0.20, 0.40]})
     assert choose_accuracy(table) == {0: "local", 1: "local"}
     assert choose_accuracy(table, min_gain=0.05) == {0: "global", 1: "local"}
+
+
+def test_heavy_inner_versions_are_released_and_refitted_for_blends_with_the_same_result(monkeypatch):
+    """Releasing heavy inner versions (issue 12's memory bound) changes what is alive, not the routing."""
+    import segrec.route._fitting as fitting
+
+    data, labels = _two_tastes()
+    fits = []
+    original = EASERecommender._fit
+    monkeypatch.setattr(EASERecommender, "_fit",
+                        lambda self, *a, **k: (fits.append(1), original(self, *a, **k))[1])
+
+    def routed():
+        tiers = {"global": EASERecommender(reg=10.0), "popularity": PopularityRecommender(),
+                 "local": PerSegmentRecommender(base="popularity", min_segment_users=5)}
+        seg = SegmentedRecommender(tiers=tiers, large_tiers=("global",))
+        return seg.fit(data, context=FitContext(segments=labels))
+
+    kept = routed()
+    n_kept = len(fits)
+    monkeypatch.setattr(fitting, "HEAVY_BYTES", -1)  # every inner version counts as heavy
+    released = routed()
+    assert "global+local" in kept.selection_["blends"], "the test needs a blend with the EASE tier"
+    # EASE: full fit + inner fit, and once more for the blend pass after its release
+    assert n_kept == 2 and len(fits) - n_kept == 3
+    assert kept.routing_ == released.routing_
+    np.testing.assert_allclose(kept.validation_["ndcg@10"], released.validation_["ndcg@10"])

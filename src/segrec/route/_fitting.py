@@ -5,10 +5,10 @@
 * :func:`fit_member`: one member with its own view of the run context (the
   fitted models it may build on, item embeddings only if it reads them), through
   the executor's data-parallel fit where the member trains that way.
-* :func:`inner_members`: the candidates as fitted on the inner train part only —
+* :class:`InnerStage`: the candidates as fitted on the inner train part only —
   a member's kept ``inner_model()`` when it was fitted on that very part (and on
   the same segments), else a fresh fit — so validation is honest and no work is
-  done twice (issue 12).
+  done twice (issue 12); fitted when first asked for, the heavy ones released.
 * :func:`chosen_settings`: the settings a member chose, so its inner version is
   fitted once instead of searched again.
 * :func:`tier_costs`: analytic FLOPs of each candidate per segment, in the same
@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,7 +29,8 @@ from ..models.context import FitContext
 from ..models.tags import get_tags
 from ..types import Interactions
 
-__all__ = ["chosen_settings", "fit_member", "fit_order", "inner_members", "member_context", "tier_costs"]
+__all__ = ["HEAVY_BYTES", "InnerStage", "chosen_settings", "fit_member", "fit_order", "member_context",
+           "model_bytes", "tier_costs"]
 
 
 def fit_order(members: Mapping[str, Recommender]) -> list[str]:
@@ -73,35 +75,81 @@ def fit_member(model: Recommender, train: Interactions, valid: Interactions | No
     return model.fit(train, valid=valid, context=context)
 
 
-def inner_members(members: Mapping[str, Recommender], names: list[str], inner_train: Interactions,
-                  segments: np.ndarray, context: FitContext) -> dict[str, Recommender]:
-    """The named members as fitted on ``inner_train`` only (kept inner models reused).
+#: an inner version whose learned arrays are larger than this is dropped once its singles are
+#: scored, and fitted again only if a blend needs it: on the micro-video shape (19k items)
+#: the inner EASE (1.4 GB) and per-segment EASEs (1.6 GB) would otherwise sit beside their
+#: full-data twins through the whole routing stage (issue 12's 6 GB bound)
+HEAVY_BYTES = 2**28
 
-    Args:
-        members: name -> fitted member (on the full fit data).
-        names: The candidates, in fit order.
-        inner_train: The inner train part (valid, or the last 10% of each user, held out).
-        segments: Segment per dense user.
-        context: The composite's run context (executor, progress).
+
+def model_bytes(model: Recommender) -> int:
+    """Bytes of a model's learned arrays, its sub-models' included."""
+    own = sum(int(np.asarray(a).nbytes) for a in model._state().values())
+    return own + sum(model_bytes(m) for m in model.sub_models())
+
+
+class InnerStage:
+    """The candidates as fitted on the inner train part only, each fitted when first asked for.
+
+    A member's kept ``inner_model()`` is used when it was fitted on that very part
+    (and on the same segments), else a fresh copy is fitted with the settings the
+    member chose — so validation is honest and no work is done twice (issue 12).
+    :meth:`release` drops a version heavier than :data:`HEAVY_BYTES`, so at most one
+    heavy inner model is alive at a time; asking for it again fits it again.
+
+    Attributes:
+        fit_seconds: Wall seconds spent fitting (or rebuilding kept) inner versions.
+        refits: Names fitted a second time after a release.
     """
-    inner_print = inner_train.fingerprint()
-    stage: dict[str, Recommender] = {}
-    for name in names:
-        # A fitted member may have kept its version fitted on this very inner train part
-        # (also with no valid set: both carve the same last 10% per user): reuse it rather
-        # than training it again (issue 12: no work done twice).
-        kept = members[name].inner_model()
-        if kept is not None and kept.fitted_on_ != inner_print:
-            kept = None
-        per_segment = kept is not None and get_tags(kept).requires_segments
-        if per_segment and not np.array_equal(kept.segments_, segments):
+
+    def __init__(self, members: Mapping[str, Recommender], inner_train: Interactions,
+                 segments: np.ndarray, context: FitContext):
+        self.members, self.inner_train, self.segments, self.context = members, inner_train, segments, context
+        self._print = inner_train.fingerprint()
+        self._models: dict[str, Recommender] = {}
+        self._released: set[str] = set()
+        self.fit_seconds = 0.0
+        self.refits: list[str] = []
+
+    def get(self, name: str) -> Recommender:
+        """The member ``name`` as fitted on the inner train part."""
+        if name in self._models:
+            return self._models[name]
+        clock, before = time.perf_counter(), self.fit_seconds
+        member = self.members[name]
+        kept = None if name in self._released else member.inner_model()
+        if kept is not None and kept.fitted_on_ != self._print:
+            kept = None  # fitted on another inner part
+        if kept is not None and get_tags(kept).requires_segments and not np.array_equal(kept.segments_,
+                                                                                      self.segments):
             kept = None  # fitted per other segments: its θ_k would be misassigned
         if kept is None:
-            fresh = members[name].with_params(**chosen_settings(members[name]))
-            own = member_context(fresh, context, stage.values()).with_changes(keep_inner=False)
-            kept = fresh.fit(inner_train, context=own)
-        stage[name] = kept
-    return stage
+            if name in self._released:
+                self.refits.append(name)
+            fresh = member.with_params(**chosen_settings(member))
+            base = get_tags(fresh).builds_on  # the inner model it builds on must be alive
+            for other, m in self.members.items():
+                if base is not None and m.name == base and other != name:
+                    self.get(other)
+            own = member_context(fresh, self.context, self._models.values()).with_changes(keep_inner=False)
+            kept = fresh.fit(self.inner_train, context=own)
+        self._models[name] = kept
+        # set, not added: a base fitted inside this call already added its time
+        self.fit_seconds = before + time.perf_counter() - clock
+        return kept
+
+    def release(self, name: str) -> None:
+        """Drop ``name``'s inner version (and the member's kept copy) if it is heavy."""
+        model = self._models.get(name)
+        if model is None or model_bytes(model) <= HEAVY_BYTES:
+            return
+        del self._models[name]
+        self.members[name].release_inner()
+        self._released.add(name)
+
+    def models(self) -> dict[str, Recommender]:
+        """The inner versions alive now, by name."""
+        return dict(self._models)
 
 
 def chosen_settings(model: Recommender) -> dict[str, Any]:

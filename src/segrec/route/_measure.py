@@ -1,29 +1,29 @@
-"""Per-user inner-validation NDCG@10 of every candidate tier and of blends of two, in one scoring pass.
+"""Per-user inner-validation NDCG@10 of every candidate tier and of blends of two.
 
-Every tier is scored once per validation user, a chunk of users at a time (never
-one dense users x items matrix). Which pairs to blend is decided on a random probe
-of the users first (their singles are scored before anyone's blend), so the rest
-of the users get singles and blends from the same scores: only the probe users'
-pair tiers are scored twice. NDCG@10 comes from the rank of each relevant item
-(:func:`user_ndcg`), not from sorting, so the ~10 α of a blend cost one pass each.
+Tier by tier: each tier's inner version is scored over all validation users, a
+chunk of users at a time (never one dense users x items matrix), and then
+released if it is heavy (:class:`~segrec.route._fitting.InnerStage`), so at most
+one heavy inner model is alive at a time. The blend pairs are then chosen on
+every user's singles, and one more pass scores the pair tiers together for the
+blends (a released pair tier is fitted again). NDCG@10 comes from the rank of
+each relevant item (:func:`user_ndcg`), not from sorting, so the ~10 α of a blend
+cost one pass each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..models.base import Recommender
 from ..types import Interactions
+from ._fitting import InnerStage
 from .blend import combine, standardise
 
 __all__ = ["Measured", "measure", "user_ndcg"]
 
-#: users whose singles choose the blend pairs (at least, or a fifth of the users when more)
-PROBE_USERS = 1024
 #: float32 entries of one scored block (chunk x items) per tier kept at once
 BLOCK_ENTRIES = 1e7
 
@@ -99,61 +99,42 @@ def _blocks(positions: np.ndarray, n_items: int, kept: int):
         yield positions[lo:lo + size]
 
 
-def measure(models: Mapping[str, Recommender], names: list[str], train: Interactions, valid: Interactions,
-            choose_pairs: Callable[[np.ndarray, np.ndarray], list[tuple[str, str]]], alphas: np.ndarray,
-            *, seed: int = 0) -> Measured:
-    """Per-user inner-validation NDCG@10 of every named model and of the chosen blends.
+def measure(stage: InnerStage, names: list[str], train: Interactions, valid: Interactions,
+            choose_pairs: Callable[[np.ndarray, np.ndarray], list[tuple[str, str]]],
+            alphas: np.ndarray) -> Measured:
+    """Per-user inner-validation NDCG@10 of every named tier and of the chosen blends.
 
     Args:
-        models: name -> model fitted on ``train`` only.
+        stage: The tiers as fitted on ``train`` only (fitted on demand, heavy ones released).
         names: The candidate tiers.
         train, valid: The inner split (``train`` items are excluded from the ranking).
-        choose_pairs: ``(users, singles)`` of the probe users -> the ``(large, small)`` pairs to blend.
+        choose_pairs: ``(users, singles)`` -> the ``(large, small)`` pairs to blend.
         alphas: The large tier's weights to score blends at.
-        seed: Seed of the probe draw.
     """
     train_csr, valid_csr = train.to_csr(), valid.to_csr()
     users = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
     n = len(users)
     singles = np.full((n, len(names)), np.nan)
-    order = np.random.default_rng(seed).permutation(n)
-    n_probe = min(n, max(PROBE_USERS, n // 5))
-    probe, rest = np.sort(order[:n_probe]), np.sort(order[n_probe:])
-
-    def score(block: np.ndarray, tiers: list[str], keep: set[str]) -> dict[str, np.ndarray]:
-        # singles of `tiers` for these users; the standardised scores of those in `keep`
-        rows = users[block]
-        r, c = _coords(train_csr, rows)
-        truth = valid_csr[rows]
-        z = {}
-        for name in tiers:
-            s = np.array(models[name].score_dense(rows), dtype=np.float32, copy=True)
-            if name in keep:
-                z[name] = standardise(s, r, c)
-            singles[block, names.index(name)] = user_ndcg(s, r, c, truth)
-        return z
-
-    for block in _blocks(probe, train.n_items, 1):
-        score(block, names, set())
-    pairs = list(choose_pairs(users[probe], singles[probe])) if n else []
-    kept = list(dict.fromkeys(t for pair in pairs for t in pair))
-    blends = np.full((n, len(pairs), len(alphas)), np.nan)
-
-    def mix(block: np.ndarray, z: dict[str, np.ndarray]) -> None:
-        rows = users[block]
-        r, c = _coords(train_csr, rows)
-        truth = valid_csr[rows]
-        for p, (large, small) in enumerate(pairs):
-            for a, alpha in enumerate(alphas):
-                blends[block, p, a] = user_ndcg(combine(z[large], z[small], float(alpha)), r, c, truth)
-
-    if pairs:  # the probe users' pair tiers once more, then everyone else's tiers once
-        for block in _blocks(probe, train.n_items, len(kept)):
+    everyone = np.arange(n)
+    for j, name in enumerate(names):
+        model = stage.get(name)
+        for block in _blocks(everyone, train.n_items, 1):
             rows = users[block]
             r, c = _coords(train_csr, rows)
-            mix(block, {t: standardise(models[t].score_dense(rows), r, c) for t in kept})
-    for block in _blocks(rest, train.n_items, len(kept) + 1):
-        z = score(block, names, set(kept))
-        if pairs:
-            mix(block, z)
+            s = np.array(model.score_dense(rows), dtype=np.float32, copy=True)
+            singles[block, j] = user_ndcg(s, r, c, valid_csr[rows])
+        stage.release(name)
+    pairs = list(choose_pairs(users, singles)) if n else []
+    blends = np.full((n, len(pairs), len(alphas)), np.nan)
+    kept = list(dict.fromkeys(t for pair in pairs for t in pair))
+    if pairs:
+        models = {t: stage.get(t) for t in kept}
+        for block in _blocks(everyone, train.n_items, len(kept)):
+            rows = users[block]
+            r, c = _coords(train_csr, rows)
+            truth = valid_csr[rows]
+            z = {t: standardise(models[t].score_dense(rows), r, c) for t in kept}
+            for p, (large, small) in enumerate(pairs):
+                for a, alpha in enumerate(alphas):
+                    blends[block, p, a] = user_ndcg(combine(z[large], z[small], float(alpha)), r, c, truth)
     return Measured(users, singles, pairs, blends)

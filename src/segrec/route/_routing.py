@@ -1,13 +1,12 @@
 """The composite's routing stage: every tier and blend measured on inner validation, then chosen.
 
 1. Every candidate tier as fitted on the inner train part only
-   (:func:`~segrec.route._fitting.inner_members`), scored per user on the inner
+   (:class:`~segrec.route._fitting.InnerStage`), scored per user on the inner
    valid part; a user a tier cannot
    score carries the value of the tier the fallback chain would serve them with.
 2. Blend pairs: per segment and over all users, the best large (neural) tier with
-   the best small one (chosen on a random probe of the validation users); each pair
-   scored per user at every interior α of :data:`~segrec.route.selection.ALPHAS`
-   (:func:`~segrec.route._measure.measure`: every tier scored once per user).
+   the best small one; each pair scored per user at every interior α of
+   :data:`~segrec.route.selection.ALPHAS` (:func:`~segrec.route._measure.measure`).
 3. :func:`~segrec.route.selection.select` chooses each segment's option (shrunk
    toward the global choice, gated by the cross-fitted gain over the best single
    system) and estimates the routed system honestly.
@@ -30,7 +29,7 @@ from ..models.base import Recommender
 from ..models.context import FitContext
 from ..models.tags import get_tags
 from ..types import Interactions
-from ._fitting import inner_members, tier_costs
+from ._fitting import InnerStage, tier_costs
 from ._measure import measure
 from .blend import BlendRecommender, blend_flops
 from .selection import ALPHAS, Option, Selection, select, shrunk_values
@@ -141,9 +140,7 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
     """
     inner_train, inner_valid = inner
     clock = time.perf_counter()
-    stage = inner_members(members, names, inner_train, segments, context)
-    timings = {"inner_fits_s": time.perf_counter() - clock}
-    clock = time.perf_counter()
+    stage = InnerStage(members, inner_train, segments, context)
     alphas = ALPHAS[1:-1]  # the endpoints are the two tiers alone
     big = large_tiers(members, names, large) if blends else []
     small = [n for n in names if n not in big]
@@ -151,8 +148,12 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
     def choose_pairs(users: np.ndarray, singles: np.ndarray) -> list[tuple[str, str]]:
         return blend_pairs(_fill(singles, names, chain), names, segments[users], big, small)
 
-    measured = measure(stage, names, inner_train, inner_valid, choose_pairs, alphas, seed=seed)
-    timings["scoring_s"] = time.perf_counter() - clock
+    measured = measure(stage, names, inner_train, inner_valid, choose_pairs, alphas)
+    elapsed = time.perf_counter() - clock
+    timings = {"inner_fits_s": stage.fit_seconds, "scoring_s": elapsed - stage.fit_seconds}
+    if stage.refits:
+        context.say(f"routing: fitted {', '.join(stage.refits)} on the inner part again for blends "
+                    f"(released after scoring to bound memory)")
     clock = time.perf_counter()
     users, raw, pairs = measured.users, measured.singles, measured.pairs
     seg = segments[users]
@@ -188,17 +189,19 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
                                              alphas=per_seg, segments=segments)
     routing = {s: options[j].tier for s, j in selection.served.items()}
 
-    table = _table(stage, names, raw, matrix, options, seg, users, segments, inner_train, pairs, alpha_of,
+    table = _table(members, names, raw, matrix, options, seg, users, segments, inner_train, pairs, alpha_of,
                    routing)
     systems = {n: float(values[:, j].mean()) if len(users) else float("nan") for j, n in enumerate(names)}
     return RoutingOutcome(routing, default, bound, table, selection, systems, timings)
 
 
-def _table(stage, names, raw, matrix, options, seg, users, segments, inner_train, pairs, alpha_of,
+def _table(members, names, raw, matrix, options, seg, users, segments, inner_train, pairs, alpha_of,
            routing) -> pd.DataFrame:
     """Per (segment, tier): users, inner-valid NDCG@10, FLOPs, α (blends) and whether it was chosen."""
     lengths = inner_train.user_counts().astype(np.float64)
-    costs = tier_costs(stage, segments, lengths, users).set_index(["segment", "tier"])["flops"]
+    # the cost of serving a tier is the full-data member's (the one that serves)
+    costs = tier_costs({n: members[n] for n in names}, segments, lengths, users)
+    costs = costs.set_index(["segment", "tier"])["flops"]
     n_items = inner_train.n_items
     rows = []
     for s in np.unique(seg):
