@@ -1,4 +1,4 @@
-"""Machine facts: memory left (for models that must refuse a fit that cannot fit) and bf16 matmuls.
+"""Machine facts: memory left (to refuse a fit that cannot fit), bf16 matmuls, heap trimming.
 
 The library never reads environment variables for this: the figure comes from the
 OS (Linux ``MemAvailable`` in ``/proc/meminfo``, else ``sysconf``). Tests replace
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .errors import ResourceError
 
-__all__ = ["available_memory", "cpu_has_native_bf16", "format_bytes", "require_memory", "use_bf16"]
+__all__ = ["available_memory", "cpu_has_native_bf16", "format_bytes", "require_memory", "trim_heap",
+           "use_bf16"]
 
 _MEMINFO = Path("/proc/meminfo")
 #: Share of the available memory a single allocation plan may use: the rest is left for the
@@ -96,3 +97,29 @@ def use_bf16(precision: str, device: str) -> bool:
         return precision == "bf16"
     kind = str(device).split(":", 1)[0]
     return kind == "cuda" or (kind == "cpu" and cpu_has_native_bf16())
+
+
+def trim_heap() -> bool:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``); False where there is none.
+
+    Arrays freed by a finished stage (a fit's optimiser state, a Gram matrix's
+    temporaries) often stay in glibc's heap, counted in the process's resident
+    memory, until something calls this; the run calls it between stages so the
+    next stage's peak is what that stage needs, not what earlier ones left behind.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if not _LIBC:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+_LIBC = None

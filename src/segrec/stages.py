@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .resources import trim_heap
+
 __all__ = ["Stage", "StageLog", "peak_rss_mb"]
 
 _STATUS = Path("/proc/self/status")
@@ -100,6 +102,7 @@ class StageLog:
             row.seconds = time.perf_counter() - wall
             row.cpu_seconds = time.process_time() - cpu
             row.peak_rss_mb = max(row.peak_rss_mb, peak_rss_mb())
+            trim_heap()  # what this stage freed is not carried into the next stage's peak
             self._open.pop()
             for parent in self._open:
                 parent.peak_rss_mb = max(parent.peak_rss_mb, row.peak_rss_mb)

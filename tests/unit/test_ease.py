@@ -266,3 +266,27 @@ def test_a_segment_over_the_item_cap_keeps_its_most_interacted_items(synth, tmp_
     fit = train.concat(valid)
     seen = set(fit.item_vocab.ids[fit.history(int(fit.user_vocab.index(["u001"])[0]))].tolist())
     assert not seen & set(rec.tolist())  # seen items are excluded, also the dropped ones
+
+
+def test_wide_dense_weights_are_float16_and_score_as_float32(monkeypatch, tmp_path):
+    """Above HALF_MIN_ITEMS the weights are stored in float16 (half the memory), scored in float32."""
+    import segrec.models.baselines as baselines
+    from segrec.models import Recommender
+
+    split = planted_split(seed=3)
+    full = EASERecommender(reg=50.0).fit(split.train)
+    monkeypatch.setattr(baselines, "HALF_MIN_ITEMS", 8)
+    monkeypatch.setattr(baselines, "_GATHER_ENTRIES", 3 * split.train.n_items)  # several chunks
+    half = EASERecommender(reg=50.0).fit(split.train)
+    assert full.weights_.dtype == np.float32 and half.weights_.dtype == np.float16
+    users = np.arange(split.train.n_users)
+    a, b = full.score_dense(users), half.score_dense(users)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(b, a, atol=2e-3 * np.abs(a).max())
+    # the server's one-user path sums the same rows in the same order
+    for u in (0, 5, 17):
+        np.testing.assert_array_equal(half.score_one(u), b[u])
+    half.save(tmp_path / "m")
+    again = Recommender.load(tmp_path / "m")
+    assert again.weights_.dtype == np.float16
+    np.testing.assert_array_equal(again.score_dense(users), b)

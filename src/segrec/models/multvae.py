@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import ModelFitError
 from ..evaluate.ranking import quick_ndcg
-from ..resources import use_bf16
+from ..resources import trim_heap, use_bf16
 from ..types import Interactions
 from ._histories import as_history_input
 from ._vectors import ItemTable
@@ -266,6 +266,7 @@ class MultVAERecommender(Recommender):
                     loss.backward()
                     opt.step()
                     step += 1
+                trim_heap()  # an epoch's freed batches go back to the OS (see trim_heap)
                 if not torch.isfinite(loss):
                     raise ModelFitError(f"Mult-VAE loss became {loss.item()} at epoch {_epoch + 1}; "
                                         f"lower learning_rate (now {cfg.learning_rate})")
