@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_transformer import TINY, cyclic_split  # the cyclic data of the Transformer tests
+from test_transformer import TINY, cyclic_split, hashed_text_run  # the cyclic data of the Transformer tests
 
 from segrec.models import FitContext, Recommender
 from segrec.models._transformer_tune import tune_candidates
@@ -77,24 +77,11 @@ def test_choice_round_trips_through_save_load(tuned, tmp_path):
 
 def test_composite_passes_the_segmentations_text_embeddings(monkeypatch):
     """``item_init="auto"`` in a run: the text block's item embeddings, computed once, reach the model."""
-    import warnings
-
-    from segrec.config import load_config
-    from segrec.experiment import run_experiment
-    from segrec.features import text as text_mod
-
-    monkeypatch.setattr(text_mod, "SentenceTransformerEmbedder", lambda: text_mod.HashingEmbedder(dim=24))
     tiny = {"embedding_size": 8, "epochs": 2, "patience": 1, "n_threads": 1, "item_init": "auto",
             "tune_budget_s": 1e6}
-    cfg = load_config(None, data={"synthetic_users": 60, "synthetic_items": 40, "synthetic_segments": 2},
-                      segmentation={"text": True, "n_segments": 2},
-                      models={"systems": ("transformer",), "transformer": tiny})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = run_experiment(cfg)
+    _, result, expected = hashed_text_run(monkeypatch, tiny, segmentation_text=True)
     model = result.systems["transformer"]
-    texts = text_mod.item_texts(result.data.item_table, result.data.n_items)
-    assert np.array_equal(model._item_init, text_mod.HashingEmbedder(dim=24).encode(texts))
+    assert np.array_equal(model._item_init, expected)
     assert {row["item_init"] for row in model.tuned_["tried"]} == {"random", "text"}
 
 

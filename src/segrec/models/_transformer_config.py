@@ -144,10 +144,10 @@ class TransformerConfig(ModelConfig):
     0.1022 NDCG@10, dropout 0.2) and kept it through the refit (inner split of the protocol's
     train, warm refit on all of it, scored on the protocol's valid: 0.1058 vs 0.0985, 3
     seeds); on the built-in data it won the inner split as clearly (0.2454 vs 0.2406,
-    3 of 3) but lost after the refit (0.2349 vs 0.2364): its runs peak at epoch 2-3 and the
-    warm refit keeps training past that peak. On ml-100k it tied (0.2036 vs 0.2030; earlier
-    0.2062 vs 0.2070). With ``auto`` and ``tune_min_se=1`` the choice took text on 2 of 3
-    seeds of both data sets."""
+    3 of 3) but lost after the refit (0.2349 vs 0.2364; refit from scratch 0.2352 vs
+    0.2377), and on the test part (0.2144 vs 0.2192). On ml-100k it tied (0.2036 vs 0.2030;
+    earlier 0.2062 vs 0.2070). With ``auto`` and ``tune_min_se=1`` the choice took text on
+    2 of 3 seeds of both data sets, so the inner split alone cannot tell the two cases apart."""
     device: str = "cpu"
     """Torch device, e.g. ``cpu`` or ``cuda``."""
     precision: Literal["auto", "bf16", "fp32"] = "auto"
