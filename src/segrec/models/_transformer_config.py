@@ -118,10 +118,10 @@ class TransformerConfig(ModelConfig):
 
     0 by default for speed, not accuracy: it raised inner-valid NDCG@10 everywhere it was
     tried (best epoch's score on the protocol's valid part, 0 / 0.5 / 1.0): ml-100k 0.2030
-    / 0.2110 / 0.2200 (seed 0; 0.2103 at 0.5 with seed 1), amazon-scientific 0.1022 /
-    0.1037 / 0.1043 (3 seeds), built-in data 0.2406 / 0.2433 / 0.2460 (3 seeds), but on
-    ml-100k the curve then keeps rising: best epoch 13 / 19 / 28, so the fit trains 1.4-1.8x
-    the epochs (amazon-scientific 6 / 6-7 / 7-9)."""
+    / 0.2110 / 0.2200 (seed 0; seed 1: 0.2021 / 0.2103 at 0 / 0.5), amazon-scientific
+    0.1022 / 0.1037 / 0.1043 (3 seeds), built-in data 0.2406 / 0.2433 / 0.2460 (3 seeds),
+    but on ml-100k the curve then keeps rising: best epoch 13 / 19 / 28 (seed 1: 18 / 23),
+    so the fit trains 1.2-1.8x the epochs (amazon-scientific: best epoch 6 / 6-7 / 7-9)."""
     ema_decay: float = Field(0.99, ge=0.0, lt=1.0)
     """Per-step decay of an exponential moving average of the weights, used for validation
     and as the final model (0 = off, use the last iterate). Smooths the validation curve,
