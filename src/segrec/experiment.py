@@ -246,7 +246,8 @@ def _run(cfg: RunConfig, data: Interactions | None, progress: Progress | None,
     members = _build_members(cfg, result, bars)
     composite = result.composite
     embeddings = None
-    if any(get_tags(m).uses_item_embeddings for m in composite.tiers.values()):
+    # only for a model that cannot do without them: "auto" item init reuses the segmentation's
+    if any(get_tags(m).needs_item_embeddings for m in composite.tiers.values()):
         say("item embeddings from item texts")
         with stages.stage("text embeddings"):
             embeddings = item_text_embeddings(train, cfg)

@@ -201,26 +201,41 @@ def test_weight_averaging(split):
     assert evaluate(a, split, ks=(1, 10)).overall["recall@1"] >= 0.9
 
 
-def test_run_starts_the_transformer_from_item_texts(monkeypatch):
-    """[models.transformer] item_init = "text": the run embeds the items table's texts for it."""
+def hashed_text_run(monkeypatch, transformer: dict, segmentation_text: bool):
+    """A tiny built-in-data run of the Transformer alone, with hashed "text" embeddings.
+
+    Returns:
+        ``(config, result, expected)``: ``expected`` is the embeddings of the items' texts.
+    """
     import warnings
 
     from segrec.config import load_config
     from segrec.experiment import run_experiment
     from segrec.features import text as text_mod
-    from segrec.testing import random_interactions
 
     monkeypatch.setattr(text_mod, "SentenceTransformerEmbedder", lambda: text_mod.HashingEmbedder(dim=24))
-    tiny = {"item_init": "text", "embedding_size": 8, "epochs": 1, "early_stopping": False, "n_threads": 1}
     cfg = load_config(None, data={"synthetic_users": 60, "synthetic_items": 40, "synthetic_segments": 2},
-                      segmentation={"text": False, "n_segments": 2},
-                      models={"systems": ("transformer",), "transformer": tiny})
+                      segmentation={"text": segmentation_text, "n_segments": 2},
+                      models={"systems": ("transformer",), "transformer": transformer})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = run_experiment(cfg)
-        model = result.systems["transformer"]
-        texts = text_mod.item_texts(result.data.item_table, result.data.n_items)
-        assert np.array_equal(model._item_init, text_mod.HashingEmbedder(dim=24).encode(texts))
+    texts = text_mod.item_texts(result.data.item_table, result.data.n_items)
+    return cfg, result, text_mod.HashingEmbedder(dim=24).encode(texts)
+
+
+def test_run_starts_the_transformer_from_item_texts(monkeypatch):
+    """[models.transformer] item_init = "text": the run embeds the items table's texts for it."""
+    import warnings
+
+    from segrec.experiment import run_experiment
+    from segrec.testing import random_interactions
+
+    tiny = {"item_init": "text", "embedding_size": 8, "epochs": 1, "early_stopping": False, "n_threads": 1}
+    cfg, result, expected = hashed_text_run(monkeypatch, tiny, segmentation_text=False)
+    assert np.array_equal(result.systems["transformer"]._item_init, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         with pytest.raises(ConfigError, match="needs an items table"):
             run_experiment(cfg, data=random_interactions())
 

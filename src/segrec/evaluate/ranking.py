@@ -20,7 +20,7 @@ from .metrics import ndcg
 MAX_SCORED_USERS = 5000
 
 __all__ = ["MAX_SCORED_USERS", "mask_seen", "top_k", "rank_in_chunks", "hit_matrix", "quick_ndcg",
-           "scored_users"]
+           "scored_users", "user_ndcg"]
 
 
 def mask_seen(scores: np.ndarray, seen: sp.csr_matrix | None, rows: np.ndarray) -> np.ndarray:
@@ -150,14 +150,21 @@ def quick_ndcg(score_fn, train_csr: sp.csr_matrix, valid_csr: sp.csr_matrix, k: 
         k: Cut-off.
         users: Users to score (each must have validation items); default all that have some.
     """
+    per_user = user_ndcg(score_fn, train_csr, valid_csr, k, users)
+    return float(per_user.mean()) if len(per_user) else 0.0
+
+
+def user_ndcg(score_fn, train_csr: sp.csr_matrix, valid_csr: sp.csr_matrix, k: int = 10,
+              users: np.ndarray | None = None) -> np.ndarray:
+    """NDCG@k of each of ``users`` (as :func:`quick_ndcg`, before the mean): paired comparisons."""
     if users is None:
         users = np.flatnonzero(np.diff(valid_csr.indptr) > 0)
     users = np.asarray(users, dtype=np.int64)
     if len(users) == 0:
-        return 0.0
+        return np.zeros(0)
     items, _ = rank_in_chunks(score_fn, users, k, seen=train_csr)
     hits = hit_matrix(items, valid_csr, users)
-    return float(ndcg(hits, np.diff(valid_csr.indptr)[users], k).mean())
+    return ndcg(hits, np.diff(valid_csr.indptr)[users], k)
 
 
 def scored_users(valid_csr, cap: int | None = None, seed: int = 0) -> np.ndarray:

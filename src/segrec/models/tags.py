@@ -36,8 +36,11 @@ class RecommenderTags:
             a composite fits that member first. None: the model stands alone.
         data_parallel: Can train data-parallel through an executor's
             ``fit_data_parallel`` (the Transformer on Ray Train).
-        uses_item_embeddings: ``fit`` reads ``context.item_embeddings`` (a Transformer
-            with ``item_init="text"``), so the caller computes them first.
+        uses_item_embeddings: ``fit`` reads ``context.item_embeddings`` when given (a
+            Transformer with ``item_init`` ``"text"`` or ``"auto"``); a composite passes it
+            those of its segmentation's text features when the caller gave none.
+        needs_item_embeddings: ``fit`` fails without them (``item_init="text"``), so the
+            caller computes them first.
         history_input: What the ``_score_histories`` hook takes: ``"rows"`` (a binary
             user x item CSR, set-based models), ``"sequence"`` (time-ordered lists of
             dense item ids), or None (no new-user path). The public
@@ -51,6 +54,7 @@ class RecommenderTags:
     builds_on: str | None = None
     data_parallel: bool = False
     uses_item_embeddings: bool = False
+    needs_item_embeddings: bool = False
     history_input: Literal["rows", "sequence"] | None = "rows"
     needs_history: bool = True
 

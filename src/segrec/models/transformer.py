@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, SegrecWarning
-from ..evaluate.ranking import quick_ndcg
+from ..evaluate.ranking import quick_ndcg, user_ndcg
 from ..resources import use_bf16
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
@@ -36,6 +36,7 @@ from ._transformer_train import (
     project_embeddings,
     validation_users,
 )
+from ._transformer_tune import choose_setting, default_setting, tune_candidates
 from ._vectors import ItemTable
 from .base import Recommender, check_is_fitted
 from .context import FitContext
@@ -84,7 +85,11 @@ class TransformerRecommender(Recommender):
         curve_: Per-epoch loss / inner-valid NDCG@10 of the early-stopping run.
         refit_curve_: Per-epoch loss of the refit.
         inner_params_: Best-epoch weights trained on the inner train part only (not saved);
-            adapters use them to choose their own epochs honestly.
+            adapters use them to choose their own epochs honestly. With a choice of
+            settings (``dropout`` / ``item_init="auto"``), those of the chosen one.
+        tuned_: What the choice of settings did: ``path`` (``fixed``, ``grid``, ``over budget``,
+            ``data-parallel``, ``no early stopping``), the ``chosen`` dropout and item init, each
+            candidate tried with its inner-valid NDCG@10, the estimate and the budget.
         fit_seconds_: Wall time of fit.
 
     Example:
@@ -110,17 +115,24 @@ class TransformerRecommender(Recommender):
                 f"TransformerRecommender: embedding_size={self.config.embedding_size} must be "
                 f"divisible by n_heads={self.config.n_heads}", key="embedding_size")
         self._item_init: np.ndarray | None = None
+        #: the (dropout, item_init) the nets are built with: a candidate while choosing, then the winner
+        self._setting: dict[str, Any] | None = None
 
     def __recommender_tags__(self) -> RecommenderTags:
-        """Sequential input; trains data-parallel; reads item embeddings with ``item_init="text"``."""
+        """Sequential input; trains data-parallel; reads item embeddings with ``item_init`` text or auto."""
         return replace(super().__recommender_tags__(), history_input="sequence", data_parallel=True,
-                       uses_item_embeddings=self.config.item_init == "text")
+                       uses_item_embeddings=self.config.item_init in ("text", "auto"),
+                       needs_item_embeddings=self.config.item_init == "text")
+
+    def _active(self) -> dict[str, Any]:
+        """The dropout and item init in use (the default candidate until a choice was made)."""
+        return self._setting if self._setting is not None else default_setting(self.config)
 
     # ------------------------------------------------------------------ fit
     def _net_config(self, n_items: int) -> SeqNetConfig:
         c = self.config
         return SeqNetConfig(n_items=n_items, max_len=c.max_len, embedding_size=c.embedding_size,
-                            n_layers=c.n_layers, n_heads=c.n_heads, dropout=c.dropout)
+                            n_layers=c.n_layers, n_heads=c.n_heads, dropout=self._active()["dropout"])
 
     def _loop_settings(self, epochs: int, emb_scale: float = 1.0) -> LoopSettings:
         c = self.config
@@ -157,7 +169,7 @@ class TransformerRecommender(Recommender):
 
     def _new_net(self, n_items: int) -> SeqNet:
         net = self._blank_net(n_items)
-        if self.config.item_init == "text":
+        if self._active()["item_init"] == "text":
             if self._item_init is None:
                 raise ConfigError("TransformerRecommender: item_init='text' needs item embeddings "
                                   "(fit(..., context=FitContext(item_embeddings=...)))", key="item_init")
@@ -167,7 +179,7 @@ class TransformerRecommender(Recommender):
             with torch.no_grad():
                 net.wte.weight[:n_items] = torch.from_numpy(
                     project_embeddings(self._item_init, self.config.embedding_size))
-        elif self._item_init is not None:
+        elif self._item_init is not None and self.config.item_init == "random":
             warnings.warn("item_embeddings were given but item_init='random'; they are ignored",
                           SegrecWarning, stacklevel=4)
         return net.to(self.config.device)
@@ -223,9 +235,21 @@ class TransformerRecommender(Recommender):
         self.inner_params_ = None
         self.curve_: list[dict[str, float]] = []
         self.refit_curve_: list[dict[str, float]] = []
+        candidates = tune_candidates(c, self._item_init is not None)
+        self._setting = candidates[0]
+        self.tuned_ = {"path": "no early stopping", "chosen": dict(self._setting), "tried": []}
         if c.early_stopping:
             inner_train, inner_valid = inner_sets(train, valid)
-            net, result = self._train(inner_train, c.epochs, inner_valid)
+
+            def train_one(setting: dict[str, Any]):
+                self._setting = setting
+                return self._train(inner_train, c.epochs, inner_valid)
+
+            net, result, self.tuned_ = choose_setting(
+                train_one, candidates, c.tune_budget_s, self.name, min_se=c.tune_min_se,
+                per_user=self._inner_user_ndcg(inner_train, inner_valid),
+                allowed=self.data_parallel_hook is None)
+            self._setting = self.tuned_["chosen"]  # the refit and the saved net use the winner
             self.fit_timings_["tuning_s"] = time.perf_counter() - start
             self.curve_ = result.curve
             self.inner_params_ = result.best_params
@@ -256,6 +280,21 @@ class TransformerRecommender(Recommender):
         self.histories_ = Histories.from_interactions(full, c.max_len)
         self.fit_seconds_ = time.perf_counter() - start
 
+    def _inner_user_ndcg(self, inner_train: Interactions, inner_valid: Interactions):
+        """``net -> per-user NDCG@10`` on the users and histories the early stopping validates on."""
+        c = self.config
+        data: list = []  # built on first use: only a grid compares candidates
+
+        def per_user(net: SeqNet) -> np.ndarray:
+            if not data:
+                data.extend(validation_users(inner_train, inner_valid, c.valid_users, c.random_state))
+                data.append(Histories.from_interactions(inner_train).tail(c.max_len))
+            users, fit_csr, valid_csr, tail = data
+            with scoring_threads(c.n_threads):
+                return user_ndcg(lambda rows: self._score_rows(net, tail, users[rows]), fit_csr, valid_csr)
+
+        return per_user
+
     def inner_model(self) -> TransformerRecommender | None:
         """The best-epoch network trained on the inner train part only, with that part's histories.
 
@@ -269,6 +308,7 @@ class TransformerRecommender(Recommender):
         net = self._blank_net(self.n_items)
         net.load_state_dict({**self.net_.state_dict(), **self.inner_params_})
         model = type(self)(self.config)
+        model._setting, model.tuned_ = self._setting, self.tuned_
         model.net_ = net.to(self.config.device).eval()
         model.histories_, model.seen_, model.fitted_on_ = inner
         model.user_vocab_, model.item_vocab_ = self.user_vocab_, self.item_vocab_
@@ -330,6 +370,8 @@ class TransformerRecommender(Recommender):
         return state
 
     def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.tuned_ = meta.get("tuned")
+        self._setting = None if self.tuned_ is None else self.tuned_["chosen"]
         net = self._blank_net(len(self.item_vocab_))
         net.load_state_dict({k[4:]: torch.from_numpy(np.array(v)) for k, v in tensors.items()
                              if k.startswith("net.")})
@@ -345,4 +387,4 @@ class TransformerRecommender(Recommender):
     def _meta(self) -> dict[str, Any]:
         return {"best_epoch": self.best_epoch_, "refit_epochs": getattr(self, "refit_epochs_", None),
                 "curve": self.curve_, "fit_seconds": self.fit_seconds_,
-                "n_params": self.net_.n_params()}
+                "n_params": self.net_.n_params(), "tuned": getattr(self, "tuned_", None)}

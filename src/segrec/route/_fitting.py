@@ -30,7 +30,7 @@ from ..models.tags import get_tags
 from ..types import Interactions
 
 __all__ = ["HEAVY_BYTES", "InnerStage", "chosen_settings", "fit_member", "fit_order", "member_context",
-           "model_bytes", "tier_costs"]
+           "model_bytes", "text_embeddings", "tier_costs"]
 
 
 def fit_order(members: Mapping[str, Recommender]) -> list[str]:
@@ -59,6 +59,19 @@ def member_context(model: Recommender, context: FitContext, fitted: Iterable[Rec
     shared = {m.name: m for m in fitted if tags.builds_on == m.name}
     embeddings = context.item_embeddings if tags.uses_item_embeddings else None
     return context.with_changes(shared=shared, item_embeddings=embeddings)
+
+
+def text_embeddings(segmenter: Any) -> np.ndarray | None:
+    """Item-text embeddings a fitted segmentation already computed (its ``text`` block), else None.
+
+    Members that read item embeddings when given (a Transformer with ``item_init="auto"``)
+    get them at no extra cost: the same texts and encoder as ``item_init="text"`` uses.
+    """
+    for block in getattr(getattr(segmenter, "features", None), "blocks_", ()):
+        emb = getattr(block, "item_embeddings_", None)
+        if block.name == "text" and emb is not None and emb.ndim == 2 and emb.shape[1] > 0:
+            return emb
+    return None
 
 
 def fit_member(model: Recommender, train: Interactions, valid: Interactions | None,

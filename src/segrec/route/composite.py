@@ -38,7 +38,7 @@ from ..models.context import FitContext
 from ..models.tags import RecommenderTags
 from ..models.tuning import inner_sets
 from ..types import Interactions, Recommendations
-from ._fitting import fit_member, fit_order, member_context
+from ._fitting import fit_member, fit_order, member_context, text_embeddings
 from ._persist import PersistMixin, _is_blend
 from ._routing import route_on_validation
 from ._serving import ServingMixin
@@ -167,8 +167,11 @@ class SegmentedRecommender(ServingMixin, PersistMixin, Recommender):
         segments = self._fit_segments(train, context)
         self.segments_ = segments
         # members keep what the routing stage will need of them (a grid search's winner)
+        embeddings = context.item_embeddings
+        if embeddings is None:
+            embeddings = text_embeddings(self.segmenter_)
         member_ctx = context.with_changes(segments=segments, segment_probs=self._segment_probs(context),
-                                          keep_inner=self.routing is None)
+                                          keep_inner=self.routing is None, item_embeddings=embeddings)
         order = fit_order(self.tiers)
         self._check_tiers()
         self.tiers_, self.member_seconds_ = {}, {}
