@@ -137,8 +137,10 @@ class InnerStage:
                                                                                       self.segments):
             kept = None  # fitted per other segments: its θ_k would be misassigned
         if kept is None:
-            if name in self._released:
+            again = name in self._released
+            if again:
                 self.refits.append(name)
+            self.context.say(f"routing: fitting {name} on the inner train part" + (" again" if again else ""))
             fresh = member.with_params(**chosen_settings(member))
             base = get_tags(fresh).builds_on  # the inner model it builds on must be alive
             for other, m in self.members.items():

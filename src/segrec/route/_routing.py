@@ -140,6 +140,7 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
     """
     inner_train, inner_valid = inner
     clock = time.perf_counter()
+    context.say(f"routing: {len(names)} tiers measured on the inner validation part")
     stage = InnerStage(members, inner_train, segments, context)
     alphas = ALPHAS[1:-1]  # the endpoints are the two tiers alone
     big = large_tiers(members, names, large) if blends else []
@@ -151,9 +152,6 @@ def route_on_validation(members: Mapping[str, Recommender], names: list[str],
     measured = measure(stage, names, inner_train, inner_valid, choose_pairs, alphas)
     elapsed = time.perf_counter() - clock
     timings = {"inner_fits_s": stage.fit_seconds, "scoring_s": elapsed - stage.fit_seconds}
-    if stage.refits:
-        context.say(f"routing: fitted {', '.join(stage.refits)} on the inner part again for blends "
-                    f"(released after scoring to bound memory)")
     clock = time.perf_counter()
     users, raw, pairs = measured.users, measured.singles, measured.pairs
     seg = segments[users]
