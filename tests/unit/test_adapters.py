@@ -122,12 +122,18 @@ def test_star_variant_and_early_stopping(planted):
     assert np.isfinite(model.score_dense(np.arange(5))).all()
 
 
-def test_final_fit_warm_starts_from_the_tuned_adapters(planted):
-    split, segments, g = planted
+def _segment_inputs(planted, segment):
+    """θ_shared of the planted global model as arrays, and one segment's training histories."""
     from segrec.models._seqdata import Histories
 
+    split, segments, g = planted
     shared = {k: v.detach().numpy().copy() for k, v in g.net_.state_dict().items()}
-    hist = Histories.from_interactions(split.train).select(np.flatnonzero(segments == 0))
+    return shared, Histories.from_interactions(split.train).select(np.flatnonzero(segments == segment))
+
+
+def test_final_fit_warm_starts_from_the_tuned_adapters(planted):
+    split, segments, g = planted
+    shared, hist = _segment_inputs(planted, 0)
     cfg = AdapterConfig(**ADAPT)
     tuned = fit_segment_adapter(shared, g.net_.config, hist, None, cfg, rank=2, epochs=4, seed=0)
     cont = fit_segment_adapter(shared, g.net_.config, hist, None, cfg, rank=2, epochs=1, init=tuned.params,
@@ -160,11 +166,8 @@ def test_adapter_sampled_softmax_with_kl_learns(planted):
 
 
 def test_segment_fit_is_pure(planted):
-    split, segments, g = planted
-    shared = {k: v.detach().numpy().copy() for k, v in g.net_.state_dict().items()}
-    from segrec.models._seqdata import Histories
-
-    hist = Histories.from_interactions(split.train).select(np.flatnonzero(segments == 1))
+    g = planted[2]
+    shared, hist = _segment_inputs(planted, 1)
     cfg = AdapterConfig(**ADAPT)
     a = fit_segment_adapter(shared, g.net_.config, hist, None, cfg, rank=2, epochs=2, seed=3)
     b = fit_segment_adapter(shared, g.net_.config, hist, None, cfg, rank=2, epochs=2, seed=3)

@@ -19,7 +19,7 @@ from ..split import holdout_split
 from ..types import Interactions
 from .context import FitContext
 
-__all__ = ["MAX_SCORED_USERS", "inner_sets", "grid_search", "scored_users"]
+__all__ = ["MAX_SCORED_USERS", "inner_sets", "grid_search", "model_bytes", "scored_users"]
 
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def grid_search(
         score = quick_ndcg(candidate._score, train_csr, valid_csr, k=10, users=users)
         table.append({**params, "ndcg@10": score})
         log.info("%s %s: inner-valid NDCG@10 %.4f", type(model).__name__, params, score)
-        keep = keep and _state_bytes(candidate) <= KEEP_INNER_BYTES
+        keep = keep and model_bytes(candidate) <= KEEP_INNER_BYTES
         if score > best_score:
             best, best_score, winner = params, score, candidate if keep else None
     # the winner was fitted on the inner train part only: the router's inner model, kept
@@ -81,10 +81,12 @@ def grid_search(
 KEEP_INNER_BYTES = 2**30
 
 
-def _state_bytes(model: Any) -> int:
+def model_bytes(model: Any) -> int:
+    """Bytes of a model's learned arrays, its sub-models' included (the memory it holds)."""
     import numpy as np
 
-    return sum(int(np.asarray(a).nbytes) for a in model._state().values())
+    own = sum(int(np.asarray(a).nbytes) for a in model._state().values())
+    return own + sum(model_bytes(m) for m in model.sub_models())
 
 
 def _as_fitted(candidate: Any, inner_train: Interactions) -> Any:

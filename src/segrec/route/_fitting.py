@@ -27,10 +27,11 @@ import pandas as pd
 from ..models.base import Recommender
 from ..models.context import FitContext
 from ..models.tags import get_tags
+from ..models.tuning import model_bytes
 from ..types import Interactions
 
 __all__ = ["HEAVY_BYTES", "InnerStage", "chosen_settings", "fit_member", "fit_order", "member_context",
-           "model_bytes", "text_embeddings", "tier_costs"]
+           "text_embeddings", "tier_costs"]
 
 
 def fit_order(members: Mapping[str, Recommender]) -> list[str]:
@@ -95,12 +96,6 @@ def fit_member(model: Recommender, train: Interactions, valid: Interactions | No
 HEAVY_BYTES = 2**28
 
 
-def model_bytes(model: Recommender) -> int:
-    """Bytes of a model's learned arrays, its sub-models' included."""
-    own = sum(int(np.asarray(a).nbytes) for a in model._state().values())
-    return own + sum(model_bytes(m) for m in model.sub_models())
-
-
 class InnerStage:
     """The candidates as fitted on the inner train part only, each fitted when first asked for.
 
@@ -112,7 +107,6 @@ class InnerStage:
 
     Attributes:
         fit_seconds: Wall seconds spent fitting (or rebuilding kept) inner versions.
-        refits: Names fitted a second time after a release.
     """
 
     def __init__(self, members: Mapping[str, Recommender], inner_train: Interactions,
@@ -122,7 +116,6 @@ class InnerStage:
         self._models: dict[str, Recommender] = {}
         self._released: set[str] = set()
         self.fit_seconds = 0.0
-        self.refits: list[str] = []
 
     def get(self, name: str) -> Recommender:
         """The member ``name`` as fitted on the inner train part."""
@@ -137,15 +130,14 @@ class InnerStage:
                                                                                       self.segments):
             kept = None  # fitted per other segments: its θ_k would be misassigned
         if kept is None:
-            again = name in self._released
-            if again:
-                self.refits.append(name)
-            self.context.say(f"routing: fitting {name} on the inner train part" + (" again" if again else ""))
+            again = " again" if name in self._released else ""
+            self.context.say(f"routing: fitting {name} on the inner train part{again}")
             fresh = member.with_params(**chosen_settings(member))
-            base = get_tags(fresh).builds_on  # the inner model it builds on must be alive
-            for other, m in self.members.items():
-                if base is not None and m.name == base and other != name:
-                    self.get(other)
+            base = get_tags(fresh).builds_on
+            if base is not None:  # the inner model it builds on must be alive
+                for other, m in self.members.items():
+                    if m.name == base and other != name:
+                        self.get(other)
             own = member_context(fresh, self.context, self._models.values()).with_changes(keep_inner=False)
             kept = fresh.fit(self.inner_train, context=own)
         self._models[name] = kept
@@ -161,10 +153,6 @@ class InnerStage:
         del self._models[name]
         self.members[name].release_inner()
         self._released.add(name)
-
-    def models(self) -> dict[str, Recommender]:
-        """The inner versions alive now, by name."""
-        return dict(self._models)
 
 
 def chosen_settings(model: Recommender) -> dict[str, Any]:
