@@ -9,15 +9,17 @@ with them attached. :mod:`segrec.models.joint` re-exports both.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ._joint_config import JointConfig
 from ._seqnet import SeqNet, SeqNetConfig, adapter_targets
 
-__all__ = ["JointNet", "SegmentParams"]
+__all__ = ["JointNet", "RowInput", "SegmentParams"]
 
 
 class SegmentParams(nn.Module):
@@ -128,16 +130,63 @@ class SegmentParams(nn.Module):
         return self._mix(self.output_bias)
 
 
-class JointNet(SeqNet):
-    """A :class:`SeqNet` with every segment's θ_k attached (parameters ``segment.*``)."""
+@dataclass
+class RowInput:
+    """What the joint network knows of each row's user besides the items.
 
-    def __init__(self, config: SeqNetConfig, n_segments: int, joint: JointConfig, rank: int):
+    Attributes:
+        weights: (b, K) segment weights (one-hot, a posterior, or zeros = no segment);
+            with the history gate they are only the gate's training labels.
+        features: (b, m) standardised user features (``user_features``), or None.
+        bag: Each row's history (flat items, offsets) for the history gate, or None.
+    """
+
+    weights: torch.Tensor
+    features: torch.Tensor | None = None
+    bag: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+class JointNet(SeqNet):
+    """A :class:`SeqNet` with every segment's θ_k attached (parameters ``segment.*``).
+
+    ``n_features`` user features add as many rows to every θ table (mixed in with the
+    feature's value as its weight); ``router`` adds the history gate (``router.*``), a
+    linear map from the mean item embedding of a user's history to K segment logits.
+    """
+
+    def __init__(self, config: SeqNetConfig, n_segments: int, joint: JointConfig, rank: int,
+                 n_features: int = 0, router: bool = False):
         super().__init__(config)
-        self.segment = SegmentParams(self, n_segments, joint, rank)
+        self.n_segments, self.n_features = n_segments, n_features
+        self.segment = SegmentParams(self, n_segments + n_features, joint, rank)
+        self.router = nn.Linear(config.embedding_size, n_segments) if router else None
+        if self.router is not None:  # uniform over the segments at init
+            nn.init.zeros_(self.router.weight)
+            nn.init.zeros_(self.router.bias)
 
     def n_shared_params(self) -> int:
-        """Parameters of θ_shared (everything but ``segment.*``)."""
-        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("segment."))
+        """Parameters of θ_shared (everything but ``segment.*`` and the history gate)."""
+        return sum(p.numel() for n, p in self.named_parameters()
+                   if not n.startswith(("segment.", "router.")))
+
+    def mixing(self, row: RowInput) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each row's weights on the θ tables (b, K + m), and the history gate's logits or None.
+
+        With the gate, the segment weights are its softmax, detached: the gate learns
+        only to name a user's segment (its own loss), so θ_k cannot steer it.
+        """
+        logits = None
+        weights = row.weights
+        if self.router is not None:
+            items, offsets = row.bag
+            # the history's mean item vector, detached: the gate does not shape the items
+            mean = F.embedding_bag(items, self.wte.weight.detach(), offsets, mode="mean")
+            # normalised: item vectors start tiny, and the gate should not wait for them to grow
+            logits = self.router(F.layer_norm(mean, mean.shape[-1:]))
+            weights = torch.softmax(logits, -1).detach()
+        if row.features is not None:
+            weights = torch.cat([weights, row.features.to(weights.dtype)], 1)
+        return weights, logits
 
     def segment_forward(self, items: torch.Tensor, weights: torch.Tensor | None,
                         last: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -25,6 +25,18 @@ output bias over the catalogue. The mixture over segments is computed in one pas
 the whole batch (gates and deltas are weighted by each row's segment weights), so a
 batch costs about the same whatever its mix of segments.
 
+A row's segment weights are one-hot (hard segments), the segmenter's posterior (soft),
+or the softmax of a learned *history gate* over the mean item vector of the user's
+history (``soft="history"``: any segmenter gives soft segments, and a new user needs no
+segment). ``user_features="activity"`` adds PEPNet's other input: one more row in every
+θ table, weighted by the user's standardised log history length.
+
+Where the run has fitted the global Transformer (``init="auto"``), the joint run starts
+from it: θ_shared from its weights (train-only ones for the inner run, so epoch 0 of
+the early stopping *is* the global model), θ_k at identity, θ_shared at a tenth of the
+rate. Its own fit then costs a fraction of the global's, and it can only leave the
+global model where a joint epoch wins on inner validation.
+
 The training loop, loss pieces, early stopping, warm-started refit and artifact format
 are :class:`~segrec.models.transformer.TransformerRecommender`'s (this class extends it).
 """
@@ -39,13 +51,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import DataValidationError, SegrecWarning
 from ..types import Interactions
 from ._joint_config import JointConfig
-from ._jointnet import JointNet, SegmentParams
+from ._jointnet import JointNet, RowInput, SegmentParams
 from ._seqdata import Histories
-from ._seqloss import consistency_kl, multi_target_ce, output_logits, sample_negatives, seen_pairs
+from ._seqloss import MASKED, consistency_kl, multi_target_ce, output_logits, sample_negatives, seen_pairs
 from ._seqnet import SeqNet, SeqNetConfig
 from ._seqtrain import score_rows, seeded
 from .adapters import adapter_param_count, choose_rank
@@ -55,7 +68,8 @@ from .tags import RecommenderTags
 from .transformer import TransformerRecommender, net_flops
 
 # the config and the network (θ_k as hooks) live in _joint_config and _jointnet; re-exported here
-__all__ = ["JointConfig", "JointNet", "JointTransformerRecommender", "SegmentParams", "theta_k_size"]
+__all__ = ["JointConfig", "JointNet", "JointTransformerRecommender", "RowInput", "SegmentParams",
+           "theta_k_size"]
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +111,27 @@ class JointLoss(nn.Module):
         self.net, self.exclude_seen = net, exclude_seen
         self.n_negatives, self.kl_weight, self.kl_sample = n_negatives, kl_weight, kl_sample
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Mean loss; inputs (b, t), targets (b, t, w), weights (b, K) per window's user."""
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, row: RowInput) -> torch.Tensor:
+        """Mean loss; inputs (b, t), targets (b, t, w), ``row`` what is known of each window's user.
+
+        With the history gate, its cross-entropy against the segmenter's label (rows that
+        have a segment) is added: that is all the gate learns from.
+        """
         net = self.net
+        weights, gate_logits = net.mixing(row)
+        loss = torch.zeros((), device=inputs.device)
+        if gate_logits is not None:
+            labelled = row.weights.sum(1) > 0
+            if labelled.any():
+                loss = F.cross_entropy(gate_logits[labelled], row.weights[labelled].argmax(1))
+        b = inputs.shape[0]
+        n_sub = 0 if self.kl_weight <= 0 else min(b, max(1, round(self.kl_sample * b)))
+        if 0 < n_sub < b:
+            # the consistency windows (a random kl_sample share) first: their positions are then the
+            # loss's leading rows, so their logits, seen-item pairs and targets are plain slices that
+            # the shared pass reuses (an ml-100k epoch costs the same as gathering the rows did)
+            order = torch.randperm(b, device=inputs.device)
+            inputs, targets, weights = inputs[order], targets[order], weights[order]
         keep = targets[..., 0] >= 0
         tg = targets[keep]
         pairs = seen_pairs(inputs, keep, tg) if self.exclude_seen else None
@@ -115,29 +147,33 @@ class JointLoss(nn.Module):
             row_w = weights[:, None, :].expand(-1, inputs.shape[1], -1)[keep]
             h = torch.cat([h, row_w.to(h.dtype)], 1)
             weight = torch.cat([weight, net.segment.output_bias.T.to(weight.dtype)], 1)
-        logits, cols = output_logits(h, weight, item_bias, tg, pairs, negatives)
-        loss = multi_target_ce(logits, cols)
-        if self.kl_weight <= 0:
-            return loss
-        b = inputs.shape[0]
-        n_sub = max(1, round(self.kl_sample * b))
-        sub = torch.arange(b, device=inputs.device) if n_sub >= b else \
-            torch.randperm(b, device=inputs.device)[:n_sub].sort().values
-        # the sampled windows' rows of `logits`: kept positions are numbered row-major
-        row_window = keep.nonzero()[:, 0]
-        picked = torch.zeros(b, dtype=torch.bool, device=inputs.device)
-        picked[sub] = True
-        rows = picked[row_window]
-        s_inputs, s_keep = inputs[sub], keep[sub]
-        s_tg = targets[sub][s_keep]
-        s_pairs = seen_pairs(s_inputs, s_keep, s_tg) if self.exclude_seen else None
-        was_training = net.training
-        net.eval()  # the shared path as it serves: no dropout, no gradient
-        with torch.no_grad():
-            ref, _ = output_logits(net(s_inputs)[s_keep], net.wte.weight[:n_items], item_bias, s_tg, s_pairs,
-                                   negatives)
-        net.train(was_training)
-        return loss + self.kl_weight * consistency_kl(logits[rows], ref)
+        n_rows = int(keep[:n_sub].sum())  # kept positions are numbered row-major
+        ce, kl = torch.zeros((), device=inputs.device), None
+        for lo, hi in ((0, n_rows), (n_rows, h.shape[0])):
+            if hi <= lo:
+                continue
+            part = None if pairs is None else _pairs_in(pairs, lo, hi)
+            # both softmaxes mask the same entries with a finite MASKED, so the KL is one fused kernel
+            logits, cols = output_logits(h[lo:hi], weight, item_bias, tg[lo:hi], part, negatives, fill=MASKED)
+            ce = ce + multi_target_ce(logits, cols) * ((hi - lo) / h.shape[0])
+            if lo == 0 and n_sub:
+                was_training = net.training
+                net.eval()  # the shared path as it serves: no dropout, no gradient
+                with torch.no_grad():
+                    ref, _ = output_logits(net(inputs[:n_sub])[keep[:n_sub]], net.wte.weight[:n_items],
+                                           item_bias, tg[:hi], part, negatives, fill=MASKED)
+                net.train(was_training)
+                kl = consistency_kl(logits, ref, masked=False)
+        loss = loss + ce
+        return loss if kl is None else loss + self.kl_weight * kl
+
+
+def _pairs_in(pairs: tuple[torch.Tensor, torch.Tensor], lo: int,
+              hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row, item) pairs of rows lo..hi-1, renumbered from 0."""
+    rows, items = pairs
+    inside = (rows >= lo) & (rows < hi)
+    return rows[inside] - lo, items[inside]
 
 
 class JointTransformerRecommender(TransformerRecommender):
@@ -153,6 +189,12 @@ class JointTransformerRecommender(TransformerRecommender):
         weights_: float32 (n_users, K), each user's weights on the K segments (one-hot
             with hard segments, the posterior with soft ones; zeros = the shared path).
         soft_: Whether the weights came from segment posteriors.
+        history_gate_: Whether a learned gate on the history mixes θ_k (``soft="history"``;
+            ``weights_`` are then its one-hot training labels).
+        n_features_: User features mixed in besides the segments (``user_features``).
+        init_: ``"global"`` when θ_shared started from the run's global Transformer, else
+            ``"scratch"``; joint_epochs_: then the joint epochs the inner run chose.
+        activity_: (mean, std) of the train users' log history length, or None.
         rank_: Rank of the ``lora`` deltas (1 for the other variants).
         param_ratio_: Parameters of one θ_k / parameters of θ_shared.
 
@@ -170,10 +212,13 @@ class JointTransformerRecommender(TransformerRecommender):
     Config = JointConfig
     name = "joint_transformer"
     config: JointConfig
+    _warm = None  # during fit: the global Transformer's weights it starts from (init="auto")
+    joint_epochs_: int | None = None
 
     def __recommender_tags__(self) -> RecommenderTags:
-        """Needs segments; trains in one process (no data-parallel path yet)."""
-        return replace(super().__recommender_tags__(), requires_segments=True, data_parallel=False)
+        """Needs segments; starts from the fitted global Transformer when given; one process."""
+        return replace(super().__recommender_tags__(), requires_segments=True, data_parallel=False,
+                       builds_on="transformer" if self.config.init == "auto" else None)
 
     # ------------------------------------------------------------------ fit
     def _fit(self, train: Interactions, valid: Interactions | None, context: FitContext) -> None:
@@ -181,6 +226,7 @@ class JointTransformerRecommender(TransformerRecommender):
         probs = context.segment_probs
         n_seg = int(segs.max()) + 1 if (segs >= 0).any() else 1
         self.soft_ = probs is not None and self.config.soft == "auto"
+        self.history_gate_ = self.config.soft == "history"
         if self.soft_:
             probs = np.asarray(probs, dtype=np.float32)
             if probs.ndim != 2 or probs.shape[0] != train.n_users or not np.isfinite(probs).all():
@@ -197,6 +243,11 @@ class JointTransformerRecommender(TransformerRecommender):
             has = segs >= 0
             weights[np.flatnonzero(has), segs[has]] = 1.0
         self.weights_ = weights
+        self.n_features_ = int(self.config.user_features == "activity")
+        self.activity_ = None
+        if self.n_features_:
+            x = np.log1p(np.minimum(train.user_counts(), self.config.max_len))
+            self.activity_ = (float(x.mean()), float(x.std()) or 1.0)
         net_config = self._net_config(train.n_items)
         n_shared = SeqNet(net_config).n_params()
         c = self.config
@@ -205,9 +256,59 @@ class JointTransformerRecommender(TransformerRecommender):
         if self.param_ratio_ > c.max_param_ratio:
             warnings.warn(f"joint {c.variant}: θ_k = {self.param_ratio_:.1%} of θ_shared, over "
                           f"max_param_ratio={c.max_param_ratio:.0%}", SegrecWarning, stacklevel=3)
-        log.info("joint %s: %d segments (%s), θ_k = %.2f%% of θ_shared", c.variant, n_seg,
-                 "soft" if self.soft_ else "hard", 100 * self.param_ratio_)
-        super()._fit(train, valid, context)
+        log.info("joint %s: %d segments (%s%s), θ_k = %.2f%% of θ_shared", c.variant, n_seg,
+                 "history gate" if self.history_gate_ else "soft" if self.soft_ else "hard",
+                 ", + activity" if self.n_features_ else "", 100 * self.param_ratio_)
+        self._warm = self._global_start(context, net_config)
+        self.joint_epochs_ = None
+        self.init_ = "global" if self._warm is not None else "scratch"
+        if self._warm is not None:
+            context.say("joint: starting from the fitted global Transformer (θ_k at identity)")
+        try:
+            super()._fit(train, valid, context)
+        finally:
+            self._warm = None  # the global model's weights are its own: not kept here
+
+    def _global_start(self, context: FitContext, net_config: SeqNetConfig):
+        """(train-only weights, final weights, setting) of the run's global Transformer, or None."""
+        g = context.shared.get("transformer") if self.config.init == "auto" else None
+        if g is None:
+            return None
+        why = None
+        if not isinstance(g, TransformerRecommender) or isinstance(g, JointTransformerRecommender):
+            why = f"context.shared['transformer'] is a {type(g).__name__}"
+        elif replace(g.net_.config, dropout=net_config.dropout) != net_config:
+            why = "its network has another shape"
+        elif getattr(g, "inner_params_", None) is None and self.config.early_stopping:
+            why = "it has no train-only weights (loaded, or fitted without early stopping)"
+        if why is not None:
+            log.warning("joint: not starting from the global Transformer (%s); training θ_shared from "
+                        "scratch", why)
+            return None
+        final = {k: v.detach().clone() for k, v in g.net_.state_dict().items()}
+        inner = g.inner_params_ if g.inner_params_ is not None else final
+        # its dropout; item_init is moot (its item vectors are loaded), so no text is needed here
+        setting = {**g._setting, "item_init": "random"}
+        return {k: v.detach().clone() for k, v in inner.items()}, final, setting
+
+    def _candidates(self) -> list[dict[str, Any]]:
+        # started from the global model: its chosen setting (dropout, item init) is the one
+        return [dict(self._warm[2])] if self._warm is not None else super()._candidates()
+
+    def _start_weights(self, inner: bool) -> dict[str, torch.Tensor] | None:
+        if self._warm is None:
+            return None
+        return self._warm[0] if inner else self._warm[1]
+
+    def _refit(self, full: Interactions, result):
+        if self._warm is None:
+            return super()._refit(full, result)
+        # the inner run repeated on train ∪ valid: the global's final weights, θ_k at identity,
+        # the number of joint epochs the inner run chose (0: the global model as it is)
+        epochs = int(result.best_epoch)
+        self.joint_epochs_ = epochs
+        net, refit = self._train(full, epochs, None, init=self._warm[1])
+        return net, epochs, refit.curve
 
     def item_table(self) -> None:
         """None: no cached vectors; requests run the forward pass.
@@ -218,34 +319,58 @@ class JointTransformerRecommender(TransformerRecommender):
         return None
 
     def _blank_net(self, n_items: int) -> JointNet:
-        return JointNet(self._net_config(n_items), self.n_segments_, self.config, self.rank_)
+        return JointNet(self._net_config(n_items), self.n_segments_, self.config, self.rank_,
+                        n_features=self.n_features_, router=self.history_gate_)
 
     def _loop_settings(self, epochs: int, emb_scale: float = 1.0):
         settings = super()._loop_settings(epochs, emb_scale)
-        return replace(settings, lr_scale=(("segment.", self.config.segment_lr_scale), *settings.lr_scale))
+        c = self.config
+        shared = c.warm_lr_scale if self._warm is not None else 1.0
+        # θ_shared (every other prefix) at the shared rate; θ_k and the history gate keep their own
+        scales = (("segment.", c.segment_lr_scale / shared), ("router.", 1.0 / shared), *settings.lr_scale)
+        return replace(settings, learning_rate=settings.learning_rate * shared, lr_scale=scales)
 
     def _objective(self, net: JointNet, n_items: int) -> nn.Module:
         c = self.config
         return JointLoss(net, c.exclude_seen, self.n_negatives_for(n_items), c.kl_weight, c.kl_sample)
 
+    def _features(self, lengths: np.ndarray) -> np.ndarray | None:
+        """(n, m) user features from history lengths (standardised, halved, clipped to [-1, 1])."""
+        if not self.n_features_:
+            return None
+        x = np.log1p(np.minimum(lengths, self.config.max_len))
+        mean, std = self.activity_
+        return np.clip((x - mean) / (2.0 * std), -1.0, 1.0)[:, None].astype(np.float32)
+
+    def _rows(self, tail: Histories, weights: np.ndarray, users: np.ndarray) -> RowInput:
+        """:class:`RowInput` of ``users`` (rows of ``tail``, the histories the network reads)."""
+        device = self.config.device
+        feats = self._features(tail.lengths[users])
+        bag = None
+        if self.history_gate_:
+            sub = tail.select(users)
+            bag = (torch.from_numpy(sub.items).to(device), torch.from_numpy(sub.indptr[:-1]).to(device))
+        return RowInput(torch.from_numpy(weights).to(device),
+                        None if feats is None else torch.from_numpy(feats).to(device), bag)
+
     def _batch_side(self, hist: Histories, windows) -> Any:
-        table = torch.from_numpy(self.weights_).to(self.config.device)
-        user = torch.from_numpy(windows.user).to(self.config.device)
-        return lambda idx: table[user[torch.from_numpy(idx).to(self.config.device)]]
+        tail = hist.tail(self.config.max_len)  # the gate and the features read what scoring reads
+        user = windows.user
+        return lambda idx: self._rows(tail, self.weights_[user[idx]], user[idx])
 
     def _score_rows(self, net: JointNet, hist: Histories, rows: np.ndarray,
                     weights: np.ndarray | None = None) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         w = self.weights_[rows] if weights is None else np.asarray(weights, np.float32)
-        device = self.config.device
 
         def forward(inputs, last, pos):
-            hidden, bias = net.segment_forward(inputs, torch.from_numpy(w[pos]).to(device), last=last)
+            mix, _ = net.mixing(self._rows(hist, w[pos], rows[pos]))
+            hidden, bias = net.segment_forward(inputs, mix, last=last)
             logits = net.logits(hidden)
             return logits if bias is None else logits + bias
 
-        return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items, device=device,
-                          side=lambda pos: pos)
+        return score_rows(forward, hist, rows, net.config.pad_id, net.config.n_items,
+                          device=self.config.device, side=lambda pos: pos)
 
     def inner_model(self) -> JointTransformerRecommender | None:
         """The best-epoch joint network trained on the inner train part only (see the base class)."""
@@ -253,12 +378,15 @@ class JointTransformerRecommender(TransformerRecommender):
         if model is not None:
             model.segments_, model.weights_, model.soft_ = self.segments_, self.weights_, self.soft_
             model.n_segments_, model.rank_ = self.n_segments_, self.rank_
+            model.history_gate_, model.n_features_ = self.history_gate_, self.n_features_
+            model.activity_ = self.activity_
             model.param_ratio_ = self.param_ratio_
         return model
 
     # -------------------------------------------------------------- scoring
     def _score_histories(self, histories: list[list[int]], segments) -> np.ndarray:
         # new users: one-hot on their given segment; None, -1 or an unknown one = the shared path
+        # (with the history gate the segment is not needed: the gate reads the history)
         hist = Histories.from_lists(histories).tail(self.config.max_len)
         w = np.zeros((len(hist), self.n_segments_), np.float32)
         if segments is not None:
@@ -293,6 +421,10 @@ class JointTransformerRecommender(TransformerRecommender):
     def _set_state(self, tensors: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.n_segments_, self.rank_ = int(meta["n_segments"]), int(meta["rank"])
         self.param_ratio_, self.soft_ = float(meta["param_ratio"]), bool(meta["soft"])
+        self.history_gate_ = bool(meta.get("history_gate", False))
+        self.init_, self.joint_epochs_ = meta.get("init", "scratch"), meta.get("joint_epochs")
+        self.n_features_ = int(meta.get("n_features", 0))
+        self.activity_ = None if meta.get("activity") is None else tuple(meta["activity"])
         super()._set_state(tensors, meta)
         self.segments_ = tensors["segments"].astype(np.int64)
         self.weights_ = np.array(tensors["segment_weights"], dtype=np.float32)
@@ -300,4 +432,7 @@ class JointTransformerRecommender(TransformerRecommender):
     def _meta(self) -> dict[str, Any]:
         return {**super()._meta(), "n_segments": self.n_segments_, "rank": self.rank_,
                 "param_ratio": self.param_ratio_, "soft": self.soft_,
+                "history_gate": self.history_gate_, "n_features": self.n_features_,
+                "init": getattr(self, "init_", "scratch"), "joint_epochs": self.joint_epochs_,
+                "activity": None if self.activity_ is None else list(self.activity_),
                 "n_shared_params": self.net_.n_shared_params()}

@@ -235,7 +235,7 @@ class TransformerRecommender(Recommender):
         self.inner_params_ = None
         self.curve_: list[dict[str, float]] = []
         self.refit_curve_: list[dict[str, float]] = []
-        candidates = tune_candidates(c, self._item_init is not None)
+        candidates = self._candidates()
         self._setting = candidates[0]
         self.tuned_ = {"path": "no early stopping", "chosen": dict(self._setting), "tried": []}
         if c.early_stopping:
@@ -243,7 +243,7 @@ class TransformerRecommender(Recommender):
 
             def train_one(setting: dict[str, Any]):
                 self._setting = setting
-                return self._train(inner_train, c.epochs, inner_valid)
+                return self._train(inner_train, c.epochs, inner_valid, init=self._start_weights(inner=True))
 
             net, result, self.tuned_ = choose_setting(
                 train_one, candidates, c.tune_budget_s, self.name, min_se=c.tune_min_se,
@@ -262,23 +262,39 @@ class TransformerRecommender(Recommender):
                      self.best_epoch_)
             self.refit_epochs_ = 0
             refit_start = time.perf_counter()
-            if c.refit and c.warm_start:
-                warm = min(self.best_epoch_, max(WARM_MIN_EPOCHS, round(c.warm_fraction * self.best_epoch_)))
-                net, refit = self._train(full, warm, None, init=result.best_params)
-                self.refit_epochs_, self.refit_curve_ = warm, refit.curve
-            elif c.refit:
-                net, refit = self._train(full, self.best_epoch_, None)
-                self.refit_epochs_, self.refit_curve_ = self.best_epoch_, refit.curve
             if c.refit:
+                net, self.refit_epochs_, self.refit_curve_ = self._refit(full, result)
                 self.fit_timings_["refit_s"] = time.perf_counter() - refit_start
         else:
-            net, result = self._train(full, c.epochs, None)
+            net, result = self._train(full, c.epochs, None, init=self._start_weights(inner=False))
             self.best_epoch_ = self.refit_epochs_ = c.epochs
             self.curve_ = result.curve
         self.net_ = net
         # Scoring always uses the full fit history (train ∪ valid), even without refit.
         self.histories_ = Histories.from_interactions(full, c.max_len)
         self.fit_seconds_ = time.perf_counter() - start
+
+    def _candidates(self) -> list[dict[str, Any]]:
+        """The settings the inner split chooses among (see :func:`tune_candidates`)."""
+        return tune_candidates(self.config, self._item_init is not None)
+
+    def _start_weights(self, inner: bool) -> dict[str, torch.Tensor] | None:
+        """Weights a run starts from (``inner``: the early-stopped run; else the final one); None = fresh."""
+        return None
+
+    def _refit(self, full: Interactions, result) -> tuple[SeqNet, int, list[dict[str, float]]]:
+        """The net refitted on train ∪ valid after the inner run ``result``; its epochs and curve.
+
+        Warm (``warm_start``): continues from the early-stopped weights for a share of the
+        best epochs; else retrains from scratch for the best number of epochs.
+        """
+        c = self.config
+        if c.warm_start:
+            warm = min(self.best_epoch_, max(WARM_MIN_EPOCHS, round(c.warm_fraction * self.best_epoch_)))
+            net, refit = self._train(full, warm, None, init=result.best_params)
+            return net, warm, refit.curve
+        net, refit = self._train(full, self.best_epoch_, None)
+        return net, self.best_epoch_, refit.curve
 
     def _inner_user_ndcg(self, inner_train: Interactions, inner_valid: Interactions):
         """``net -> per-user NDCG@10`` on the users and histories the early stopping validates on."""
