@@ -141,6 +141,21 @@ def test_readme_run_commands_on_small_data(home):
     ok(segrec("recommend", "runs/mine", "--user", first[0], "--k", "5", cwd=home))
 
 
+def test_opt_in_joint_system_builds_on_the_runs_global_transformer(home):
+    """`--systems transformer,joint_transformer,segmented`: one more tier, started from the global model."""
+    (home / "joint.toml").write_text(TINY + "[models.joint]\nepochs = 2\nmax_len = 20\n")
+    done = ok(segrec("run", "--data", "interactions.csv", "--systems",
+                     "transformer,joint_transformer,segmented", "--out", "runs/joint",
+                     "--config", "joint.toml", cwd=home))
+    assert "joint: starting from the fitted global Transformer" in done.stdout + done.stderr
+    results = json.loads((home / "runs/joint/results.json").read_text())
+    stages = [s["stage"] for s in results["stages"]]
+    assert stages.index("fit global (transformer)") < stages.index("fit joint (joint_transformer)")
+    assert "joint_transformer" in results["systems"] and "joint_transformer" in done.stdout
+    listed = ok(segrec("recommend", "runs/joint", "--list", cwd=home)).stdout
+    assert "joint_transformer" in listed
+
+
 def test_readme_column_mapping(home):
     log = (home / "interactions.csv").read_text().replace("user_id,item_id,rating,timestamp",
                                                           "uid,sku,rating,ts")

@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluate.ranking import user_ndcg
+from ..types import Interactions
+from ._seqdata import Histories
+from ._seqserve import scoring_threads
 from ._transformer_config import TransformerConfig
+from ._transformer_train import validation_users
 
 __all__ = ["choose_setting", "default_setting", "tune_candidates"]
 
@@ -114,3 +119,24 @@ def choose_setting(train_one: Callable[[dict[str, Any]], tuple[Any, Any]],
 def _row(setting: dict[str, Any], result: Any, seconds: float) -> dict[str, Any]:
     return {**setting, "ndcg@10": float(result.best_score), "best_epoch": int(result.best_epoch),
             "seconds": float(seconds)}
+
+
+def inner_user_ndcg(score_rows: Callable[[Any, Histories, np.ndarray], np.ndarray], inner_train: Interactions,
+                    inner_valid: Interactions, config: TransformerConfig) -> Callable[[Any], np.ndarray]:
+    """``net -> per-user NDCG@10`` on the users and histories the early stopping validates on.
+
+    What :func:`choose_setting` pairs candidates on; ``score_rows(net, histories, rows)``
+    is the model's scorer.
+    """
+    c = config
+    data: list = []  # built on first use: only a grid compares candidates
+
+    def per_user(net: Any) -> np.ndarray:
+        if not data:
+            data.extend(validation_users(inner_train, inner_valid, c.valid_users, c.random_state))
+            data.append(Histories.from_interactions(inner_train).tail(c.max_len))
+        users, fit_csr, valid_csr, tail = data
+        with scoring_threads(c.n_threads):
+            return user_ndcg(lambda rows: score_rows(net, tail, users[rows]), fit_csr, valid_csr)
+
+    return per_user

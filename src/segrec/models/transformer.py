@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, SegrecWarning
-from ..evaluate.ranking import quick_ndcg, user_ndcg
+from ..evaluate.ranking import quick_ndcg
 from ..resources import use_bf16
 from ..types import Interactions
 from ._seqdata import Histories, make_windows
@@ -36,7 +36,7 @@ from ._transformer_train import (
     project_embeddings,
     validation_users,
 )
-from ._transformer_tune import choose_setting, default_setting, tune_candidates
+from ._transformer_tune import choose_setting, default_setting, inner_user_ndcg, tune_candidates
 from ._vectors import ItemTable
 from .base import Recommender, check_is_fitted
 from .context import FitContext
@@ -247,7 +247,7 @@ class TransformerRecommender(Recommender):
 
             net, result, self.tuned_ = choose_setting(
                 train_one, candidates, c.tune_budget_s, self.name, min_se=c.tune_min_se,
-                per_user=self._inner_user_ndcg(inner_train, inner_valid),
+                per_user=inner_user_ndcg(self._score_rows, inner_train, inner_valid, c),
                 allowed=self.data_parallel_hook is None)
             self._setting = self.tuned_["chosen"]  # the refit and the saved net use the winner
             self.fit_timings_["tuning_s"] = time.perf_counter() - start
@@ -295,21 +295,6 @@ class TransformerRecommender(Recommender):
             return net, warm, refit.curve
         net, refit = self._train(full, self.best_epoch_, None)
         return net, self.best_epoch_, refit.curve
-
-    def _inner_user_ndcg(self, inner_train: Interactions, inner_valid: Interactions):
-        """``net -> per-user NDCG@10`` on the users and histories the early stopping validates on."""
-        c = self.config
-        data: list = []  # built on first use: only a grid compares candidates
-
-        def per_user(net: SeqNet) -> np.ndarray:
-            if not data:
-                data.extend(validation_users(inner_train, inner_valid, c.valid_users, c.random_state))
-                data.append(Histories.from_interactions(inner_train).tail(c.max_len))
-            users, fit_csr, valid_csr, tail = data
-            with scoring_threads(c.n_threads):
-                return user_ndcg(lambda rows: self._score_rows(net, tail, users[rows]), fit_csr, valid_csr)
-
-        return per_user
 
     def inner_model(self) -> TransformerRecommender | None:
         """The best-epoch network trained on the inner train part only, with that part's histories.
