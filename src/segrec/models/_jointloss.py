@@ -69,23 +69,28 @@ class JointLoss(nn.Module):
             row_w = weights[:, None, :].expand(-1, inputs.shape[1], -1)[keep]
             h = torch.cat([h, row_w.to(h.dtype)], 1)
             weight = torch.cat([weight, net.segment.output_bias.T.to(weight.dtype)], 1)
-        n_rows = int(keep[:n_sub].sum())  # kept positions are numbered row-major
-        ce, kl = torch.zeros((), device=inputs.device), None
-        for lo, hi in ((0, n_rows), (n_rows, h.shape[0])):
-            if hi <= lo:
-                continue
+        n, n_rows = h.shape[0], int(keep[:n_sub].sum())  # kept positions are numbered row-major
+
+        def group_ce(lo: int, hi: int):
+            """Rows lo..hi-1: their logits, seen-item pairs and share of the mean CE."""
             part = None if pairs is None else _pairs_in(pairs, lo, hi)
             # both softmaxes mask the same entries with a finite MASKED, so the KL is one fused kernel
             logits, cols = output_logits(h[lo:hi], weight, item_bias, tg[lo:hi], part, negatives, fill=MASKED)
-            ce = ce + multi_target_ce(logits, cols) * ((hi - lo) / h.shape[0])
-            if lo == 0 and n_sub:
-                was_training = net.training
-                net.eval()  # the shared path as it serves: no dropout, no gradient
-                with torch.no_grad():
-                    ref, _ = output_logits(net(inputs[:n_sub])[keep[:n_sub]], net.wte.weight[:n_items],
-                                           item_bias, tg[:hi], part, negatives, fill=MASKED)
-                net.train(was_training)
-                kl = consistency_kl(logits, ref, masked=False)
+            return logits, part, multi_target_ce(logits, cols) * ((hi - lo) / n)
+
+        ce, kl = torch.zeros((), device=inputs.device), None
+        if n_rows > 0:  # the consistency rows (none when kl_weight is 0)
+            logits, part, share = group_ce(0, n_rows)
+            ce = ce + share
+            was_training = net.training
+            net.eval()  # the shared path as it serves: no dropout, no gradient
+            with torch.no_grad():
+                ref, _ = output_logits(net(inputs[:n_sub])[keep[:n_sub]], net.wte.weight[:n_items],
+                                       item_bias, tg[:n_rows], part, negatives, fill=MASKED)
+            net.train(was_training)
+            kl = consistency_kl(logits, ref, masked=False)
+        if n > n_rows:
+            ce = ce + group_ce(n_rows, n)[2]
         loss = loss + ce
         return loss if kl is None else loss + self.kl_weight * kl
 

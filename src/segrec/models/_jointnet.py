@@ -42,12 +42,12 @@ class SegmentParams(nn.Module):
         modules = dict(net.named_modules())
         if config.variant == "gate":
             self.gates["drop"] = nn.Parameter(torch.zeros(k, d))
-            net.drop.register_forward_pre_hook(self._gate_hook("drop"))
+            net.drop.register_forward_pre_hook(self._input_hook("drop", True))
             for i, block in enumerate(net.blocks):
                 for part, width, mod in (("attn", d, block.attn.c_proj), ("mlp", f, block.mlp.c_proj)):
                     key = f"b{i}_{part}"
                     self.gates[key] = nn.Parameter(torch.zeros(k, width))
-                    mod.register_forward_pre_hook(self._gate_hook(key))
+                    mod.register_forward_pre_hook(self._input_hook(key, True))
             return
         shapes = dict(net.named_parameters())
         for name in adapter_targets(net, config.targets):
@@ -57,7 +57,7 @@ class SegmentParams(nn.Module):
             if config.variant == "star":  # diag(g_out) W diag(g_in), both 1 at init
                 self.gates[key + "_in"] = nn.Parameter(torch.zeros(k, in_f))
                 self.gates[key + "_out"] = nn.Parameter(torch.zeros(k, out_f))
-                mod.register_forward_pre_hook(self._scale_hook(key + "_in"))
+                mod.register_forward_pre_hook(self._input_hook(key + "_in", False))
                 mod.register_forward_hook(self._scale_out_hook(key + "_out"))
             else:  # lora: A small random, B zero, as the adapters
                 self.lora_a[key] = nn.Parameter(torch.randn(k, rank, in_f) / np.sqrt(in_f))
@@ -84,18 +84,12 @@ class SegmentParams(nn.Module):
         g = 2.0 * torch.sigmoid(z) - 1.0 if centred else z
         return x * (1.0 + self._mix(g))[:, None, :].to(x.dtype)
 
-    def _gate_hook(self, key: str):
+    def _input_hook(self, key: str, centred: bool):
+        """A forward pre-hook scaling the module's input (gates: centred; STAR input scales: not)."""
         def hook(module, args):
             if self.weights is None:
                 return None
-            return (self._gate(key, args[0], True), *args[1:])
-        return hook
-
-    def _scale_hook(self, key: str):
-        def hook(module, args):
-            if self.weights is None:
-                return None
-            return (self._gate(key, args[0], False), *args[1:])
+            return (self._gate(key, args[0], centred), *args[1:])
         return hook
 
     def _scale_out_hook(self, key: str):

@@ -193,7 +193,7 @@ class JointTransformerRecommender(TransformerRecommender):
         if g is None:
             return None
         why = None
-        if not isinstance(g, TransformerRecommender) or isinstance(g, JointTransformerRecommender):
+        if not isinstance(g, TransformerRecommender):
             why = f"context.shared['transformer'] is a {type(g).__name__}"
         elif replace(g.net_.config, dropout=net_config.dropout) != net_config:
             why = "its network has another shape"
@@ -204,10 +204,11 @@ class JointTransformerRecommender(TransformerRecommender):
                         "scratch", why)
             return None
         final = {k: v.detach().clone() for k, v in g.net_.state_dict().items()}
-        inner = g.inner_params_ if g.inner_params_ is not None else final
+        inner = (final if g.inner_params_ is None
+                 else {k: v.detach().clone() for k, v in g.inner_params_.items()})
         # its dropout; item_init is moot (its item vectors are loaded), so no text is needed here
         setting = {**g._setting, "item_init": "random"}
-        return {k: v.detach().clone() for k, v in inner.items()}, final, setting
+        return inner, final, setting
 
     def _candidates(self) -> list[dict[str, Any]]:
         # started from the global model: its chosen setting (dropout, item init) is the one
@@ -273,8 +274,11 @@ class JointTransformerRecommender(TransformerRecommender):
 
     def _batch_side(self, hist: Histories, windows) -> Any:
         tail = hist.tail(self.config.max_len)  # the gate and the features read what scoring reads
-        user = windows.user
-        return lambda idx: self._rows(tail, self.weights_[user[idx]], user[idx])
+        def side(idx: np.ndarray) -> RowInput:
+            users = windows.user[idx]
+            return self._rows(tail, self.weights_[users], users)
+
+        return side
 
     def _score_rows(self, net: JointNet, hist: Histories, rows: np.ndarray,
                     weights: np.ndarray | None = None) -> np.ndarray:
